@@ -1,0 +1,124 @@
+"""Sandbox images built without a registry: debootstrap a minimal Debian, bake the runner in, docker import.
+
+The debootstrapped root file system is cached as a tar keyed by its package list, so a change to the
+runner only costs a re-import. Each image carries a label with the hash of everything that went into it;
+a build is skipped when an image with the current hash exists.
+"""
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+from docker.errors import ImageNotFound
+
+from executor.config import IMAGE_NAMES
+
+log = logging.getLogger(__name__)
+
+SUITE = "bookworm"
+RUNNER_DIR = Path(__file__).parent / "runner"
+RUNNER_FILES = ("supervisor.py", "child.py", "child.js")
+HASH_LABEL = "sandboxctl.content-hash"
+BUILD_VERSION = "1"  # bump when the build steps below change what ends up in an image
+PACKAGES = {
+    "python": ("python3", "python3-numpy", "python3-pandas", "python3-matplotlib"),
+    # The supervisor is Python for both languages, so the Node image carries a bare python3 too.
+    "nodejs": ("nodejs", "python3"),
+}
+PRUNED = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/info")
+
+
+def rootfs_hash(language: str) -> str:
+    return hashlib.sha256(f"{BUILD_VERSION}:{SUITE}:{','.join(PACKAGES[language])}".encode()).hexdigest()[:16]
+
+
+def content_hash(language: str) -> str:
+    digest = hashlib.sha256(rootfs_hash(language).encode())
+    for name in RUNNER_FILES:
+        digest.update(name.encode() + b"\0" + (RUNNER_DIR / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def image_is_current(client: docker.DockerClient, language: str, tag: str = "latest") -> bool:
+    try:
+        image = client.images.get(f"{IMAGE_NAMES[language]}:{tag}")
+    except ImageNotFound:
+        return False
+    return (image.labels or {}).get(HASH_LABEL) == content_hash(language)
+
+
+def build_image(
+    client: docker.DockerClient,
+    language: str,
+    cache_dir: Path,
+    force: bool = False,
+    mirror: str | None = None,
+    say: Callable[[str], None] = log.info,
+) -> bool:
+    """Build the language's image unless the current one exists. Returns True when it built."""
+    if not force and image_is_current(client, language):
+        say(f"{IMAGE_NAMES[language]} is current ({content_hash(language)})")
+        return False
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    rootfs_tar = cache_dir / f"rootfs-{language}-{rootfs_hash(language)}.tar"
+    if not rootfs_tar.exists():
+        say(f"debootstrapping {language} root file system (a minute or two)")
+        make_rootfs_tar(language, rootfs_tar, mirror)
+    say(f"importing {IMAGE_NAMES[language]}")
+    with tempfile.TemporaryDirectory(dir=cache_dir) as scratch:
+        image_tar = Path(scratch) / "image.tar"
+        shutil.copyfile(rootfs_tar, image_tar)
+        append_runner(image_tar, Path(scratch) / "stage")
+        import_tar(client, language, image_tar)
+    return True
+
+
+def make_rootfs_tar(language: str, destination: Path, mirror: str | None) -> None:
+    if shutil.which("debootstrap") is None:
+        raise RuntimeError("debootstrap is not installed: apt-get install debootstrap")
+    with tempfile.TemporaryDirectory(dir=destination.parent) as scratch:
+        root = Path(scratch) / "root"
+        command = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES[language])}", SUITE, str(root)]
+        if mirror:
+            command.append(mirror)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        for relative in PRUNED:
+            shutil.rmtree(root / relative, ignore_errors=True)
+        (root / "work").mkdir(exist_ok=True)
+        partial = destination.with_suffix(".partial")
+        subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."], check=True)
+        os.replace(partial, destination)
+
+
+def append_runner(image_tar: Path, stage: Path) -> None:
+    target = stage / "opt" / "sandboxctl"
+    target.mkdir(parents=True)
+    for name in RUNNER_FILES:
+        shutil.copyfile(RUNNER_DIR / name, target / name)
+        (target / name).chmod(0o444)
+    # docker import refuses duplicate paths, so append only the runner's own folder, named as the rootfs names.
+    command = ["tar", "-C", str(stage), "--owner=0", "--group=0", "--numeric-owner", "-rf", str(image_tar),
+               "./opt/sandboxctl"]
+    subprocess.run(command, check=True)
+
+
+def import_tar(client: docker.DockerClient, language: str, image_tar: Path) -> None:
+    changes = [
+        f"LABEL {HASH_LABEL}={content_hash(language)}",
+        "LABEL org.opencontainers.image.title=" + IMAGE_NAMES[language],
+        "ENV PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8",
+        "WORKDIR /work",
+        "USER 65534:65534",
+        f'CMD ["python3", "-I", "/opt/sandboxctl/supervisor.py", "{language}"]',
+    ]
+    client.api.import_image_from_file(
+        str(image_tar), repository=IMAGE_NAMES[language], tag="latest", changes=changes
+    )
+    if not image_is_current(client, language):
+        raise RuntimeError(f"import of {IMAGE_NAMES[language]} did not produce the expected image")

@@ -1,0 +1,201 @@
+"""A worker's warm pool of single-use sandboxes, kept full in the background.
+
+Every sandbox runs exactly one job and is then destroyed; creator threads replace it so a run never
+waits for a container start while the pool is healthy. Creation is rate-limited and backs off after
+failures, so a storm of crashing sandboxes cannot overwhelm dockerd. All containers carry the pool's
+label, which is how orphans of a dead worker are found at start and how shutdown removes everything.
+"""
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+
+import docker
+from docker.errors import DockerException
+
+from executor.config import PoolConfig, SandboxConfig
+from executor.sandbox import Sandbox, SandboxError
+
+log = logging.getLogger(__name__)
+
+POOL_LABEL = "sandboxctl.pool"
+MAX_BACKOFF = 30.0
+
+
+class PoolExhausted(SandboxError):
+    """No warm sandbox became free within the wait allowed."""
+
+    def __init__(self, language: str, waited: float) -> None:
+        super().__init__(f"pool exhausted: no {language} sandbox free after {waited:.1f}s", retryable=True)
+
+
+class SandboxPool:
+    def __init__(self, client: docker.DockerClient, sandbox_config: SandboxConfig, config: PoolConfig) -> None:
+        self.client = client
+        self.config = config
+        labels = {**sandbox_config.labels, POOL_LABEL: config.name}
+        self.sandbox_config = SandboxConfig(**{**sandbox_config.__dict__, "labels": labels})
+        self._ready: dict[str, deque[Sandbox]] = {language: deque() for language in config.size}
+        self._creating: dict[str, int] = {language: 0 for language in config.size}
+        self._failures = 0
+        self._next_creation = 0.0
+        self._lock = threading.Condition()
+        self._stopping = threading.Event()
+        self._removals: queue.Queue[Sandbox | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self.created = 0
+        self.warm_up_seconds: float | None = None
+        self._started_at = 0.0
+
+    # Lifecycle
+
+    def start(self) -> None:
+        self._started_at = time.monotonic()
+        reaped = self.reap_orphans()
+        if reaped:
+            log.info("pool %s: removed %d orphan sandboxes", self.config.name, reaped)
+        for index in range(self.config.creators):
+            self._spawn(self._creator_loop, f"sandbox-creator-{index}")
+        self._spawn(self._removal_loop, "sandbox-remover")
+        self._spawn(self._health_loop, "sandbox-health")
+
+    def _spawn(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop refilling and remove every sandbox of this pool, warm or in use."""
+        self._stopping.set()
+        with self._lock:
+            self._lock.notify_all()
+            idle = [sandbox for ready in self._ready.values() for sandbox in ready]
+            for ready in self._ready.values():
+                ready.clear()
+        for sandbox in idle:
+            self._removals.put(sandbox)
+        self._removals.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.reap_orphans()
+
+    def reap_orphans(self) -> int:
+        """Remove every container labelled with this pool's name (left by a dead worker, or at shutdown)."""
+        try:
+            containers = self.client.containers.list(all=True, filters={"label": f"{POOL_LABEL}={self.config.name}"})
+        except DockerException as exc:
+            log.warning("pool %s: cannot list containers: %s", self.config.name, exc)
+            return 0
+        for container in containers:
+            try:
+                container.remove(force=True)
+            except DockerException as exc:
+                log.warning("pool %s: cannot remove %s: %s", self.config.name, container.short_id, exc)
+        return len(containers)
+
+    # Handing out
+
+    def acquire(self, language: str, timeout: float | None = None) -> Sandbox:
+        """A warm sandbox for one run; the caller must `release` it. Raises PoolExhausted after `timeout`."""
+        if language not in self._ready:
+            raise SandboxError(f"this worker has no {language} pool")
+        wait = self.config.acquire_timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        with self._lock:
+            while True:
+                while self._ready[language]:
+                    sandbox = self._ready[language].popleft()
+                    self._lock.notify_all()  # a creator may refill now
+                    if sandbox.is_alive():
+                        return sandbox
+                    self._removals.put(sandbox)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping.is_set():
+                    raise PoolExhausted(language, wait)
+                self._lock.wait(remaining)
+
+    def release(self, sandbox: Sandbox) -> None:
+        """A used sandbox is never reused: it is removed in the background."""
+        self._removals.put(sandbox)
+
+    def depth(self) -> dict[str, int]:
+        with self._lock:
+            return {language: len(ready) for language, ready in self._ready.items()}
+
+    # Background work
+
+    def _deficit(self) -> str | None:
+        """The language furthest below its target, counting sandboxes being created."""
+        best, best_gap = None, 0
+        for language, target in self.config.size.items():
+            gap = target - len(self._ready[language]) - self._creating[language]
+            if gap > best_gap:
+                best, best_gap = language, gap
+        return best
+
+    def _creator_loop(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                language = self._deficit()
+                wait = self._next_creation - time.monotonic()
+                if language is None or wait > 0:
+                    self._lock.wait(max(wait, 0.05) if language else 1.0)
+                    continue
+                self._creating[language] += 1
+                self._next_creation = time.monotonic() + 1.0 / self.config.max_creations_per_second
+            sandbox = self._create(language)
+            with self._lock:
+                self._creating[language] -= 1
+                if sandbox is not None and not self._stopping.is_set():
+                    self._ready[language].append(sandbox)
+                    self._note_warm()
+                elif sandbox is not None:
+                    self._removals.put(sandbox)
+                self._lock.notify_all()
+
+    def _create(self, language: str) -> Sandbox | None:
+        sandbox = Sandbox(self.client, language, self.sandbox_config)
+        try:
+            sandbox.start()
+        except (SandboxError, DockerException, OSError) as exc:
+            self._removals.put(sandbox)
+            with self._lock:
+                self._failures += 1
+                backoff = min(MAX_BACKOFF, 0.5 * 2 ** min(self._failures, 6))
+                self._next_creation = time.monotonic() + backoff
+            log.warning("pool %s: creating a %s sandbox failed (retry in %.1fs): %s",
+                        self.config.name, language, backoff, exc)
+            return None
+        self._failures = 0
+        self.created += 1
+        return sandbox
+
+    def _note_warm(self) -> None:
+        if self.warm_up_seconds is None and all(
+            len(self._ready[language]) >= target for language, target in self.config.size.items()
+        ):
+            self.warm_up_seconds = time.monotonic() - self._started_at
+            log.info("pool %s: warm in %.2fs", self.config.name, self.warm_up_seconds)
+
+    def _removal_loop(self) -> None:
+        while True:
+            sandbox = self._removals.get()
+            if sandbox is None:
+                return
+            sandbox.destroy()
+
+    def _health_loop(self) -> None:
+        """Replace sandboxes that died while waiting (killed from outside, crashed)."""
+        while not self._stopping.wait(self.config.health_interval):
+            with self._lock:
+                for language, ready in self._ready.items():
+                    dead = [sandbox for sandbox in ready if not sandbox.is_alive()]
+                    for sandbox in dead:
+                        ready.remove(sandbox)
+                        self._removals.put(sandbox)
+                        log.warning("pool %s: %s sandbox %s died while idle", self.config.name, language, sandbox.id)
+                    if dead:
+                        self._lock.notify_all()

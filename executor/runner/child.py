@@ -1,0 +1,112 @@
+"""In-sandbox Python child: waits for one job on stdin, then runs the user's code and calls main(**arguments).
+
+The return value goes to the result pipe (fd given in argv), never to stdout, so printed text cannot
+pose as a result. Started by supervisor.py before the job exists; standard library only.
+"""
+
+import ast
+import asyncio
+import json
+import os
+import resource
+import sys
+import traceback
+
+
+def preload() -> None:
+    # Heavy imports done before the job arrives are paid during warm-up, not on the request path.
+    for name in filter(None, os.environ.get("SANDBOX_PRELOAD", "").split(",")):
+        try:
+            __import__(name.strip())
+        except ImportError:
+            pass
+
+
+def defines_main(tree: ast.Module) -> bool:
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "main":
+            return True
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "main" for t in node.targets):
+            return True
+        if isinstance(node, ast.ImportFrom | ast.Import) and any(
+            (alias.asname or alias.name) == "main" for alias in node.names
+        ):
+            return True
+    return False
+
+
+def to_json(value: object) -> str:
+    def convert(obj: object) -> object:
+        # numpy scalars and arrays are what analysis code usually returns; hand back plain JSON for them.
+        for method in ("tolist", "item"):
+            if callable(getattr(obj, method, None)):
+                return getattr(obj, method)()
+        raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+    return json.dumps(value, default=convert, allow_nan=False, ensure_ascii=False)
+
+
+def failure(kind: str, message: str) -> dict:
+    return {"ok": False, "error": {"type": kind, "message": message}}
+
+
+def run(job: dict) -> dict:
+    code, arguments = job["code"], job["arguments"]
+    try:
+        tree = ast.parse(code, filename="main.py")
+    except SyntaxError as exc:
+        traceback.print_exc()
+        return failure("SyntaxError", f"{exc.msg} (line {exc.lineno})")
+    has_main = defines_main(tree)
+    if not has_main and arguments:
+        return failure("MissingMain", "code must define main() when arguments are given")
+    namespace = {"__name__": "__sandbox__" if has_main else "__main__", "__builtins__": __builtins__}
+    try:
+        exec(compile(tree, "main.py", "exec"), namespace)
+        if not has_main:
+            return {"ok": True, "script": True}
+        main = namespace.get("main")
+        if not callable(main):
+            return failure("MainNotCallable", "main is defined but is not callable")
+        value = main(**arguments)
+        if asyncio.iscoroutine(value):
+            value = asyncio.run(value)
+    except MemoryError:
+        traceback.print_exc()
+        return failure("MemoryError", "the code ran out of memory")
+    except SystemExit as exc:
+        return failure("SystemExit", f"the code called exit({exc.code!r})")
+    except BaseException as exc:  # noqa: BLE001 - any user failure is reported, never raised
+        traceback.print_exc()
+        return failure(type(exc).__name__, str(exc)[:2000])
+    try:
+        return {"ok": True, "value_json": to_json(value)}
+    except (TypeError, ValueError) as exc:
+        return failure("ResultNotSerializable", f"main() returned a value that is not JSON: {exc}")
+
+
+def main() -> None:
+    result_fd = int(sys.argv[1])
+    preload()
+    os.write(result_fd, b"R")
+    job = json.loads(sys.stdin.buffer.read())
+    sys.stdin.close()
+    os.close(0)
+    os.open(os.devnull, os.O_RDONLY)
+    sys.stdin = open(0, closefd=False)
+    # Line buffering keeps partial output when the run is killed at its deadline.
+    sys.stdout.reconfigure(line_buffering=True)
+    sys.stderr.reconfigure(line_buffering=True)
+    limit = job.get("memory_limit_bytes")
+    if limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    outcome = run(job)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with os.fdopen(result_fd, "w", encoding="utf-8") as channel:
+        channel.write(json.dumps(outcome, ensure_ascii=False))
+    os._exit(0 if outcome["ok"] else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Runtime configuration lives in the database only (seeded from conf/system_settings.json)."""
+
+import json
+
+from django.db import models
+
+
+class SystemSetting(models.Model):
+    class DataType(models.TextChoices):
+        STRING = "string"
+        JSON = "json"
+        INTEGER = "integer"
+        BOOLEAN = "boolean"
+
+    name = models.CharField(max_length=128, primary_key=True)
+    value = models.TextField(blank=True, default="")
+    source = models.CharField(max_length=32, default="variable")
+    data_type = models.CharField(max_length=16, choices=DataType.choices, default=DataType.STRING)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def parsed(self) -> object:
+        if self.data_type == self.DataType.JSON:
+            return json.loads(self.value or "{}")
+        if self.data_type == self.DataType.INTEGER:
+            return int(self.value)
+        if self.data_type == self.DataType.BOOLEAN:
+            return self.value.lower() in ("1", "true", "yes")
+        return self.value

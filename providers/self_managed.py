@@ -1,0 +1,161 @@
+"""The self-managed provider: this worker host's warm pool of single-use gVisor sandboxes."""
+
+import json
+import logging
+import threading
+
+import docker
+from django.conf import settings
+
+from executor.config import JobLimits, PoolConfig, SandboxConfig
+from executor.pool import PoolExhausted, SandboxPool
+from executor.sandbox import RunReport, Sandbox, SandboxError
+from providers.base import ExecutionResult, Limits, ProviderError, SandboxProvider, Status
+
+log = logging.getLogger(__name__)
+
+_pool: SandboxPool | None = None
+_pool_lock = threading.Lock()
+
+
+def sandbox_config() -> SandboxConfig:
+    return SandboxConfig(
+        runtime=settings.SANDBOX_RUNTIME,
+        allow_insecure_runtime=settings.SANDBOX_ALLOW_INSECURE_RUNTIME,
+        memory_mb=settings.SANDBOX_MEMORY_MAX_MB,
+        cpus=settings.SANDBOX_CPUS,
+        python_preload=settings.SANDBOX_PYTHON_PRELOAD,
+        labels={"sandboxctl.worker-host": settings.SANDBOX_WORKER_HOST},
+    )
+
+
+def start_pool(name: str, languages: tuple[str, ...]) -> SandboxPool:
+    """Start this worker's pool (once per process); `name` scopes orphan reaping to this worker."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            sizes = {"python": settings.SANDBOX_POOL_SIZE_PYTHON, "nodejs": settings.SANDBOX_POOL_SIZE_NODEJS}
+            config = PoolConfig(
+                name=name,
+                size={language: sizes[language] for language in languages},
+                acquire_timeout=settings.SANDBOX_POOL_ACQUIRE_TIMEOUT,
+                creators=settings.SANDBOX_POOL_CREATORS,
+                max_creations_per_second=settings.SANDBOX_POOL_MAX_CREATIONS_PER_SECOND,
+            )
+            sandbox = sandbox_config()
+            if sandbox.insecure:
+                log.critical("INSECURE: sandboxes run with runtime %r, not gVisor", sandbox.runtime)
+            _pool = SandboxPool(docker.from_env(timeout=30), sandbox, config)
+            _pool.start()
+        return _pool
+
+
+def stop_pool() -> None:
+    global _pool
+    with _pool_lock:
+        if _pool is not None:
+            _pool.shutdown()
+            _pool = None
+
+
+def current_pool() -> SandboxPool | None:
+    return _pool
+
+
+class SelfManagedProvider(SandboxProvider):
+    name = "self_managed"
+    label = "Self-managed gVisor pool"
+    description = "Warm single-use gVisor (runsc) containers on the worker hosts; no network, no secrets."
+
+    def __init__(self) -> None:
+        self._in_use: dict[str, Sandbox] = {}
+        self._lock = threading.Lock()
+
+    def queue_for(self, language: str) -> str:
+        return f"sandbox.{language}"
+
+    def create_instance(self, language: str) -> str:
+        pool = current_pool()
+        if pool is None:
+            raise ProviderError("this worker has no sandbox pool", retryable=True)
+        try:
+            sandbox = pool.acquire(language)
+        except PoolExhausted as exc:
+            raise ProviderError(str(exc), code="pool_exhausted", retryable=True) from exc
+        except SandboxError as exc:
+            raise ProviderError(str(exc)) from exc
+        with self._lock:
+            self._in_use[sandbox.id] = sandbox
+        return sandbox.id
+
+    def execute_code(
+        self, instance_id: str, code: str, language: str, limits: Limits, arguments: dict
+    ) -> ExecutionResult:
+        sandbox = self._in_use[instance_id]
+        job_limits = JobLimits(timeout=limits.timeout, memory_mb=limits.memory_mb, output_limit=limits.output_limit)
+        report = sandbox.run(code, arguments, job_limits)
+        return classify(report, limits, language)
+
+    def destroy_instance(self, instance_id: str) -> None:
+        with self._lock:
+            sandbox = self._in_use.pop(instance_id, None)
+        pool = current_pool()
+        if sandbox is not None:
+            if pool is not None:
+                pool.release(sandbox)
+            else:
+                sandbox.destroy()
+
+    def health_check(self) -> bool:
+        pool = current_pool()
+        return pool is not None and all(depth > 0 for depth in pool.depth().values())
+
+
+def classify(report: RunReport, limits: Limits, language: str) -> ExecutionResult:
+    """Decide the status from what the worker observed; exit codes alone never decide it."""
+    result = ExecutionResult(
+        status=Status.SUCCEEDED,
+        stdout=report.stdout.decode("utf-8", "replace"),
+        stderr=report.stderr.decode("utf-8", "replace"),
+        exit_code=report.exit_code,
+        execution_time=round(report.duration, 6),
+        memory_used_kb=report.memory_used_kb,
+        artifacts=report.artifacts,
+        rejected_artifacts=report.rejected_artifacts,
+        stdout_truncated=report.stdout_truncated,
+        stderr_truncated=report.stderr_truncated,
+    )
+    outcome = report.result or {}
+    if outcome.get("ok") and "value_json" in outcome:
+        result.result_present = True
+        result.result_value = json.loads(outcome["value_json"])
+    error = outcome.get("error") or {}
+    if report.timed_out:
+        set_status(result, Status.TIMEOUT, "timeout", f"the run exceeded its {limits.timeout:g}s time limit")
+    elif report.oom_killed or error.get("type") == "MemoryError" or _node_heap_exhausted(report, language):
+        set_status(result, Status.MEMORY_LIMIT, "memory_limit", f"the run exceeded its {limits.memory_mb} MB limit")
+        result.memory_used_kb = result.memory_used_kb or limits.memory_mb * 1024
+    elif report.sandbox_failure:
+        set_status(result, Status.SANDBOX_ERROR, "sandbox_error", report.sandbox_failure)
+    elif not outcome:
+        set_status(result, Status.FAILED, "process_exited", f"the process exited with code {report.exit_code}"
+                   " before main() returned")
+    elif not outcome.get("ok"):
+        set_status(result, Status.FAILED, _snake(error.get("type", "error")),
+                   f"{error.get('type', 'Error')}: {error.get('message', '')}".rstrip(": "))
+    elif report.stdout_truncated or report.stderr_truncated:
+        set_status(result, Status.OUTPUT_LIMIT, "output_limit",
+                   f"output exceeded {limits.output_limit} bytes and was truncated")
+    return result
+
+
+def set_status(result: ExecutionResult, status: Status, code: str, message: str) -> None:
+    result.status, result.error_code, result.error_message = status, code, message
+
+
+def _node_heap_exhausted(report: RunReport, language: str) -> bool:
+    return language == "nodejs" and not report.result and b"heap out of memory" in report.stderr[-4096:]
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{char.lower()}" if char.isupper() else char for char in name).lstrip("_")

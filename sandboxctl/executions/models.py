@@ -1,0 +1,176 @@
+import hashlib
+import secrets
+import uuid
+
+from django.conf import settings
+from django.db import models, transaction
+from django.utils import timezone
+
+from providers.base import ExecutionResult, Status
+
+TERMINAL = [status.value for status in Status if status.is_terminal]
+
+
+def hash_token(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return f"sbx_{secrets.token_urlsafe(32)}"
+
+
+class ApiToken(models.Model):
+    """An API key. Only its SHA-256 is stored; the key itself is shown once, when it is made."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, default="default")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=8, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @classmethod
+    def issue(cls, user, name: str = "default", key: str | None = None) -> tuple["ApiToken", str]:
+        key = key or new_key()
+        token = cls.objects.create(user=user, name=name, key_hash=hash_token(key), prefix=key[:8])
+        return token, key
+
+
+class Execution(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    provider = models.CharField(max_length=64, db_index=True)
+    language = models.CharField(max_length=16, db_index=True)
+    code = models.TextField()
+    code_sha256 = models.CharField(max_length=64, db_index=True)
+    arguments = models.JSONField(default=dict)
+    requested_limits = models.JSONField(default=dict)
+    limits = models.JSONField(default=dict)
+    status = models.CharField(
+        max_length=16, choices=[(s.value, s.value) for s in Status], default=Status.QUEUED, db_index=True
+    )
+    stdout = models.TextField(blank=True, default="")
+    stderr = models.TextField(blank=True, default="")
+    stdout_truncated = models.BooleanField(default=False)
+    stderr_truncated = models.BooleanField(default=False)
+    exit_code = models.IntegerField(null=True, blank=True)
+    result_present = models.BooleanField(default=False)
+    result = models.JSONField(null=True, blank=True)
+    artifacts = models.JSONField(default=list, blank=True)
+    rejected_artifacts = models.JSONField(default=list, blank=True)
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    execution_time = models.FloatField(null=True, blank=True)
+    queue_wait = models.FloatField(null=True, blank=True)
+    memory_used_kb = models.IntegerField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker_host = models.CharField(max_length=255, blank=True, default="")
+    sandbox_id = models.CharField(max_length=128, blank=True, default="")
+    token = models.ForeignKey(ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    caller = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
+    )
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="")
+    callback_url = models.URLField(max_length=2000, blank=True, default="")
+    callback_status = models.CharField(max_length=16, blank=True, default="")
+    callback_attempts = models.PositiveSmallIntegerField(default=0)
+    callback_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["caller", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="unique_idempotency_key_per_caller",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.language} {self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return Status(self.status).is_terminal
+
+    # State machine. Every transition is one conditional UPDATE, so two deliveries of the same task,
+    # or a cancel racing a finish, cannot both win.
+
+    def claim(self, worker_host: str) -> bool:
+        """queued → running. False when another delivery already took it or it is no longer queued."""
+        now = timezone.now()
+        claimed = Execution.objects.filter(pk=self.pk, status=Status.QUEUED).update(
+            status=Status.RUNNING,
+            started_at=now,
+            worker_host=worker_host,
+            attempts=models.F("attempts") + 1,
+            queue_wait=(now - self.created_at).total_seconds(),
+        )
+        if claimed:
+            self.refresh_from_db()
+        return bool(claimed)
+
+    def finish(self, outcome: ExecutionResult) -> bool:
+        """running → a terminal status, recording everything observed. False when it had already ended."""
+        fields = {
+            "status": outcome.status,
+            "stdout": outcome.stdout,
+            "stderr": outcome.stderr,
+            "stdout_truncated": outcome.stdout_truncated,
+            "stderr_truncated": outcome.stderr_truncated,
+            "exit_code": outcome.exit_code,
+            "result_present": outcome.result_present,
+            "result": outcome.result_value,
+            "artifacts": outcome.artifacts,
+            "rejected_artifacts": outcome.rejected_artifacts,
+            "error_code": outcome.error_code,
+            "error_message": outcome.error_message,
+            "execution_time": outcome.execution_time,
+            "memory_used_kb": outcome.memory_used_kb,
+            "sandbox_id": outcome.sandbox_id,
+            "finished_at": timezone.now(),
+        }
+        if self.callback_url:
+            fields["callback_status"] = "pending"
+        done = Execution.objects.filter(pk=self.pk, status=Status.RUNNING).update(**fields)
+        self.refresh_from_db()
+        return bool(done)
+
+    def end_without_running(self, status: Status, code: str, message: str) -> bool:
+        """queued or running → a terminal status with an error (cancel, reject, infrastructure fault)."""
+        with transaction.atomic():
+            fields = {"status": status, "error_code": code, "error_message": message, "finished_at": timezone.now()}
+            if self.callback_url:
+                fields["callback_status"] = "pending"
+            done = Execution.objects.filter(pk=self.pk, status__in=[Status.QUEUED, Status.RUNNING]).update(**fields)
+        self.refresh_from_db()
+        return bool(done)
+
+    def requeue(self) -> bool:
+        """running → queued, only for a run whose worker vanished (the reconciler's single retry)."""
+        done = Execution.objects.filter(pk=self.pk, status=Status.RUNNING, worker_host=self.worker_host).update(
+            status=Status.QUEUED, started_at=None
+        )
+        self.refresh_from_db()
+        return bool(done)
+
+
+class WorkerHeartbeat(models.Model):
+    """A worker's last sign of life and its warm sandboxes per language (for /readyz and the reconciler)."""
+
+    worker = models.CharField(max_length=255, primary_key=True)
+    host = models.CharField(max_length=255)
+    pool_depth = models.JSONField(default=dict)
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.worker

@@ -1,0 +1,52 @@
+"""What /readyz checks: the database, the broker, and warm sandboxes per language on live workers."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from providers.base import LANGUAGES
+
+
+def check() -> tuple[list[str], dict]:
+    problems: list[str] = []
+    details: dict = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        details["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        problems.append(f"database: {exc.__class__.__name__}")
+        return problems, details
+    details["broker"] = _check_broker(problems)
+    details["warm_sandboxes"] = _check_pool(problems)
+    return problems, details
+
+
+def _check_broker(problems: list[str]) -> str:
+    from sandboxctl.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return "ok"
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"broker: {exc.__class__.__name__}")
+        return "unavailable"
+
+
+def _check_pool(problems: list[str]) -> dict[str, int]:
+    from providers.manager import active_provider_name
+    from sandboxctl.executions.models import WorkerHeartbeat
+
+    fresh = timezone.now() - timedelta(seconds=settings.SANDBOX_WORKER_STALE_AFTER)
+    depth = {language: 0 for language in LANGUAGES}
+    for beat in WorkerHeartbeat.objects.filter(seen_at__gte=fresh):
+        for language, count in beat.pool_depth.items():
+            depth[language] = depth.get(language, 0) + count
+    if active_provider_name() == "self_managed":
+        for language, count in depth.items():
+            if count <= 0:
+                problems.append(f"no warm {language} sandbox on any live worker")
+    return depth

@@ -1,0 +1,103 @@
+from django.conf import settings
+from rest_framework import exceptions, serializers
+
+from sandboxctl.executions.models import Execution
+
+LANGUAGE_ALIASES = {"python": "python", "nodejs": "nodejs", "javascript": "nodejs", "node": "nodejs"}
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = 413
+    default_code = "too_large"
+
+
+class ExecutionRequestSerializer(serializers.Serializer):
+    language = serializers.CharField()
+    code = serializers.CharField(trim_whitespace=False, allow_blank=True)
+    arguments = serializers.JSONField(required=False, default=dict)
+    timeout = serializers.FloatField(required=False, allow_null=True, min_value=0.001)
+    memory_mb = serializers.IntegerField(required=False, allow_null=True)
+    wait = serializers.BooleanField(required=False, default=True)
+    callback_url = serializers.URLField(required=False, allow_blank=True, default="", max_length=2000)
+
+    def validate_language(self, value: str) -> str:
+        try:
+            return LANGUAGE_ALIASES[value.strip().lower()]
+        except KeyError:
+            raise serializers.ValidationError("must be one of: python, nodejs, javascript") from None
+
+    def validate_code(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("must not be empty")
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise serializers.ValidationError("must be valid UTF-8 text") from None
+        if size > settings.SANDBOX_CODE_MAX_BYTES:
+            raise PayloadTooLarge({"code": [f"is {size} bytes; the limit is {settings.SANDBOX_CODE_MAX_BYTES}"]})
+        return value
+
+    def validate_arguments(self, value) -> dict:
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("must be a JSON object")
+        return value
+
+    def validate_memory_mb(self, value: int | None) -> int | None:
+        if value is not None and value < settings.SANDBOX_MEMORY_MIN_MB:
+            raise serializers.ValidationError(f"must be at least {settings.SANDBOX_MEMORY_MIN_MB}")
+        return value
+
+    def validate_callback_url(self, value: str) -> str:
+        if value and not value.lower().startswith(("http://", "https://")):
+            raise serializers.ValidationError("must be an http or https URL")
+        return value
+
+
+class ExecutionSerializer(serializers.ModelSerializer):
+    result = serializers.SerializerMethodField()
+    truncated = serializers.SerializerMethodField()
+    error = serializers.SerializerMethodField()
+    artifacts = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Execution
+        fields = [
+            "id", "status", "language", "provider", "stdout", "stderr", "exit_code", "result",
+            "execution_time", "memory_used_kb", "artifacts", "rejected_artifacts", "truncated", "error",
+            "limits", "created_at", "started_at", "finished_at", "queue_wait",
+        ]
+
+    def get_result(self, execution: Execution) -> dict:
+        return {"present": execution.result_present, "value": execution.result if execution.result_present else None}
+
+    def get_truncated(self, execution: Execution) -> dict:
+        return {"stdout": execution.stdout_truncated, "stderr": execution.stderr_truncated}
+
+    def get_error(self, execution: Execution) -> dict | None:
+        if not execution.error_code:
+            return None
+        return {"code": execution.error_code, "message": execution.error_message}
+
+    def get_artifacts(self, execution: Execution) -> list[dict]:
+        return execution.artifacts
+
+
+class RagflowRunSerializer(serializers.Serializer):
+    """The request body of RAGFlow's executor_manager `/run`."""
+
+    code_b64 = serializers.CharField()
+    language = serializers.ChoiceField(choices=["python", "nodejs"])
+    arguments = serializers.JSONField(required=False, default=dict)
+
+    def validate_code_b64(self, value: str) -> str:
+        import base64
+        import binascii
+
+        try:
+            code = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            raise serializers.ValidationError("must be base64 of UTF-8 text") from None
+        return ExecutionRequestSerializer().validate_code(code)
+
+    def validate_arguments(self, value) -> dict:
+        return ExecutionRequestSerializer().validate_arguments(value)

@@ -1,0 +1,108 @@
+"""Submitting an execution and waiting for it: the one path behind /api/v1/executions and /run."""
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError
+from kombu.exceptions import OperationalError
+
+from providers.base import Status
+from providers.manager import active_provider
+from sandboxctl.executions.models import Execution
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVALS = (0.002, 0.003, 0.005, 0.005, 0.01, 0.01, 0.02, 0.02, 0.05)
+
+
+@dataclass(frozen=True)
+class Submission:
+    language: str
+    code: str
+    arguments: dict
+    timeout: float | None = None
+    memory_mb: int | None = None
+    callback_url: str = ""
+
+    def fingerprint(self) -> str:
+        body = json.dumps(self.__dict__, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(body.encode()).hexdigest()
+
+    def effective_limits(self) -> dict:
+        """Clamp what the caller asked for to the server's maximums; never raise a limit for them."""
+        timeout = min(self.timeout or settings.SANDBOX_TIMEOUT_DEFAULT, settings.SANDBOX_TIMEOUT_MAX)
+        memory = min(self.memory_mb or settings.SANDBOX_MEMORY_DEFAULT_MB, settings.SANDBOX_MEMORY_MAX_MB)
+        return {"timeout": timeout, "memory_mb": memory, "output_limit": settings.SANDBOX_OUTPUT_LIMIT}
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different request body."""
+
+
+def submit(submission: Submission, user, token, idempotency_key: str | None) -> tuple[Execution, bool]:
+    """Record the execution and queue it. Returns (execution, created); a replayed key returns the original."""
+    fingerprint = submission.fingerprint()
+    if idempotency_key:
+        existing = Execution.objects.filter(caller=user, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return _replay(existing, fingerprint), False
+    provider = active_provider()
+    try:
+        execution = Execution.objects.create(
+            provider=provider.name,
+            language=submission.language,
+            code=submission.code,
+            code_sha256=hashlib.sha256(submission.code.encode()).hexdigest(),
+            arguments=submission.arguments,
+            requested_limits={"timeout": submission.timeout, "memory_mb": submission.memory_mb},
+            limits=submission.effective_limits(),
+            caller=user,
+            token=token,
+            idempotency_key=idempotency_key or None,
+            request_fingerprint=fingerprint,
+            callback_url=submission.callback_url,
+        )
+    except IntegrityError:
+        # Two requests with the same key raced; the other one created the row.
+        existing = Execution.objects.get(caller=user, idempotency_key=idempotency_key)
+        return _replay(existing, fingerprint), False
+    dispatch(execution, provider.queue_for(submission.language))
+    return execution, True
+
+
+def _replay(existing: Execution, fingerprint: str) -> Execution:
+    if existing.request_fingerprint != fingerprint:
+        raise IdempotencyConflict("Idempotency-Key was already used with a different request")
+    return existing
+
+
+def dispatch(execution: Execution, queue: str) -> None:
+    from sandboxctl.executions.tasks import run_execution
+
+    try:
+        run_execution.apply_async(args=[str(execution.id)], queue=queue)
+    except OperationalError as exc:
+        log.error("execution %s: broker unavailable: %s", execution.id, exc)
+        execution.end_without_running(Status.SANDBOX_ERROR, "broker_unavailable", "the task broker is unavailable")
+
+
+def wait_for(execution: Execution, timeout: float) -> Execution:
+    """Poll until the execution ends or `timeout` passes; returns the freshest row either way."""
+    deadline = time.monotonic() + min(timeout, settings.SANDBOX_WAIT_CAP)
+    attempt = 0
+    while not execution.is_terminal and time.monotonic() < deadline:
+        time.sleep(POLL_INTERVALS[min(attempt, len(POLL_INTERVALS) - 1)])
+        attempt += 1
+        status = Execution.objects.filter(pk=execution.pk).values_list("status", flat=True).first()
+        if status != execution.status:
+            execution.refresh_from_db()
+    return execution
+
+
+def wait_budget(execution: Execution) -> float:
+    """How long a synchronous request waits: the run's own limit plus time to queue, start and report."""
+    return execution.limits["timeout"] + settings.SANDBOX_POOL_ACQUIRE_TIMEOUT + 5.0

@@ -1,0 +1,139 @@
+from django.db import connection
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from providers.base import Status
+from sandboxctl.executions import ragflow
+from sandboxctl.executions.models import Execution
+from sandboxctl.executions.serializers import ExecutionRequestSerializer, ExecutionSerializer, RagflowRunSerializer
+from sandboxctl.executions.service import IdempotencyConflict, Submission, submit, wait_budget, wait_for
+
+RETRY_AFTER_SECONDS = "2"
+FILTERS = ("status", "language", "provider")
+
+
+def visible_executions(request):
+    queryset = Execution.objects.all()
+    if not request.user.is_staff:
+        queryset = queryset.filter(caller=request.user)
+    return queryset
+
+
+def submit_request(request, submission: Submission) -> tuple[Execution, bool]:
+    key = request.headers.get("Idempotency-Key") or None
+    if key and len(key) > 255:
+        raise ValidationError({"Idempotency-Key": ["must be at most 255 characters"]})
+    try:
+        return submit(submission, request.user, request.auth if hasattr(request.auth, "pk") else None, key)
+    except IdempotencyConflict as exc:
+        raise Conflict(str(exc)) from exc
+
+
+class Conflict(Exception):
+    pass
+
+
+def pool_exhausted(execution: Execution) -> bool:
+    return execution.status == Status.SANDBOX_ERROR and execution.error_code == "pool_exhausted"
+
+
+class ExecutionListCreateView(generics.ListAPIView):
+    serializer_class = ExecutionSerializer
+
+    def get_queryset(self):
+        queryset = visible_executions(self.request)
+        for name in FILTERS:
+            value = self.request.query_params.get(name)
+            if value:
+                queryset = queryset.filter(**{name: value})
+        return queryset
+
+    @extend_schema(
+        request=ExecutionRequestSerializer,
+        responses={200: ExecutionSerializer, 202: ExecutionSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+    )
+    def post(self, request):
+        serializer = ExecutionRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        submission = Submission(
+            language=data["language"],
+            code=data["code"],
+            arguments=data["arguments"],
+            timeout=data.get("timeout"),
+            memory_mb=data.get("memory_mb"),
+            callback_url=data["callback_url"],
+        )
+        try:
+            execution, _ = submit_request(request, submission)
+        except Conflict as exc:
+            return Response({"detail": str(exc), "code": "idempotency_conflict"}, status=status.HTTP_409_CONFLICT)
+        location = request.build_absolute_uri(f"/api/v1/executions/{execution.id}")
+        if not data["wait"]:
+            return Response(ExecutionSerializer(execution).data, status=202, headers={"Location": location})
+        execution = wait_for(execution, wait_budget(execution))
+        body = ExecutionSerializer(execution).data
+        if pool_exhausted(execution):
+            return Response(body, status=503, headers={"Retry-After": RETRY_AFTER_SECONDS})
+        return Response(body, status=200 if execution.is_terminal else 202, headers={"Location": location})
+
+
+class ExecutionDetailView(generics.RetrieveAPIView):
+    serializer_class = ExecutionSerializer
+
+    def get_queryset(self):
+        return visible_executions(self.request)
+
+
+class ExecutionCancelView(APIView):
+    @extend_schema(request=None, responses={200: ExecutionSerializer, 409: None})
+    def post(self, request, pk):
+        from sandboxctl.executions.tasks import deliver_callback
+
+        execution = get_object_or_404(visible_executions(request), pk=pk)
+        # A queued run is cancelled before it starts; a running one is ended here and its result discarded.
+        if not execution.end_without_running(Status.CANCELLED, "cancelled", "cancelled by the caller"):
+            return Response(
+                {"detail": f"execution already ended with status {execution.status}", "code": "already_finished"},
+                status=status.HTTP_409_CONFLICT,
+            )
+        if execution.callback_url:
+            deliver_callback.delay(str(execution.id))
+        return Response(ExecutionSerializer(execution).data)
+
+
+class RagflowRunView(APIView):
+    """RAGFlow executor_manager's `/run`, translated onto the same execution path."""
+
+    @extend_schema(request=RagflowRunSerializer, responses={200: dict})
+    def post(self, request):
+        serializer = RagflowRunSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        submission = Submission(language=data["language"], code=data["code_b64"], arguments=data["arguments"])
+        execution, _ = submit_request(request, submission)
+        execution = wait_for(execution, wait_budget(execution))
+        return Response(ragflow.to_ragflow(execution))
+
+
+def healthz(request):
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request):
+    """Ready when the database and broker answer and each language has warm sandboxes on a live worker."""
+    from sandboxctl.executions.readiness import check
+
+    problems, details = check()
+    details["status"] = "ok" if not problems else "unavailable"
+    details["problems"] = problems
+    details["checked_at"] = timezone.now().isoformat()
+    connection.close_if_unusable_or_obsolete()
+    return JsonResponse(details, status=200 if not problems else 503)

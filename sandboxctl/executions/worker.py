@@ -1,0 +1,75 @@
+"""Celery worker lifecycle: start this host's sandbox pool, report a heartbeat, remove everything at shutdown.
+
+The pool lives in the worker's main process, so it must run tasks in threads (`-P threads`): then one
+pool serves every task of the host, and a sandbox is handed to exactly one run.
+"""
+
+import logging
+import threading
+
+from celery import signals
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 2.0
+_state = {"name": "", "stop": threading.Event()}
+
+
+def worker_name() -> str:
+    return _state["name"] or settings.SANDBOX_WORKER_HOST
+
+
+def sandbox_languages(queues: list[str]) -> tuple[str, ...]:
+    return tuple(language for language in ("python", "nodejs") if f"sandbox.{language}" in queues)
+
+
+@signals.worker_init.connect
+def start_sandbox_pool(sender=None, **kwargs) -> None:
+    from providers.self_managed import start_pool
+
+    _state["name"] = sender.hostname
+    _state["stop"].clear()
+    queues = [queue.name for queue in sender.app.amqp.queues.consume_from.values()] if sender.app.amqp.queues else []
+    languages = sandbox_languages(queues)
+    if sender.pool_cls.__module__.split(".")[-1] not in ("thread", "threads", "solo") and languages:
+        raise RuntimeError("sandbox workers must run with -P threads (the pool lives in the worker process)")
+    if languages:
+        start_pool(sender.hostname, languages)
+    threading.Thread(target=_heartbeat_loop, name="worker-heartbeat", daemon=True).start()
+
+
+@signals.worker_shutdown.connect
+def stop_sandbox_pool(**kwargs) -> None:
+    from providers.self_managed import stop_pool
+
+    _state["stop"].set()
+    stop_pool()
+
+
+def _heartbeat_loop() -> None:
+    while not _state["stop"].is_set():
+        try:
+            beat()
+        except Exception:  # noqa: BLE001 - a missed beat is reported by staleness, not by crashing the worker
+            log.exception("heartbeat failed")
+        finally:
+            close_old_connections()
+        _state["stop"].wait(HEARTBEAT_INTERVAL)
+
+
+def beat() -> None:
+    from providers.self_managed import current_pool
+    from sandboxctl.executions.models import WorkerHeartbeat
+
+    pool = current_pool()
+    WorkerHeartbeat.objects.update_or_create(
+        worker=worker_name(),
+        defaults={
+            "host": settings.SANDBOX_WORKER_HOST,
+            "pool_depth": pool.depth() if pool else {},
+            "seen_at": timezone.now(),
+        },
+    )

@@ -1,0 +1,180 @@
+"""Django settings: everything comes from the environment, with defaults that are safe to run as they are."""
+
+import socket
+from pathlib import Path
+
+import dj_database_url
+from kombu import Exchange, Queue
+
+from sandboxctl.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("SANDBOXCTL_DATA_DIR", str(BASE_DIR / "data")))
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY", "") or env_str("SANDBOXCTL_SECRET_KEY", "")
+if not SECRET_KEY:
+    # A stable per-installation key, so sessions survive restarts without a key in the repository.
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    key_file = DATA_DIR / "secret_key"
+    if not key_file.exists():
+        from django.core.management.utils import get_random_secret_key
+
+        key_file.write_text(get_random_secret_key())
+        key_file.chmod(0o600)
+    SECRET_KEY = key_file.read_text().strip()
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "providers.apps.ProvidersConfig",
+    "sandboxctl.executions.apps.ExecutionsConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "sandboxctl.urls"
+WSGI_APPLICATION = "sandboxctl.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# SQLite in the data dir when DATABASE_URL is unset (the embedded default); postgres:// uses psycopg 3.
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", "") or f"sqlite:///{DATA_DIR / 'sandboxctl.sqlite3'}",
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "sandboxctl.executions.auth.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "sandboxctl.executions.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "sandboxctl API",
+    "DESCRIPTION": "Run untrusted Python and Node.js code in gVisor sandboxes.",
+    "VERSION": "1",
+}
+
+# Celery: JSON only, at-least-once delivery with an at-most-once guard in the task (atomic status change).
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "") or "filesystem://"
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+if CELERY_BROKER_URL == "filesystem://":
+    # No broker server needed for `make run`; web and worker share a folder on this machine.
+    BROKER_DIR = DATA_DIR / "broker"
+    (BROKER_DIR / "processed").mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR),
+        "data_folder_out": str(BROKER_DIR),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Limits of one run. Callers may ask for less, never for more.
+SANDBOX_TIMEOUT_DEFAULT = env_float("SANDBOX_TIMEOUT_DEFAULT", 10.0)
+SANDBOX_TIMEOUT_MAX = env_float("SANDBOX_TIMEOUT_MAX", 60.0)
+SANDBOX_MEMORY_DEFAULT_MB = env_int("SANDBOX_MEMORY_DEFAULT_MB", 256)
+SANDBOX_MEMORY_MIN_MB = 32
+SANDBOX_MEMORY_MAX_MB = env_int("SANDBOX_MEMORY_MAX_MB", 512)
+SANDBOX_OUTPUT_LIMIT = env_int("SANDBOX_OUTPUT_LIMIT", 1024 * 1024)
+SANDBOX_CODE_MAX_BYTES = env_int("SANDBOX_CODE_MAX_BYTES", 1024 * 1024)
+SANDBOX_WAIT_CAP = env_float("SANDBOX_WAIT_CAP", 90.0)
+SANDBOX_QUEUE_TTL = env_float("SANDBOX_QUEUE_TTL", 600.0)
+
+# The self-managed pool (one per worker host).
+SANDBOX_RUNTIME = env_str("SANDBOX_RUNTIME", "runsc")
+SANDBOX_ALLOW_INSECURE_RUNTIME = env_bool("SANDBOX_ALLOW_INSECURE_RUNTIME", False)
+SANDBOX_POOL_SIZE_PYTHON = env_int("SANDBOX_POOL_SIZE_PYTHON", 2)
+SANDBOX_POOL_SIZE_NODEJS = env_int("SANDBOX_POOL_SIZE_NODEJS", 2)
+SANDBOX_POOL_ACQUIRE_TIMEOUT = env_float("SANDBOX_POOL_ACQUIRE_TIMEOUT", 10.0)
+SANDBOX_POOL_CREATORS = env_int("SANDBOX_POOL_CREATORS", 2)
+SANDBOX_POOL_MAX_CREATIONS_PER_SECOND = env_float("SANDBOX_POOL_MAX_CREATIONS_PER_SECOND", 8.0)
+SANDBOX_CPUS = env_float("SANDBOX_CPUS", 1.0)
+SANDBOX_PYTHON_PRELOAD = env_str("SANDBOX_PYTHON_PRELOAD", "")
+SANDBOX_IMAGE_CACHE_DIR = Path(env_str("SANDBOX_IMAGE_CACHE_DIR", "/var/cache/sandboxctl"))
+SANDBOX_WORKER_HOST = env_str("SANDBOX_WORKER_HOST", "") or socket.gethostname()
+SANDBOX_WORKER_STALE_AFTER = env_float("SANDBOX_WORKER_STALE_AFTER", 30.0)
+
+if not CELERY_BROKER_TRANSPORT_OPTIONS:
+    # A message not acknowledged within this time is redelivered: keep it well above the longest run.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(max(3600, SANDBOX_TIMEOUT_MAX * 10))}
+
+SANDBOXCTL_ADMIN_PASSWORD = env_str("SANDBOXCTL_ADMIN_PASSWORD", "")
+SANDBOXCTL_BOOTSTRAP_TOKEN = env_str("SANDBOXCTL_BOOTSTRAP_TOKEN", "")
+
+# Each queue has its own direct exchange and routing key, so a task reaches exactly one queue.
+CELERY_TASK_QUEUES = [
+    Queue(name, Exchange(name, type="direct"), routing_key=name)
+    for name in ("sandbox.python", "sandbox.nodejs", "sandbox.saas", "control")
+]
+CELERY_TASK_DEFAULT_QUEUE = "control"
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-executions": {"task": "sandboxctl.executions.tasks.reconcile", "schedule": 15.0},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}

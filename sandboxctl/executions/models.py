@@ -15,6 +15,17 @@ def hash_token(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def without_nul(value):
+    """PostgreSQL text and jsonb cannot hold NUL characters; store U+FFFD in their place."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {without_nul(key): without_nul(item) for key, item in value.items()}
+    return value
+
+
 def new_key() -> str:
     return f"sbx_{secrets.token_urlsafe(32)}"
 
@@ -78,7 +89,8 @@ class Execution(models.Model):
     caller = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
     )
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # NULL, not "", for "no key": the per-caller unique constraint must ignore runs without one.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     request_fingerprint = models.CharField(max_length=64, blank=True, default="")
     callback_url = models.URLField(max_length=2000, blank=True, default="")
     callback_status = models.CharField(max_length=16, blank=True, default="")
@@ -123,13 +135,13 @@ class Execution(models.Model):
         """running → a terminal status, recording everything observed. False when it had already ended."""
         fields = {
             "status": outcome.status,
-            "stdout": outcome.stdout,
-            "stderr": outcome.stderr,
+            "stdout": without_nul(outcome.stdout),
+            "stderr": without_nul(outcome.stderr),
             "stdout_truncated": outcome.stdout_truncated,
             "stderr_truncated": outcome.stderr_truncated,
             "exit_code": outcome.exit_code,
             "result_present": outcome.result_present,
-            "result": outcome.result_value,
+            "result": without_nul(outcome.result_value),
             "artifacts": outcome.artifacts,
             "rejected_artifacts": outcome.rejected_artifacts,
             "error_code": outcome.error_code,

@@ -34,14 +34,13 @@ def run_execution(execution_id: str) -> None:
     limits = Limits(**execution.limits)
     try:
         outcome = provider.run(execution.code, execution.language, limits, execution.arguments)
+        execution.finish(outcome)
     except ProviderError as exc:
         log.warning("execution %s: provider %s failed: %s", execution_id, provider.name, exc)
         execution.end_without_running(Status.SANDBOX_ERROR, exc.code, str(exc))
-    except Exception:  # noqa: BLE001 - an infrastructure fault must still end the run
+    except Exception:  # noqa: BLE001 - an infrastructure fault must still end the run, never leave it running
         log.exception("execution %s: unexpected failure", execution_id)
         execution.end_without_running(Status.SANDBOX_ERROR, "internal_error", "the worker failed unexpectedly")
-    else:
-        execution.finish(outcome)
     log.info("execution %s: %s in %ss", execution_id, execution.status, execution.execution_time)
     if execution.callback_url and execution.is_terminal:
         deliver_callback.delay(execution_id)

@@ -1,0 +1,128 @@
+"""Shared fixtures: a real Celery worker (threads pool, real runsc sandboxes) on the test database and Redis."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from django.db import connection
+
+from sandboxctl.executions.models import ApiToken
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER_NAME = "pytest-worker@localhost"
+
+
+def worker_env(database_name: str, **extra: str) -> dict:
+    env = dict(os.environ)
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith("postgres"):
+        env["DATABASE_URL"] = url.rsplit("/", 1)[0] + "/" + database_name
+    env.update(
+        SANDBOX_POOL_SIZE_PYTHON="2",
+        SANDBOX_POOL_SIZE_NODEJS="1",
+        SANDBOX_POOL_ACQUIRE_TIMEOUT="20",
+        DATABASE_CONN_MAX_AGE="0",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def start_worker(name: str, env: dict, log_path: Path, queues: str) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "celery", "-A", "sandboxctl", "worker", "-P", "threads", "-c", "4",
+        "-n", name, "-Q", queues, "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+    ]
+    log = open(log_path, "w")
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_worker(process: subprocess.Popen, timeout: float = 60) -> int:
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+@pytest.fixture(scope="session")
+def sandbox_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """One worker for the whole session, consuming every queue, with a warm pool per language."""
+    if not os.environ.get("CELERY_BROKER_URL", "").startswith("redis"):
+        pytest.fail("the suite needs CELERY_BROKER_URL=redis://… (make test sets it)")
+    import redis
+
+    redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).flushdb()
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = worker_env(connection.settings_dict["NAME"])
+    process = start_worker(WORKER_NAME, env, log_path, "sandbox.python,sandbox.nodejs,sandbox.saas,control")
+    with django_db_blocker.unblock():
+        wait_for_warm_pool(process, log_path)
+    yield process
+    stop_worker(process)
+
+
+def wait_for_warm_pool(process: subprocess.Popen, log_path: Path, timeout: float = 120) -> None:
+    from sandboxctl.executions.models import WorkerHeartbeat
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"worker exited early:\n{log_path.read_text()[-3000:]}")
+        beat = WorkerHeartbeat.objects.filter(worker=WORKER_NAME).first()
+        if beat and beat.pool_depth.get("python", 0) >= 1 and beat.pool_depth.get("nodejs", 0) >= 1:
+            return
+        time.sleep(0.3)
+    pytest.fail(f"worker pool did not warm up:\n{log_path.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def user(transactional_db, django_user_model):
+    return django_user_model.objects.create_user("agent", password="agent-password-1")
+
+
+@pytest.fixture
+def token(user) -> str:
+    return ApiToken.issue(user, name="test")[1]
+
+
+class Api:
+    """A real HTTP client for the live server, authenticated with a token."""
+
+    def __init__(self, base_url: str, token: str | None) -> None:
+        self.base_url = base_url
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 120)
+        return self.session.request(method, self.base_url + path, **kwargs)
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+    def run(self, code: str, language: str = "python", arguments: dict | None = None, **fields) -> dict:
+        body = {"language": language, "code": code, "arguments": arguments or {}, **fields}
+        response = self.post("/api/v1/executions", json=body)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture
+def api(live_server, token, sandbox_worker) -> Api:
+    return Api(live_server.url, token)
+
+
+@pytest.fixture
+def anonymous(live_server) -> Api:
+    return Api(live_server.url, None)

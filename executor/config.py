@@ -24,6 +24,9 @@ class SandboxConfig:
     image_tag: str = "latest"
     labels: dict[str, str] = field(default_factory=dict)
     ready_timeout: float = 30.0
+    # RLIMIT_AS counts address space, not memory: numpy, pandas and matplotlib map ~200 MB more than they
+    # touch, and every thread reserves a stack. The per-run limit is memory_mb plus this headroom.
+    address_space_headroom_mb: int = 256
 
     def __post_init__(self) -> None:
         if self.runtime not in SAFE_RUNTIMES and not self.allow_insecure_runtime:

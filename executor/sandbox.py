@@ -176,8 +176,9 @@ class Sandbox:
 
     def run(self, code: str, arguments: dict, limits: JobLimits) -> RunReport:
         """Send the one job this sandbox will ever run and observe it until it ends."""
+        address_space = (limits.memory_mb + self.config.address_space_headroom_mb) * 1024 * 1024
         job = {
-            "payload": {"code": code, "arguments": arguments, "memory_limit_bytes": limits.memory_mb * 1024 * 1024},
+            "payload": {"code": code, "arguments": arguments, "memory_limit_bytes": address_space},
             "timeout": limits.timeout,
             "output_limit": limits.output_limit,
             "artifacts": {

@@ -1,0 +1,41 @@
+"""/healthz says the process is alive; /readyz also needs the database, the broker and warm sandboxes."""
+
+import time
+
+from sandboxctl.executions.models import WorkerHeartbeat
+
+
+def wait_for_heartbeat(timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not WorkerHeartbeat.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def test_healthz(anonymous):
+    response = anonymous.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_reports_warm_sandboxes_per_language(anonymous, sandbox_worker, transactional_db):
+    wait_for_heartbeat()
+    response = anonymous.get("/readyz")
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["database"] == "ok" and body["broker"] == "ok"
+    assert body["warm_sandboxes"]["python"] > 0 and body["warm_sandboxes"]["nodejs"] > 0
+
+
+def test_readyz_is_503_with_the_reason_when_no_worker_is_live(anonymous, sandbox_worker, transactional_db, settings):
+    wait_for_heartbeat()
+    settings.SANDBOX_WORKER_STALE_AFTER = -60  # every heartbeat counts as stale
+    response = anonymous.get("/readyz")
+    assert response.status_code == 503
+    assert "no warm python sandbox on any live worker" in response.json()["problems"]
+
+
+def test_readyz_is_503_when_the_broker_is_unreachable(anonymous, transactional_db, settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    response = anonymous.get("/readyz")
+    assert response.status_code == 503
+    assert any(problem.startswith("broker") for problem in response.json()["problems"])

@@ -76,6 +76,11 @@ def reconcile() -> dict:
     stale_before = now - timedelta(seconds=settings.SANDBOX_WORKER_STALE_AFTER)
     alive = set(WorkerHeartbeat.objects.filter(seen_at__gte=stale_before).values_list("worker", flat=True))
     counts = {"requeued": 0, "failed": 0, "expired": 0}
+    # Expire first: a run requeued below has an old created_at but must get its chance to run.
+    expired = now - timedelta(seconds=settings.SANDBOX_QUEUE_TTL)
+    for execution in Execution.objects.filter(status=Status.QUEUED, created_at__lt=expired):
+        if execution.end_without_running(Status.SANDBOX_ERROR, "queue_expired", "no worker picked this run up"):
+            counts["expired"] += 1
     grace = timedelta(seconds=settings.SANDBOX_WORKER_STALE_AFTER)
     for execution in Execution.objects.filter(status=Status.RUNNING, started_at__lt=now - grace):
         if execution.worker_host in alive:
@@ -87,8 +92,4 @@ def reconcile() -> dict:
             counts["requeued"] += 1
         elif execution.end_without_running(Status.SANDBOX_ERROR, "worker_lost", "the worker running this was lost"):
             counts["failed"] += 1
-    expired = now - timedelta(seconds=settings.SANDBOX_QUEUE_TTL)
-    for execution in Execution.objects.filter(status=Status.QUEUED, created_at__lt=expired):
-        if execution.end_without_running(Status.SANDBOX_ERROR, "queue_expired", "no worker picked this run up"):
-            counts["expired"] += 1
     return counts

@@ -1,0 +1,95 @@
+"""A real Celery worker process: reaps orphans at start, survives being killed mid-run, cleans up at shutdown."""
+
+import os
+import signal
+import time
+
+import docker
+import pytest
+from conftest import start_worker, stop_worker, worker_env
+from django.core.management import call_command
+from django.db import connection
+from kombu import Connection
+
+from executor.pool import POOL_LABEL
+from sandboxctl.executions.models import Execution, WorkerHeartbeat
+from sandboxctl.executions.tasks import run_execution
+
+NAME = "lifecycle@localhost"
+
+
+@pytest.fixture
+def broker_url():
+    # Its own Redis database, so tasks sent here reach only the worker under test.
+    return os.environ["CELERY_BROKER_URL"].rsplit("/", 1)[0] + "/14"
+
+
+def containers() -> set[str]:
+    found = docker.from_env().containers.list(all=True, filters={"label": f"{POOL_LABEL}={NAME}"})
+    return {container.id for container in found}
+
+
+def wait_until(predicate, timeout: float = 60, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} not reached in time"
+        time.sleep(0.2)
+
+
+def warm(process) -> bool:
+    assert process.poll() is None, "worker exited"
+    beat = WorkerHeartbeat.objects.filter(worker=NAME).first()
+    return bool(beat and beat.pool_depth.get("python"))
+
+
+@pytest.fixture
+def workers():
+    started = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            stop_worker(process)
+
+
+def test_worker_lifecycle(api, user, broker_url, tmp_path, settings, workers):
+    import redis
+
+    redis.Redis.from_url(broker_url).flushdb()
+    env = worker_env(connection.settings_dict["NAME"], CELERY_BROKER_URL=broker_url, SANDBOX_POOL_SIZE_PYTHON="1")
+    orphan = docker.from_env().containers.run(
+        "sandboxctl-python", ["sleep", "300"], runtime="runsc", network_mode="none", detach=True,
+        labels={POOL_LABEL: NAME},
+    )
+
+    worker = start_worker(NAME, env, tmp_path / "first.log", "sandbox.python")
+    workers.append(worker)
+    wait_until(lambda: warm(worker), what="warm pool")
+    assert orphan.id not in containers(), "orphans of a dead worker are reaped at start"
+
+    execution = Execution.objects.create(
+        provider="self_managed", language="python",
+        code="import time\ndef main():\n    time.sleep(3)\n    return 'done'",
+        code_sha256="0" * 64, limits={"timeout": 20, "memory_mb": 128, "output_limit": 1024}, caller=user,
+    )
+    with Connection(broker_url) as conn:
+        run_execution.apply_async(args=[str(execution.pk)], queue="sandbox.python", connection=conn)
+    wait_until(lambda: Execution.objects.get(pk=execution.pk).status == "running", what="run start")
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    left_behind = containers()
+    assert left_behind, "a killed worker cannot clean up"
+
+    settings.SANDBOX_WORKER_STALE_AFTER = 1
+    time.sleep(2.5)
+    call_command("reconcile_executions")
+    wait_until(lambda: Execution.objects.get(pk=execution.pk).is_terminal, what="redelivered run")
+    execution.refresh_from_db()
+    assert (execution.status, execution.result, execution.attempts) == ("succeeded", "done", 2)
+
+    WorkerHeartbeat.objects.filter(worker=NAME).delete()  # the killed worker's last beat
+    worker = start_worker(NAME, env, tmp_path / "second.log", "sandbox.python")
+    workers.append(worker)
+    wait_until(lambda: warm(worker), what="warm pool after restart")
+    assert not left_behind & containers(), "the restarted worker reaped what the killed one left"
+    assert stop_worker(worker) == 0
+    assert containers() == set(), "a clean shutdown removes every sandbox"

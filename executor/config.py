@@ -60,6 +60,8 @@ class PoolConfig:
     name: str
     size: dict[str, int] = field(default_factory=lambda: {language: 2 for language in LANGUAGES})
     acquire_timeout: float = 10.0
-    creators: int = 2
+    creators: int = 3
     max_creations_per_second: float = 8.0
     health_interval: float = 1.0
+    refill_delay: float = 0.05  # after a run ends, before its replacement starts (lets the result go out first)
+    max_refill_delay: float = 0.25  # a long run's slot is refilled this long after it started, whatever happens

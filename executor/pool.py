@@ -39,11 +39,14 @@ class SandboxPool:
         self.sandbox_config = SandboxConfig(**{**sandbox_config.__dict__, "labels": labels})
         self._ready: dict[str, deque[Sandbox]] = {language: deque() for language in config.size}
         self._creating: dict[str, int] = {language: 0 for language in config.size}
+        # Slots of sandboxes in use: refilled only once the run is over (plus a quiet moment), so that
+        # container start-up never competes for the CPU with the run and the reporting of its result.
+        self._held: dict[str, dict[str, float]] = {language: {} for language in config.size}
         self._failures = 0
         self._next_creation = 0.0
         self._lock = threading.Condition()
         self._stopping = threading.Event()
-        self._removals: queue.Queue[Sandbox | None] = queue.Queue()
+        self._removals: queue.Queue[tuple[float, Sandbox] | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self.created = 0
         self.warm_up_seconds: float | None = None
@@ -75,7 +78,7 @@ class SandboxPool:
             for ready in self._ready.values():
                 ready.clear()
         for sandbox in idle:
-            self._removals.put(sandbox)
+            self._discard(sandbox)
         self._removals.put(None)
         deadline = time.monotonic() + timeout
         for thread in self._threads:
@@ -108,18 +111,28 @@ class SandboxPool:
             while True:
                 while self._ready[language]:
                     sandbox = self._ready[language].popleft()
-                    self._lock.notify_all()  # a creator may refill now
                     if sandbox.is_alive():
+                        self._held[language][sandbox.id] = time.monotonic() + self.config.max_refill_delay
+                        self._lock.notify_all()
                         return sandbox
-                    self._removals.put(sandbox)
+                    self._discard(sandbox)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._stopping.is_set():
                     raise PoolExhausted(language, wait)
                 self._lock.wait(remaining)
 
     def release(self, sandbox: Sandbox) -> None:
-        """A used sandbox is never reused: it is removed in the background."""
-        self._removals.put(sandbox)
+        """A used sandbox is never reused: it is removed, and its slot refilled, after a quiet moment."""
+        later = time.monotonic() + self.config.refill_delay
+        with self._lock:
+            held = self._held[sandbox.language]
+            if sandbox.id in held:
+                held[sandbox.id] = min(held[sandbox.id], later)
+            self._lock.notify_all()
+        self._removals.put((later, sandbox))
+
+    def _discard(self, sandbox: Sandbox) -> None:
+        self._removals.put((0.0, sandbox))
 
     def depth(self) -> dict[str, int]:
         with self._lock:
@@ -127,22 +140,28 @@ class SandboxPool:
 
     # Background work
 
-    def _deficit(self) -> str | None:
-        """The language furthest below its target, counting sandboxes being created."""
-        best, best_gap = None, 0
+    def _deficit(self) -> tuple[str | None, float]:
+        """The language furthest below its target, and how long until a held slot frees up."""
+        now = time.monotonic()
+        best, best_gap, next_release = None, 0, 1.0
         for language, target in self.config.size.items():
-            gap = target - len(self._ready[language]) - self._creating[language]
+            held = self._held[language]
+            for sandbox_id in [key for key, until in held.items() if until <= now]:
+                del held[sandbox_id]
+            if held:
+                next_release = min(next_release, min(held.values()) - now)
+            gap = target - len(self._ready[language]) - self._creating[language] - len(held)
             if gap > best_gap:
                 best, best_gap = language, gap
-        return best
+        return best, max(next_release, 0.005)
 
     def _creator_loop(self) -> None:
         while not self._stopping.is_set():
             with self._lock:
-                language = self._deficit()
+                language, next_release = self._deficit()
                 wait = self._next_creation - time.monotonic()
                 if language is None or wait > 0:
-                    self._lock.wait(max(wait, 0.05) if language else 1.0)
+                    self._lock.wait(max(wait, 0.05) if language else next_release)
                     continue
                 self._creating[language] += 1
                 self._next_creation = time.monotonic() + 1.0 / self.config.max_creations_per_second
@@ -153,7 +172,7 @@ class SandboxPool:
                     self._ready[language].append(sandbox)
                     self._note_warm()
                 elif sandbox is not None:
-                    self._removals.put(sandbox)
+                    self._discard(sandbox)
                 self._lock.notify_all()
 
     def _create(self, language: str) -> Sandbox | None:
@@ -161,7 +180,7 @@ class SandboxPool:
         try:
             sandbox.start()
         except (SandboxError, DockerException, OSError) as exc:
-            self._removals.put(sandbox)
+            self._discard(sandbox)
             with self._lock:
                 self._failures += 1
                 backoff = min(MAX_BACKOFF, 0.5 * 2 ** min(self._failures, 6))
@@ -182,9 +201,13 @@ class SandboxPool:
 
     def _removal_loop(self) -> None:
         while True:
-            sandbox = self._removals.get()
-            if sandbox is None:
+            item = self._removals.get()
+            if item is None:
                 return
+            not_before, sandbox = item
+            delay = not_before - time.monotonic()
+            if delay > 0 and not self._stopping.is_set():
+                time.sleep(delay)
             sandbox.destroy()
 
     def _health_loop(self) -> None:
@@ -195,7 +218,7 @@ class SandboxPool:
                     dead = [sandbox for sandbox in ready if not sandbox.is_alive()]
                     for sandbox in dead:
                         ready.remove(sandbox)
-                        self._removals.put(sandbox)
+                        self._discard(sandbox)
                         log.warning("pool %s: %s sandbox %s died while idle", self.config.name, language, sandbox.id)
                     if dead:
                         self._lock.notify_all()

@@ -113,11 +113,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
 if CELERY_BROKER_URL == "filesystem://":
     # No broker server needed for `make run`; web and worker share a folder on this machine.
     BROKER_DIR = DATA_DIR / "broker"
-    (BROKER_DIR / "processed").mkdir(parents=True, exist_ok=True)
+    for folder in ("processed", "control"):
+        (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR),
         "data_folder_out": str(BROKER_DIR),
         "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
 CELERY_TASK_SERIALIZER = "json"
@@ -143,10 +145,10 @@ SANDBOX_QUEUE_TTL = env_float("SANDBOX_QUEUE_TTL", 600.0)
 # The self-managed pool (one per worker host).
 SANDBOX_RUNTIME = env_str("SANDBOX_RUNTIME", "runsc")
 SANDBOX_ALLOW_INSECURE_RUNTIME = env_bool("SANDBOX_ALLOW_INSECURE_RUNTIME", False)
-SANDBOX_POOL_SIZE_PYTHON = env_int("SANDBOX_POOL_SIZE_PYTHON", 2)
+SANDBOX_POOL_SIZE_PYTHON = env_int("SANDBOX_POOL_SIZE_PYTHON", 4)
 SANDBOX_POOL_SIZE_NODEJS = env_int("SANDBOX_POOL_SIZE_NODEJS", 2)
 SANDBOX_POOL_ACQUIRE_TIMEOUT = env_float("SANDBOX_POOL_ACQUIRE_TIMEOUT", 10.0)
-SANDBOX_POOL_CREATORS = env_int("SANDBOX_POOL_CREATORS", 2)
+SANDBOX_POOL_CREATORS = env_int("SANDBOX_POOL_CREATORS", 3)
 SANDBOX_POOL_MAX_CREATIONS_PER_SECOND = env_float("SANDBOX_POOL_MAX_CREATIONS_PER_SECOND", 8.0)
 SANDBOX_CPUS = env_float("SANDBOX_CPUS", 1.0)
 SANDBOX_PYTHON_PRELOAD = env_str("SANDBOX_PYTHON_PRELOAD", "")

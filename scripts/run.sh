@@ -14,7 +14,7 @@ worker_name="sandboxctl@$(hostname)"
   -Q sandbox.python,sandbox.nodejs,sandbox.saas,control --loglevel INFO &
 worker=$!
 .venv/bin/gunicorn sandboxctl.wsgi --bind "0.0.0.0:$PORT" --worker-class gthread --threads 16 --workers 2 \
-  --timeout 120 --graceful-timeout 10 --access-logfile - &
+  --timeout 120 --graceful-timeout 10 --keep-alive 75 --access-logfile - &
 web=$!
 
 stop() {

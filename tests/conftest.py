@@ -66,6 +66,12 @@ def sandbox_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         wait_for_warm_pool(process, log_path)
     yield process
     stop_worker(process)
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        # The web side's LISTEN connection lives in a daemon thread; close it so the test database can go.
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 def wait_for_warm_pool(process: subprocess.Popen, log_path: Path, timeout: float = 120) -> None:

@@ -14,22 +14,21 @@ def queued(transactional_db):
 
 
 def test_only_one_delivery_can_claim_a_run(queued):
-    first, second = Execution.objects.get(pk=queued.pk), Execution.objects.get(pk=queued.pk)
-    assert first.claim("worker-a") is True
-    assert second.claim("worker-b") is False
+    assert Execution.claim(queued.pk, "worker-a") is not None
+    assert Execution.claim(queued.pk, "worker-b") is None
     row = Execution.objects.get(pk=queued.pk)
     assert (row.status, row.worker_host, row.attempts) == ("running", "worker-a", 1)
 
 
 def test_a_second_delivery_of_the_task_does_not_execute_again(queued):
-    assert queued.claim("worker-a")
+    assert Execution.claim(queued.pk, "worker-a")
     run_execution(str(queued.pk))  # the duplicate delivery, run synchronously here
     row = Execution.objects.get(pk=queued.pk)
     assert (row.status, row.worker_host, row.attempts, row.stdout) == ("running", "worker-a", 1, "")
 
 
 def test_terminal_states_never_change(queued):
-    queued.claim("worker-a")
+    queued = Execution.claim(queued.pk, "worker-a")
     assert queued.finish(ExecutionResult(status=Status.SUCCEEDED, stdout="first"))
     assert not queued.finish(ExecutionResult(status=Status.FAILED, stdout="second"))
     assert not queued.end_without_running(Status.CANCELLED, "cancelled", "late cancel")
@@ -40,7 +39,7 @@ def test_terminal_states_never_change(queued):
 
 def test_a_cancelled_run_is_never_started(queued):
     assert queued.end_without_running(Status.CANCELLED, "cancelled", "by caller")
-    assert not Execution.objects.get(pk=queued.pk).claim("worker-a")
+    assert Execution.claim(queued.pk, "worker-a") is None
 
 
 def test_finish_requires_running(queued):

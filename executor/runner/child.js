@@ -34,6 +34,7 @@ function finish(outcome) {
   // Output first: the supervisor treats the closing of the result pipe as the end of the run.
   process.stdout.write("", () =>
     process.stderr.write("", () => {
+      outcome.maxrss_kb = process.resourceUsage().maxRSS;
       fs.writeSync(resultFd, JSON.stringify(outcome));
       fs.closeSync(resultFd);
       process.exit(outcome.ok ? 0 : 1);

@@ -1,16 +1,15 @@
-"""In-sandbox Python child: waits for one job on stdin, then runs the user's code and calls main(**arguments).
+"""In-sandbox Python child (the supervisor's forked self, or run directly): waits for one job on stdin, then runs the user's code and calls main(**arguments).
 
 The return value goes to the result pipe (fd given in argv), never to stdout, so printed text cannot
 pose as a result. Started by supervisor.py before the job exists; standard library only.
 """
 
 import ast
-import asyncio
 import json
 import os
 import resource
 import sys
-import traceback
+import types
 
 
 def preload() -> None:
@@ -20,6 +19,12 @@ def preload() -> None:
             __import__(name.strip())
         except ImportError:
             pass
+
+
+def print_traceback() -> None:
+    import traceback  # imported on failure only: it is slow to import under gVisor
+
+    traceback.print_exc()
 
 
 def defines_main(tree: ast.Module) -> bool:
@@ -55,7 +60,7 @@ def run(job: dict) -> dict:
     try:
         tree = ast.parse(code, filename="main.py")
     except SyntaxError as exc:
-        traceback.print_exc()
+        print_traceback()
         return failure("SyntaxError", f"{exc.msg} (line {exc.lineno})")
     has_main = defines_main(tree)
     if not has_main and arguments:
@@ -69,15 +74,17 @@ def run(job: dict) -> dict:
         if not callable(main):
             return failure("MainNotCallable", "main is defined but is not callable")
         value = main(**arguments)
-        if asyncio.iscoroutine(value):
+        if isinstance(value, types.CoroutineType):
+            import asyncio  # 150 ms to import under gVisor: only async mains pay for it
+
             value = asyncio.run(value)
     except MemoryError:
-        traceback.print_exc()
+        print_traceback()
         return failure("MemoryError", "the code ran out of memory")
     except SystemExit as exc:
         return failure("SystemExit", f"the code called exit({exc.code!r})")
     except BaseException as exc:  # noqa: BLE001 - any user failure is reported, never raised
-        traceback.print_exc()
+        print_traceback()
         return failure(type(exc).__name__, str(exc)[:2000])
     try:
         return {"ok": True, "value_json": to_json(value)}
@@ -85,8 +92,7 @@ def run(job: dict) -> dict:
         return failure("ResultNotSerializable", f"main() returned a value that is not JSON: {exc}")
 
 
-def main() -> None:
-    result_fd = int(sys.argv[1])
+def main(result_fd: int) -> None:
     preload()
     os.write(result_fd, b"R")
     job = json.loads(sys.stdin.buffer.read())
@@ -101,6 +107,7 @@ def main() -> None:
     if limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     outcome = run(job)
+    outcome["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     sys.stdout.flush()
     sys.stderr.flush()
     with os.fdopen(result_fd, "w", encoding="utf-8") as channel:
@@ -109,4 +116,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(int(sys.argv[1]))

@@ -11,7 +11,6 @@ file runs inside the sandbox image with only the standard library; it must not i
 Frame format in both directions: 1 type byte, 4-byte big-endian length, payload.
 """
 
-import base64
 import json
 import os
 import selectors
@@ -77,9 +76,7 @@ def read_job() -> dict:
     return json.loads(read_exact(0, length))
 
 
-def child_command(language: str, result_fd: int) -> list[str]:
-    if language == "python":
-        return [sys.executable, "-I", os.path.join(RUNNER_DIR, "child.py"), str(result_fd)]
+def node_command(result_fd: int) -> list[str]:
     memory_mb = int(os.environ.get("SANDBOX_MEMORY_MB", "512"))
     heap_mb = max(32, memory_mb * 3 // 4)  # RLIMIT_AS breaks V8; its own heap cap is the memory guard
     return ["node", f"--max-old-space-size={heap_mb}", os.path.join(RUNNER_DIR, "child.js"), str(result_fd)]
@@ -91,7 +88,6 @@ def start_child(language: str) -> tuple[int, int, int, int, int]:
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     res_r, res_w = os.pipe()
-    command = child_command(language, 3)
     pid = os.fork()
     if pid == 0:
         try:
@@ -102,12 +98,25 @@ def start_child(language: str) -> tuple[int, int, int, int, int]:
             os.dup2(res_w, 3)
             os.closerange(4, 1024)
             os.chdir(WORK_DIR)
-            os.execvp(command[0], command)
+            if language == "python":
+                # This interpreter is already up: becoming the child costs a fork, not a second start-up.
+                run_python_child(3)
+            else:
+                command = node_command(3)
+                os.execvp(command[0], command)
         finally:
             os._exit(127)
     for fd in (stdin_r, out_w, err_w, res_w):
         os.close(fd)
     return pid, stdin_w, out_r, err_r, res_r
+
+
+def run_python_child(result_fd: int) -> None:
+    path = os.path.join(RUNNER_DIR, "child.py")
+    with open(path, encoding="utf-8") as source:
+        namespace = {"__name__": "sandbox_child", "__file__": path}
+        exec(compile(source.read(), path, "exec"), namespace)  # the runner's own file, baked into the image
+    namespace["main"](result_fd)
 
 
 def wait_ready(res_r: int) -> None:
@@ -180,20 +189,23 @@ def pump(pid: int, out_r: int, err_r: int, res_r: int, job: dict) -> dict:
                 streams[key.fd].feed(data)
             else:
                 selector.unregister(key.fd)
-    if finished:
-        drain(streams)
-    elapsed = time.monotonic() - started
-    kill_group(pid)  # background processes die with the container anyway; this stops them writing now
-    if status is None:
-        _, status, rusage = os.wait4(pid, 0)
     outcome = decode_result(bytes(result))
-    exit_code = os.waitstatus_to_exitcode(status)
     if finished and outcome is not None:
-        exit_code = 0 if outcome.get("ok") else 1  # the child was stopped by us after reporting
+        # The child reported: no need to wait for it to die (the container's end takes everything with it).
+        drain(streams)
+        exit_code = 0 if outcome.get("ok") else 1
+        memory_kb = outcome.pop("maxrss_kb", None)
+    else:
+        kill_group(pid)
+        if status is None:
+            _, status, rusage = os.wait4(pid, 0)
+        exit_code = os.waitstatus_to_exitcode(status)
+        memory_kb = rusage.ru_maxrss if rusage else None
+    elapsed = time.monotonic() - started
     return {
         "timed_out": timed_out,
         "exit_code": exit_code,
-        "memory_used_kb": rusage.ru_maxrss if rusage else None,
+        "memory_used_kb": memory_kb,
         "duration": elapsed,
         "stdout_bytes": streams[out_r].total,
         "stderr_bytes": streams[err_r].total,
@@ -255,10 +267,16 @@ def collect_artifacts(limits: dict) -> tuple[list[dict], list[dict]]:
                 "name": entry.name,
                 "mime_type": ARTIFACT_TYPES[os.path.splitext(entry.name)[1].lower()],
                 "size": len(content),
-                "content_b64": base64.b64encode(content).decode("ascii"),
+                "content_b64": b64encode(content).decode("ascii"),
             }
         )
     return accepted, rejected
+
+
+def b64encode(data: bytes) -> bytes:
+    import base64  # only runs that leave artifacts pay for it
+
+    return base64.b64encode(data)
 
 
 def read_artifact(entry: os.DirEntry, limits: dict, count: int, total: int) -> tuple[str | None, bytes]:
@@ -290,8 +308,8 @@ def read_artifact(entry: os.DirEntry, limits: dict, count: int, total: int) -> t
 
 def main() -> None:
     language = sys.argv[1]
-    make_private()
     pid, stdin_w, out_r, err_r, res_r = start_child(language)
+    make_private()  # after the fork: the child stays an ordinary process that may read its own /proc entries
     wait_ready(res_r)
     send(READY, b"")
     job = read_job()

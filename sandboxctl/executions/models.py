@@ -7,6 +7,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from providers.base import ExecutionResult, Status
+from sandboxctl.executions import notify
 
 TERMINAL = [status.value for status in Status if status.is_terminal]
 
@@ -80,7 +81,7 @@ class Execution(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     execution_time = models.FloatField(null=True, blank=True)
-    queue_wait = models.FloatField(null=True, blank=True)
+    queue_wait = models.DurationField(null=True, blank=True)
     memory_used_kb = models.IntegerField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     worker_host = models.CharField(max_length=255, blank=True, default="")
@@ -117,19 +118,18 @@ class Execution(models.Model):
     # State machine. Every transition is one conditional UPDATE, so two deliveries of the same task,
     # or a cancel racing a finish, cannot both win.
 
-    def claim(self, worker_host: str) -> bool:
-        """queued → running. False when another delivery already took it or it is no longer queued."""
+    @classmethod
+    def claim(cls, execution_id, worker_host: str) -> "Execution | None":
+        """queued → running. None when another delivery already took it or it is no longer queued."""
         now = timezone.now()
-        claimed = Execution.objects.filter(pk=self.pk, status=Status.QUEUED).update(
+        claimed = cls.objects.filter(pk=execution_id, status=Status.QUEUED).update(
             status=Status.RUNNING,
             started_at=now,
             worker_host=worker_host,
             attempts=models.F("attempts") + 1,
-            queue_wait=(now - self.created_at).total_seconds(),
+            queue_wait=models.ExpressionWrapper(now - models.F("created_at"), output_field=models.DurationField()),
         )
-        if claimed:
-            self.refresh_from_db()
-        return bool(claimed)
+        return cls.objects.get(pk=execution_id) if claimed else None
 
     def finish(self, outcome: ExecutionResult) -> bool:
         """running → a terminal status, recording everything observed. False when it had already ended."""
@@ -154,7 +154,12 @@ class Execution(models.Model):
         if self.callback_url:
             fields["callback_status"] = "pending"
         done = Execution.objects.filter(pk=self.pk, status=Status.RUNNING).update(**fields)
-        self.refresh_from_db()
+        if done:
+            notify.announce_finished(self.pk)
+            for name, value in fields.items():  # what was stored is what we hold: no re-read needed
+                setattr(self, name, value)
+        else:
+            self.refresh_from_db()
         return bool(done)
 
     def end_without_running(self, status: Status, code: str, message: str) -> bool:
@@ -164,6 +169,8 @@ class Execution(models.Model):
             if self.callback_url:
                 fields["callback_status"] = "pending"
             done = Execution.objects.filter(pk=self.pk, status__in=[Status.QUEUED, Status.RUNNING]).update(**fields)
+            if done:
+                notify.announce_finished(self.pk)
         self.refresh_from_db()
         return bool(done)
 

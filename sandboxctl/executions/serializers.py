@@ -58,6 +58,7 @@ class ExecutionSerializer(serializers.ModelSerializer):
     truncated = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
     artifacts = serializers.SerializerMethodField()
+    queue_wait = serializers.SerializerMethodField()
 
     class Meta:
         model = Execution
@@ -77,6 +78,9 @@ class ExecutionSerializer(serializers.ModelSerializer):
         if not execution.error_code:
             return None
         return {"code": execution.error_code, "message": execution.error_message}
+
+    def get_queue_wait(self, execution: Execution) -> float | None:
+        return None if execution.queue_wait is None else execution.queue_wait.total_seconds()
 
     def get_artifacts(self, execution: Execution) -> list[dict]:
         return execution.artifacts

@@ -12,10 +12,12 @@ from kombu.exceptions import OperationalError
 
 from providers.base import Status
 from providers.manager import active_provider
+from sandboxctl.executions import notify
 from sandboxctl.executions.models import Execution
 
 log = logging.getLogger(__name__)
 
+NOTICE_RECHECK = 0.5  # a lost notification costs at most this much latency
 POLL_INTERVALS = (0.002, 0.003, 0.005, 0.005, 0.01, 0.01, 0.02, 0.02, 0.05)
 
 
@@ -91,16 +93,37 @@ def dispatch(execution: Execution, queue: str) -> None:
 
 
 def wait_for(execution: Execution, timeout: float) -> Execution:
-    """Poll until the execution ends or `timeout` passes; returns the freshest row either way."""
+    """Block until the execution ends or `timeout` passes; returns the freshest row either way."""
     deadline = time.monotonic() + min(timeout, settings.SANDBOX_WAIT_CAP)
+    if notify.uses_postgres():
+        return _wait_for_notice(execution, deadline)
     attempt = 0
     while not execution.is_terminal and time.monotonic() < deadline:
         time.sleep(POLL_INTERVALS[min(attempt, len(POLL_INTERVALS) - 1)])
         attempt += 1
-        status = Execution.objects.filter(pk=execution.pk).values_list("status", flat=True).first()
-        if status != execution.status:
-            execution.refresh_from_db()
+        _refresh_if_changed(execution)
     return execution
+
+
+def _wait_for_notice(execution: Execution, deadline: float) -> Execution:
+    event = notify.listener.register(execution.pk)
+    try:
+        _refresh_if_changed(execution)  # it may have ended before we started listening
+        while not execution.is_terminal and time.monotonic() < deadline:
+            if event.wait(min(NOTICE_RECHECK, max(0.0, deadline - time.monotonic()))):
+                event.clear()
+                execution.refresh_from_db()
+            else:
+                _refresh_if_changed(execution)
+    finally:
+        notify.listener.unregister(execution.pk, event)
+    return execution
+
+
+def _refresh_if_changed(execution: Execution) -> None:
+    status = Execution.objects.filter(pk=execution.pk).values_list("status", flat=True).first()
+    if status != execution.status:
+        execution.refresh_from_db()
 
 
 def wait_budget(execution: Execution) -> float:

@@ -23,8 +23,8 @@ CALLBACK_TRIES = 3
 
 @shared_task(name="sandboxctl.executions.tasks.run_execution")
 def run_execution(execution_id: str) -> None:
-    execution = Execution.objects.filter(pk=execution_id).first()
-    if execution is None or not execution.claim(worker_name()):
+    execution = Execution.claim(execution_id, worker_name())
+    if execution is None:
         log.info("execution %s: not queued any more, skipping this delivery", execution_id)
         return
     provider = active_provider()

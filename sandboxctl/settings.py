@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "providers.apps.ProvidersConfig",
     "sandboxctl.executions.apps.ExecutionsConfig",
 ]
@@ -105,6 +106,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "sandboxctl API",
     "DESCRIPTION": "Run untrusted Python and Node.js code in gVisor sandboxes.",
     "VERSION": "1",
+    # Serve Swagger UI's assets from the package: the docs page works on a machine without internet.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 # Celery: JSON only, at-least-once delivery with an at-most-once guard in the task (atomic status change).

@@ -1,0 +1,14 @@
+# The control plane (web and worker). The worker talks to the host's dockerd, which must have runsc registered.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY sandboxctl sandboxctl
+COPY providers providers
+COPY executor executor
+COPY conf conf
+COPY templates templates
+COPY manage.py ./
+RUN pip install --no-cache-dir .
+ENV SANDBOXCTL_DATA_DIR=/data PYTHONUNBUFFERED=1
+EXPOSE 8000
+CMD ["gunicorn", "sandboxctl.wsgi", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", "--threads", "16"]

@@ -88,7 +88,9 @@ class SandboxPool:
     def reap_orphans(self) -> int:
         """Remove every container labelled with this pool's name (left by a dead worker, or at shutdown)."""
         try:
-            containers = self.client.containers.list(all=True, filters={"label": f"{POOL_LABEL}={self.config.name}"})
+            containers = self.client.containers.list(
+                all=True, sparse=True, filters={"label": f"{POOL_LABEL}={self.config.name}"}
+            )
         except DockerException as exc:
             log.warning("pool %s: cannot list containers: %s", self.config.name, exc)
             return 0

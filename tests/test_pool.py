@@ -16,7 +16,7 @@ def client():
 
 
 def containers_of(client, name: str) -> list:
-    return client.containers.list(all=True, filters={"label": f"{POOL_LABEL}={name}"})
+    return client.containers.list(all=True, sparse=True, filters={"label": f"{POOL_LABEL}={name}"})
 
 
 def make_pool(client, **overrides) -> SandboxPool:
@@ -109,7 +109,7 @@ def test_shutdown_removes_every_sandbox_warm_or_in_use(client):
 
 def test_sandbox_containers_are_locked_down(pool, client):
     wait_until(lambda: pool.depth()["python"] >= 1)
-    attrs = containers_of(client, pool.config.name)[0].attrs
+    attrs = client.containers.get(containers_of(client, pool.config.name)[0].id).attrs
     host = attrs["HostConfig"]
     assert host["Runtime"] == "runsc"
     assert host["NetworkMode"] == "none"

@@ -25,7 +25,8 @@ def broker_url():
 
 
 def containers() -> set[str]:
-    found = docker.from_env().containers.list(all=True, filters={"label": f"{POOL_LABEL}={NAME}"})
+    client = docker.from_env()
+    found = client.containers.list(all=True, sparse=True, filters={"label": f"{POOL_LABEL}={NAME}"})
     return {container.id for container in found}
 
 

@@ -4,9 +4,14 @@ A provider never raises for the user's code failing: that is a result with a sta
 ProviderError only when the sandbox service itself failed, saying whether a retry could help.
 """
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from django.conf import settings
+
+from providers.schema import ConfigField, validate, with_defaults
 
 
 class Status(StrEnum):
@@ -80,12 +85,51 @@ class SandboxProvider:
     label: str = ""
     description: str = ""
     queue: str = "sandbox.saas"
+    languages: tuple[str, ...] = LANGUAGES
+
+    def __init__(self) -> None:
+        self.config: dict = {}
 
     def initialize(self, config: dict) -> None:
-        self.config = config
+        self.config = with_defaults(self.get_config_schema(), config)
 
-    def get_supported_languages(self) -> tuple[str, ...]:
-        return LANGUAGES
+    @classmethod
+    def get_config_schema(cls) -> list[ConfigField]:
+        return []
+
+    @classmethod
+    def validate_config(cls, config: dict) -> dict[str, list[str]]:
+        """Field errors ({field: [messages]}); empty when the configuration can be saved."""
+        return validate(cls.get_config_schema(), config)
+
+    @classmethod
+    def get_supported_languages(cls) -> tuple[str, ...]:
+        return cls.languages
+
+    def is_configured(self) -> bool:
+        return not self.validate_config({k: v for k, v in self.config.items() if self._is_runtime(k)})
+
+    @classmethod
+    def _is_runtime(cls, name: str) -> bool:
+        return any(item.name == name and item.scope == "runtime" for item in cls.get_config_schema())
+
+    def limits_for(self, timeout: float | None, memory_mb: int | None) -> Limits:
+        """Clamp what a caller asked for to what this provider and the server allow; never raise a limit."""
+        timeout_cap = min(settings.SANDBOX_TIMEOUT_MAX, self.timeout_cap())
+        return Limits(
+            timeout=min(timeout or settings.SANDBOX_TIMEOUT_DEFAULT, timeout_cap),
+            memory_mb=min(memory_mb or settings.SANDBOX_MEMORY_DEFAULT_MB, self.memory_cap_mb()),
+            output_limit=min(settings.SANDBOX_OUTPUT_LIMIT, self.output_cap()),
+        )
+
+    def timeout_cap(self) -> float:
+        return settings.SANDBOX_TIMEOUT_MAX
+
+    def memory_cap_mb(self) -> int:
+        return settings.SANDBOX_MEMORY_MAX_MB
+
+    def output_cap(self) -> int:
+        return settings.SANDBOX_OUTPUT_LIMIT
 
     def queue_for(self, language: str) -> str:
         return self.queue
@@ -113,3 +157,37 @@ class SandboxProvider:
             self.destroy_instance(instance_id)
         result.sandbox_id = result.sandbox_id or instance_id
         return result
+
+
+def apply_outcome(result: ExecutionResult, outcome: dict | None) -> None:
+    """Fill the return value and, for a failed main(), the status from the runner's report.
+
+    `outcome` is what the in-sandbox runner reported: {"ok": true, "value_json": ...} or
+    {"ok": false, "error": {"type", "message"}}; None when it never reported (the process died).
+    Statuses decided from the worker's own observations (timeout, OOM kill) are set by the caller first.
+    """
+    if result.status != Status.SUCCEEDED:
+        return
+    outcome = outcome or {}
+    if outcome.get("ok") and "value_json" in outcome:
+        result.result_present = True
+        result.result_value = json.loads(outcome["value_json"])
+    error = outcome.get("error") or {}
+    if error.get("type") == "MemoryError":
+        set_status(result, Status.MEMORY_LIMIT, "memory_limit", "the run ran out of memory")
+    elif not outcome:
+        set_status(result, Status.FAILED, "process_exited",
+                   f"the process exited with code {result.exit_code} before main() returned")
+    elif not outcome.get("ok"):
+        set_status(result, Status.FAILED, snake_case(error.get("type", "error")),
+                   f"{error.get('type', 'Error')}: {error.get('message', '')}".rstrip(": "))
+    elif result.stdout_truncated or result.stderr_truncated:
+        set_status(result, Status.OUTPUT_LIMIT, "output_limit", "output exceeded the limit and was truncated")
+
+
+def set_status(result: ExecutionResult, status: Status, code: str, message: str) -> None:
+    result.status, result.error_code, result.error_message = status, code, message
+
+
+def snake_case(name: str) -> str:
+    return "".join(f"_{char.lower()}" if char.isupper() else char for char in name).lstrip("_")

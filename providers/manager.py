@@ -6,30 +6,40 @@ reused until they change, so the web process and every worker follow a switch wi
 
 import threading
 
+from providers import config_store
 from providers.base import SandboxProvider
 from providers.models import SystemSetting
 from providers.registry import provider_class
 
-PROVIDER_TYPE = "sandbox.provider_type"
-
 _lock = threading.Lock()
-_cached: tuple[tuple, SandboxProvider] | None = None
+_cache: dict[str, tuple[object, SandboxProvider]] = {}
 
 
-def active_provider_name() -> str:
-    setting = SystemSetting.objects.filter(name=PROVIDER_TYPE).first()
-    return setting.value if setting else "self_managed"
+def _versions() -> dict[str, object]:
+    return dict(SystemSetting.objects.filter(name__startswith="sandbox.").values_list("name", "updated_at"))
 
 
 def active_provider() -> SandboxProvider:
-    global _cached
-    rows = {row.name: row for row in SystemSetting.objects.filter(name__startswith="sandbox.")}
-    name = rows[PROVIDER_TYPE].value if PROVIDER_TYPE in rows else "self_managed"
-    config_row = rows.get(f"sandbox.{name}")
-    version = (name, config_row.updated_at if config_row else None)
+    versions = _versions()
+    name = config_store.active_name() if config_store.PROVIDER_TYPE in versions else config_store.DEFAULT_PROVIDER
+    return provider(name, versions.get(config_store.setting_name(name)))
+
+
+def provider(name: str, version: object = None) -> SandboxProvider:
+    """The configured instance of provider `name`, rebuilt when its settings row changed."""
+    if version is None:
+        version = _versions().get(config_store.setting_name(name))
     with _lock:
-        if _cached is None or _cached[0] != version:
-            provider = provider_class(name)()
-            provider.initialize(config_row.parsed() if config_row else {})
-            _cached = (version, provider)
-        return _cached[1]
+        cached = _cache.get(name)
+        if cached is None or cached[0] != version:
+            instance = provider_class(name)()
+            instance.initialize(config_store.load(name))
+            _cache[name] = (version, instance)
+        return _cache[name][1]
+
+
+def build(name: str, config: dict) -> SandboxProvider:
+    """A throw-away instance for unsaved settings (the admin page's Test connection)."""
+    instance = provider_class(name)()
+    instance.initialize(config)
+    return instance

@@ -32,3 +32,15 @@ class SystemSetting(models.Model):
         if self.data_type == self.DataType.BOOLEAN:
             return self.value.lower() in ("1", "true", "yes")
         return self.value
+
+
+class WorkerHeartbeat(models.Model):
+    """A worker's last sign of life and its warm sandboxes per language (for /readyz and the reconciler)."""
+
+    worker = models.CharField(max_length=255, primary_key=True)
+    host = models.CharField(max_length=255)
+    pool_depth = models.JSONField(default=dict)
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.worker

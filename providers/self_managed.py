@@ -1,6 +1,5 @@
 """The self-managed provider: this worker host's warm pool of single-use gVisor sandboxes."""
 
-import json
 import logging
 import threading
 
@@ -10,7 +9,16 @@ from django.conf import settings
 from executor.config import JobLimits, PoolConfig, SandboxConfig
 from executor.pool import PoolExhausted, SandboxPool
 from executor.sandbox import RunReport, Sandbox, SandboxError
-from providers.base import ExecutionResult, Limits, ProviderError, SandboxProvider, Status
+from providers.base import (
+    ExecutionResult,
+    Limits,
+    ProviderError,
+    SandboxProvider,
+    Status,
+    apply_outcome,
+    set_status,
+)
+from providers.schema import ConfigField
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +76,42 @@ class SelfManagedProvider(SandboxProvider):
     description = "Warm single-use gVisor (runsc) containers on the worker hosts; no network, no secrets."
 
     def __init__(self) -> None:
+        super().__init__()
         self._in_use: dict[str, Sandbox] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def get_config_schema(cls) -> list[ConfigField]:
+        return [
+            ConfigField("timeout_max", "integer", "Longest run (s)", "Runs asking for more are clamped to this.",
+                        default=int(settings.SANDBOX_TIMEOUT_MAX), min=1, max=int(settings.SANDBOX_TIMEOUT_MAX)),
+            ConfigField("memory_max_mb", "integer", "Most memory per run (MB)",
+                        "Runs asking for more are clamped to this.", default=settings.SANDBOX_MEMORY_MAX_MB,
+                        min=settings.SANDBOX_MEMORY_MIN_MB, max=settings.SANDBOX_MEMORY_MAX_MB),
+            ConfigField("output_limit", "integer", "Output cap per stream (bytes)",
+                        "stdout and stderr are each truncated past this.", default=settings.SANDBOX_OUTPUT_LIMIT,
+                        min=1024, max=settings.SANDBOX_OUTPUT_LIMIT),
+            ConfigField("pool_size_python", "integer", "Warm Python sandboxes per worker", scope="deployment",
+                        value=settings.SANDBOX_POOL_SIZE_PYTHON, description="SANDBOX_POOL_SIZE_PYTHON"),
+            ConfigField("pool_size_nodejs", "integer", "Warm Node.js sandboxes per worker", scope="deployment",
+                        value=settings.SANDBOX_POOL_SIZE_NODEJS, description="SANDBOX_POOL_SIZE_NODEJS"),
+            ConfigField("runtime", "string", "Container runtime", scope="deployment", value=settings.SANDBOX_RUNTIME,
+                        description="SANDBOX_RUNTIME; runc only with SANDBOX_ALLOW_INSECURE_RUNTIME"),
+            ConfigField("hard_timeout_max", "integer", "Server maximum run time (s)", scope="deployment",
+                        value=int(settings.SANDBOX_TIMEOUT_MAX), description="SANDBOX_TIMEOUT_MAX"),
+            ConfigField("hard_memory_max_mb", "integer", "Container memory limit (MB)", scope="deployment",
+                        value=settings.SANDBOX_MEMORY_MAX_MB, description="SANDBOX_MEMORY_MAX_MB"),
+        ]
+
+    def timeout_cap(self) -> float:
+        return float(self.config.get("timeout_max", settings.SANDBOX_TIMEOUT_MAX))
+
+    def memory_cap_mb(self) -> int:
+        configured = int(self.config.get("memory_max_mb", settings.SANDBOX_MEMORY_MAX_MB))
+        return min(configured, settings.SANDBOX_MEMORY_MAX_MB)
+
+    def output_cap(self) -> int:
+        return int(self.config.get("output_limit", settings.SANDBOX_OUTPUT_LIMIT))
 
     def queue_for(self, language: str) -> str:
         return f"sandbox.{language}"
@@ -107,8 +149,10 @@ class SelfManagedProvider(SandboxProvider):
                 sandbox.destroy()
 
     def health_check(self) -> bool:
-        pool = current_pool()
-        return pool is not None and all(depth > 0 for depth in pool.depth().values())
+        """Warm sandboxes exist on a live worker (read from heartbeats: the pool lives in the workers)."""
+        from providers.heartbeats import warm_sandboxes
+
+        return all(count > 0 for count in warm_sandboxes().values())
 
 
 def classify(report: RunReport, limits: Limits, language: str) -> ExecutionResult:
@@ -125,37 +169,20 @@ def classify(report: RunReport, limits: Limits, language: str) -> ExecutionResul
         stdout_truncated=report.stdout_truncated,
         stderr_truncated=report.stderr_truncated,
     )
-    outcome = report.result or {}
-    if outcome.get("ok") and "value_json" in outcome:
-        result.result_present = True
-        result.result_value = json.loads(outcome["value_json"])
-    error = outcome.get("error") or {}
     if report.timed_out:
         set_status(result, Status.TIMEOUT, "timeout", f"the run exceeded its {limits.timeout:g}s time limit")
-    elif report.oom_killed or error.get("type") == "MemoryError" or _node_heap_exhausted(report, language):
+    elif report.oom_killed or _node_heap_exhausted(report, language):
         set_status(result, Status.MEMORY_LIMIT, "memory_limit", f"the run exceeded its {limits.memory_mb} MB limit")
-        result.memory_used_kb = result.memory_used_kb or limits.memory_mb * 1024
     elif report.sandbox_failure:
         set_status(result, Status.SANDBOX_ERROR, "sandbox_error", report.sandbox_failure)
-    elif not outcome:
-        set_status(result, Status.FAILED, "process_exited", f"the process exited with code {report.exit_code}"
-                   " before main() returned")
-    elif not outcome.get("ok"):
-        set_status(result, Status.FAILED, _snake(error.get("type", "error")),
-                   f"{error.get('type', 'Error')}: {error.get('message', '')}".rstrip(": "))
-    elif report.stdout_truncated or report.stderr_truncated:
-        set_status(result, Status.OUTPUT_LIMIT, "output_limit",
-                   f"output exceeded {limits.output_limit} bytes and was truncated")
+    apply_outcome(result, report.result)
+    if result.status == Status.MEMORY_LIMIT:
+        result.memory_used_kb = result.memory_used_kb or limits.memory_mb * 1024
+        result.error_message = f"the run exceeded its {limits.memory_mb} MB limit"
+    elif result.status == Status.OUTPUT_LIMIT:
+        result.error_message = f"output exceeded {limits.output_limit} bytes and was truncated"
     return result
-
-
-def set_status(result: ExecutionResult, status: Status, code: str, message: str) -> None:
-    result.status, result.error_code, result.error_message = status, code, message
 
 
 def _node_heap_exhausted(report: RunReport, language: str) -> bool:
     return language == "nodejs" and not report.result and b"heap out of memory" in report.stderr[-4096:]
-
-
-def _snake(name: str) -> str:
-    return "".join(f"_{char.lower()}" if char.isupper() else char for char in name).lstrip("_")

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -89,6 +90,9 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Static files (admin, the settings page, API docs) are served by the app itself, straight from the packages.
+WHITENOISE_USE_FINDERS = True
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -164,6 +168,10 @@ if not CELERY_BROKER_TRANSPORT_OPTIONS:
     # A message not acknowledged within this time is redelivered: keep it well above the longest run.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(max(3600, SANDBOX_TIMEOUT_MAX * 10))}
 
+# Fernet keys for provider secrets at rest: the first encrypts, all decrypt (rotation). Unset: derived from
+# SECRET_KEY, which is fine for a single machine; set your own in production.
+SANDBOXCTL_ENCRYPTION_KEYS = env_list("SANDBOXCTL_ENCRYPTION_KEYS", "")
+
 SANDBOXCTL_ADMIN_PASSWORD = env_str("SANDBOXCTL_ADMIN_PASSWORD", "")
 SANDBOXCTL_BOOTSTRAP_TOKEN = env_str("SANDBOXCTL_BOOTSTRAP_TOKEN", "")
 
@@ -183,4 +191,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # The SaaS SDKs log every HTTP request at INFO; their failures reach our own logs anyway.
+    "loggers": {"httpx": {"level": "WARNING"}, "agentrun-logger": {"level": "WARNING"}},
 }

@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from providers.admin_page import sandbox_settings
+from sandboxctl import provider_api
 from sandboxctl.executions import views
 
 urlpatterns = [
@@ -13,5 +15,10 @@ urlpatterns = [
     path("readyz", views.readyz, name="readyz"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/v1/providers", provider_api.ProvidersView.as_view(), name="provider-list"),
+    path("api/v1/providers/<str:name>/schema", provider_api.ProviderSchemaView.as_view(), name="provider-schema"),
+    path("api/v1/sandbox/config", provider_api.SandboxConfigView.as_view(), name="sandbox-config"),
+    path("api/v1/sandbox/test", provider_api.SandboxTestView.as_view(), name="sandbox-test"),
+    path("admin/sandbox-settings/", admin.site.admin_view(sandbox_settings), name="sandbox-settings"),
     path("admin/", admin.site.urls),
 ]

@@ -75,7 +75,7 @@ def sandbox_worker(django_db_setup, django_db_blocker, tmp_path_factory):
 
 
 def wait_for_warm_pool(process: subprocess.Popen, log_path: Path, timeout: float = 120) -> None:
-    from sandboxctl.executions.models import WorkerHeartbeat
+    from providers.models import WorkerHeartbeat
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

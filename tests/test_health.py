@@ -2,7 +2,7 @@
 
 import time
 
-from sandboxctl.executions.models import WorkerHeartbeat
+from providers.models import WorkerHeartbeat
 
 
 def wait_for_heartbeat(timeout: float = 10) -> None:

@@ -12,7 +12,8 @@ from django.db import connection
 from kombu import Connection
 
 from executor.pool import POOL_LABEL
-from sandboxctl.executions.models import Execution, WorkerHeartbeat
+from providers.models import WorkerHeartbeat
+from sandboxctl.executions.models import Execution
 from sandboxctl.executions.tasks import run_execution
 
 NAME = "lifecycle@localhost"

@@ -3,7 +3,7 @@ import json
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from sandboxctl.executions.models import ApiToken, Execution, WorkerHeartbeat, hash_token, new_key
+from sandboxctl.executions.models import ApiToken, Execution, hash_token, new_key
 
 
 @admin.register(Execution)
@@ -68,9 +68,3 @@ class ApiTokenAdmin(admin.ModelAdmin):
         obj.key_hash, obj.prefix = hash_token(key), key[:8]
         super().save_model(request, obj, form, change)
         self.message_user(request, f"New API token (shown once, copy it now): {key}", messages.WARNING)
-
-
-@admin.register(WorkerHeartbeat)
-class WorkerHeartbeatAdmin(admin.ModelAdmin):
-    list_display = ("worker", "host", "pool_depth", "seen_at")
-    readonly_fields = ("worker", "host", "pool_depth", "seen_at")

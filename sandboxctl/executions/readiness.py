@@ -1,12 +1,7 @@
 """What /readyz checks: the database, the broker, and warm sandboxes per language on live workers."""
 
-from datetime import timedelta
-
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
-
-from providers.base import LANGUAGES
 
 
 def check() -> tuple[list[str], dict]:
@@ -37,15 +32,11 @@ def _check_broker(problems: list[str]) -> str:
 
 
 def _check_pool(problems: list[str]) -> dict[str, int]:
-    from providers.manager import active_provider_name
-    from sandboxctl.executions.models import WorkerHeartbeat
+    from providers.config_store import active_name
+    from providers.heartbeats import warm_sandboxes
 
-    fresh = timezone.now() - timedelta(seconds=settings.SANDBOX_WORKER_STALE_AFTER)
-    depth = {language: 0 for language in LANGUAGES}
-    for beat in WorkerHeartbeat.objects.filter(seen_at__gte=fresh):
-        for language, count in beat.pool_depth.items():
-            depth[language] = depth.get(language, 0) + count
-    if active_provider_name() == "self_managed":
+    depth = warm_sandboxes()
+    if active_name() == "self_managed":
         for language, count in depth.items():
             if count <= 0:
                 problems.append(f"no warm {language} sandbox on any live worker")

@@ -4,14 +4,14 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from django.conf import settings
 from django.db import IntegrityError
 from kombu.exceptions import OperationalError
 
+from providers import manager
 from providers.base import Status
-from providers.manager import active_provider
 from sandboxctl.executions import notify
 from sandboxctl.executions.models import Execution
 
@@ -34,25 +34,28 @@ class Submission:
         body = json.dumps(self.__dict__, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(body.encode()).hexdigest()
 
-    def effective_limits(self) -> dict:
-        """Clamp what the caller asked for to the server's maximums; never raise a limit for them."""
-        timeout = min(self.timeout or settings.SANDBOX_TIMEOUT_DEFAULT, settings.SANDBOX_TIMEOUT_MAX)
-        memory = min(self.memory_mb or settings.SANDBOX_MEMORY_DEFAULT_MB, settings.SANDBOX_MEMORY_MAX_MB)
-        return {"timeout": timeout, "memory_mb": memory, "output_limit": settings.SANDBOX_OUTPUT_LIMIT}
+
+
+class UnsupportedLanguage(Exception):
+    """The active provider does not run this language."""
 
 
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before with a different request body."""
 
 
-def submit(submission: Submission, user, token, idempotency_key: str | None) -> tuple[Execution, bool]:
+def submit(
+    submission: Submission, user, token, idempotency_key: str | None, provider_name: str | None = None
+) -> tuple[Execution, bool]:
     """Record the execution and queue it. Returns (execution, created); a replayed key returns the original."""
     fingerprint = submission.fingerprint()
     if idempotency_key:
         existing = Execution.objects.filter(caller=user, idempotency_key=idempotency_key).first()
         if existing is not None:
             return _replay(existing, fingerprint), False
-    provider = active_provider()
+    provider = manager.provider(provider_name) if provider_name else manager.active_provider()
+    if submission.language not in provider.get_supported_languages():
+        raise UnsupportedLanguage(f"{provider.label} does not run {submission.language}")
     try:
         execution = Execution.objects.create(
             provider=provider.name,
@@ -61,7 +64,7 @@ def submit(submission: Submission, user, token, idempotency_key: str | None) -> 
             code_sha256=hashlib.sha256(submission.code.encode()).hexdigest(),
             arguments=submission.arguments,
             requested_limits={"timeout": submission.timeout, "memory_mb": submission.memory_mb},
-            limits=submission.effective_limits(),
+            limits=asdict(provider.limits_for(submission.timeout, submission.memory_mb)),
             caller=user,
             token=token,
             idempotency_key=idempotency_key or None,

@@ -9,10 +9,11 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
+from providers import manager
 from providers.base import Limits, ProviderError, Status
-from providers.manager import active_provider
+from providers.models import WorkerHeartbeat
 from providers.registry import provider_class
-from sandboxctl.executions.models import Execution, WorkerHeartbeat
+from sandboxctl.executions.models import Execution
 from sandboxctl.executions.worker import worker_name
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,8 @@ def run_execution(execution_id: str) -> None:
     if execution is None:
         log.info("execution %s: not queued any more, skipping this delivery", execution_id)
         return
-    provider = active_provider()
-    if provider.name != execution.provider:
-        # The admin switched providers after this run was queued: it still runs where it was routed.
-        provider = provider_class(execution.provider)()
+    # The provider recorded when the run was accepted: a switch in between does not re-route it.
+    provider = manager.provider(execution.provider)
     limits = Limits(**execution.limits)
     try:
         outcome = provider.run(execution.code, execution.language, limits, execution.arguments)

@@ -4,7 +4,7 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -12,7 +12,14 @@ from providers.base import Status
 from sandboxctl.executions import ragflow
 from sandboxctl.executions.models import Execution
 from sandboxctl.executions.serializers import ExecutionRequestSerializer, ExecutionSerializer, RagflowRunSerializer
-from sandboxctl.executions.service import IdempotencyConflict, Submission, submit, wait_budget, wait_for
+from sandboxctl.executions.service import (
+    IdempotencyConflict,
+    Submission,
+    UnsupportedLanguage,
+    submit,
+    wait_budget,
+    wait_for,
+)
 
 RETRY_AFTER_SECONDS = "2"
 FILTERS = ("status", "language", "provider")
@@ -33,10 +40,13 @@ def submit_request(request, submission: Submission) -> tuple[Execution, bool]:
         return submit(submission, request.user, request.auth if hasattr(request.auth, "pk") else None, key)
     except IdempotencyConflict as exc:
         raise Conflict(str(exc)) from exc
+    except UnsupportedLanguage as exc:
+        raise ValidationError({"language": [str(exc)]}) from exc
 
 
-class Conflict(Exception):
-    pass
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "idempotency_conflict"
 
 
 def pool_exhausted(execution: Execution) -> bool:

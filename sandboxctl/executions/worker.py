@@ -61,8 +61,8 @@ def _heartbeat_loop() -> None:
 
 
 def beat() -> None:
+    from providers.models import WorkerHeartbeat
     from providers.self_managed import current_pool
-    from sandboxctl.executions.models import WorkerHeartbeat
 
     pool = current_pool()
     WorkerHeartbeat.objects.update_or_create(

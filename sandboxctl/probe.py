@@ -1,0 +1,59 @@
+"""Test connection: a short real run with the settings as typed in the form, saving nothing.
+
+SaaS providers are probed from here, with a throw-away provider built from the unsaved settings. The
+self-managed pool lives in the workers, so its probe is a real run through the queue, deleted afterwards.
+"""
+
+import time
+
+from providers import manager
+from providers.base import Limits, ProviderError, Status
+from sandboxctl.executions.models import Execution
+from sandboxctl.executions.service import Submission, submit, wait_for
+
+PROBE_CODE = "import sys\n\ndef main():\n    print('sandboxctl probe')\n    return sys.version.split()[0]\n"
+PROBE_TIMEOUT = 15.0
+
+
+def run_probe(name: str, config: dict, user) -> dict:
+    started = time.monotonic()
+    try:
+        details = _probe_self_managed(user) if name == "self_managed" else _probe_saas(name, config)
+    except ProviderError as exc:
+        return {"success": False, "message": str(exc), "details": {"execution_time": time.monotonic() - started}}
+    success = details.pop("status") == Status.SUCCEEDED
+    message = "the probe ran and returned" if success else f"the probe ended {details.get('error') or 'badly'}"
+    return {"success": success, "message": message, "details": details}
+
+
+def _probe_saas(name: str, config: dict) -> dict:
+    provider = manager.build(name, config)
+    limits = Limits(timeout=min(PROBE_TIMEOUT, provider.timeout_cap()), memory_mb=128, output_limit=64 * 1024)
+    result = provider.run(PROBE_CODE, "python", limits, {})
+    return {
+        "status": result.status,
+        "exit_code": result.exit_code,
+        "execution_time": result.execution_time,
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "error": result.error_message,
+    }
+
+
+def _probe_self_managed(user) -> dict:
+    execution, _ = submit(Submission(language="python", code=PROBE_CODE, arguments={}, timeout=PROBE_TIMEOUT),
+                          user, None, None, provider_name="self_managed")
+    try:
+        execution = wait_for(execution, PROBE_TIMEOUT + 15)
+        if not execution.is_terminal:
+            raise ProviderError("no worker ran the probe in time (is a worker with the sandbox pool running?)")
+        return {
+            "status": execution.status,
+            "exit_code": execution.exit_code,
+            "execution_time": execution.execution_time,
+            "stdout": execution.stdout,
+            "stderr": execution.stderr,
+            "error": execution.error_message,
+        }
+    finally:
+        Execution.objects.filter(pk=execution.pk).delete()

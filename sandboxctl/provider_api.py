@@ -1,0 +1,117 @@
+"""Staff-only REST API for choosing and configuring the sandbox provider (used by the admin settings page)."""
+
+from django.core.cache import cache
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import IsAdminUser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from providers import config_store, manager
+from providers.registry import PROVIDERS, provider_class
+from sandboxctl.probe import run_probe
+
+HEALTH_CACHE_SECONDS = 10
+
+
+class ProviderChoice(serializers.Serializer):
+    provider_type = serializers.CharField()
+    config = serializers.JSONField(required=False, default=dict)
+
+    def validate_provider_type(self, value: str) -> str:
+        if value not in PROVIDERS:
+            raise serializers.ValidationError(f"unknown provider; one of: {', '.join(PROVIDERS)}")
+        return value
+
+    def validate_config(self, value) -> dict:
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("must be a JSON object")
+        return value
+
+    def validate(self, data: dict) -> dict:
+        # A secret left blank (or sent back masked) keeps the stored one, then the whole form is checked.
+        data["config"] = config_store.merge_secrets(data["provider_type"], data["config"])
+        errors = provider_class(data["provider_type"]).validate_config(data["config"])
+        if errors:
+            raise serializers.ValidationError({"config": errors})
+        return data
+
+
+class SaveSettings(ProviderChoice):
+    set_active = serializers.BooleanField(required=False, default=False)
+
+
+def describe(name: str) -> dict:
+    cls = provider_class(name)
+    instance = manager.provider(name)
+    return {
+        "name": name,
+        "label": cls.label,
+        "description": cls.description,
+        "languages": list(cls.get_supported_languages()),
+        "configured": instance.is_configured(),
+        "healthy": cached_health(name, instance),
+        "active": config_store.active_name() == name,
+    }
+
+
+def cached_health(name: str, instance) -> bool:
+    # Health checks may touch the network; the providers list is polled by the page, so keep them brief.
+    key = f"provider-health:{name}"
+    healthy = cache.get(key)
+    if healthy is None:
+        healthy = bool(instance.health_check())
+        cache.set(key, healthy, HEALTH_CACHE_SECONDS)
+    return healthy
+
+
+class AdminAPIView(APIView):
+    permission_classes = [IsAdminUser]
+
+
+class ProvidersView(AdminAPIView):
+    @extend_schema(responses={200: dict})
+    def get(self, request):
+        return Response([describe(name) for name in PROVIDERS])
+
+
+class ProviderSchemaView(AdminAPIView):
+    @extend_schema(responses={200: dict})
+    def get(self, request, name: str):
+        if name not in PROVIDERS:
+            return Response({"detail": f"unknown provider {name!r}"}, status=status.HTTP_404_NOT_FOUND)
+        fields = [item.describe() for item in provider_class(name).get_config_schema()]
+        return Response({"name": name, "label": provider_class(name).label, "fields": fields})
+
+
+class SandboxConfigView(AdminAPIView):
+    @extend_schema(responses={200: dict})
+    def get(self, request):
+        active = config_store.active_name()
+        return Response({
+            "provider_type": active,
+            "config": config_store.masked(active),
+            "providers": {name: config_store.masked(name) for name in PROVIDERS},
+        })
+
+    @extend_schema(request=SaveSettings, responses={200: dict})
+    def put(self, request):
+        serializer = SaveSettings(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        config_store.save(data["provider_type"], data["config"], activate=data["set_active"])
+        cache.delete(f"provider-health:{data['provider_type']}")
+        return Response({
+            "provider_type": config_store.active_name(),
+            "saved": data["provider_type"],
+            "config": config_store.masked(data["provider_type"]),
+        })
+
+
+class SandboxTestView(AdminAPIView):
+    @extend_schema(request=ProviderChoice, responses={200: dict})
+    def post(self, request):
+        serializer = ProviderChoice(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        return Response(run_probe(data["provider_type"], data["config"], request.user))

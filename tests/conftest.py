@@ -132,3 +132,40 @@ def api(live_server, token, sandbox_worker) -> Api:
 @pytest.fixture
 def anonymous(live_server) -> Api:
     return Api(live_server.url, None)
+
+
+@pytest.fixture
+def staff_api(live_server, transactional_db, django_user_model) -> Api:
+    staff = django_user_model.objects.create_user("operator", password="operator-password-1", is_staff=True)
+    return Api(live_server.url, ApiToken.issue(staff, name="staff")[1])
+
+
+@pytest.fixture
+def agentrun_fake():
+    from tests.fakes.agentrun import FakeAgentRun
+
+    server = FakeAgentRun("LTAI-test-key")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def e2b_fake():
+    from tests.fakes.e2b import FakeE2B
+
+    server = FakeE2B("e2b_test_key_0001")
+    yield server
+    server.stop()
+
+
+def aliyun_settings(endpoint: str, **overrides) -> dict:
+    return {
+        "access_key_id": "LTAI-test-key", "access_key_secret": "aliyun-secret-9876", "account_id": "1234567890",
+        "region": "cn-hangzhou", "template_name": "sandboxctl-python", "timeout": 20, "data_endpoint": endpoint,
+        **overrides,
+    }
+
+
+def e2b_settings(url: str, **overrides) -> dict:
+    return {"api_key": "e2b_test_key_0001", "domain": "e2b.test", "template": "code-interpreter-v1", "timeout": 30,
+            "api_url": url, "sandbox_url": url, **overrides}

@@ -1,4 +1,4 @@
-// The program a SaaS interpreter runs: fixed text; {code}, {arguments} are base64, {marker} is hex.
+// The program a SaaS interpreter runs: fixed text, with only base64 data and a hex marker filled in below.
 (async (codeB64, argumentsB64, marker) => {
   const code = Buffer.from(codeB64, "base64").toString("utf8");
   const args = JSON.parse(Buffer.from(argumentsB64, "base64").toString("utf8"));

@@ -1,4 +1,4 @@
-# The program a SaaS interpreter runs: fixed text; {code}, {arguments} are base64, {marker} is hex.
+# The program a SaaS interpreter runs: fixed text, with only base64 data and a hex marker filled in below.
 def _sandboxctl_driver(code_b64, arguments_b64, marker):
     import ast, base64, json, sys, traceback
     code = base64.b64decode(code_b64).decode("utf-8")

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from providers import config_store
 from providers.registry import PROVIDERS, provider_class
+from providers.schema import with_defaults
 
 # The only place AGENTRUN_* and E2B_* variables are read: at run time the stored settings are used.
 FROM_ENV = {
@@ -64,4 +65,4 @@ class Command(BaseCommand):
             if value == "":
                 continue
             config[name] = int(value) if fields[name].type == "integer" and value.isdigit() else value
-        return config
+        return with_defaults(list(fields.values()), config)

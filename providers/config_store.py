@@ -21,6 +21,12 @@ def active_name() -> str:
     return row.value if row and row.value else DEFAULT_PROVIDER
 
 
+def version(provider: str) -> str:
+    """Changes whenever the provider's stored settings change."""
+    row = SystemSetting.objects.filter(name=setting_name(provider)).values_list("updated_at", flat=True).first()
+    return row.isoformat() if row else "unset"
+
+
 def _stored(provider: str) -> dict:
     row = SystemSetting.objects.filter(name=setting_name(provider)).first()
     return json.loads(row.value or "{}") if row else {}

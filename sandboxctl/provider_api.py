@@ -56,8 +56,8 @@ def describe(name: str) -> dict:
 
 
 def cached_health(name: str, instance) -> bool:
-    # Health checks may touch the network; the providers list is polled by the page, so keep them brief.
-    key = f"provider-health:{name}"
+    # Health checks may touch the network: remember each answer briefly, per version of the settings.
+    key = f"provider-health:{name}:{config_store.version(name)}"
     healthy = cache.get(key)
     if healthy is None:
         healthy = bool(instance.health_check())
@@ -100,7 +100,6 @@ class SandboxConfigView(AdminAPIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         config_store.save(data["provider_type"], data["config"], activate=data["set_active"])
-        cache.delete(f"provider-health:{data['provider_type']}")
         return Response({
             "provider_type": config_store.active_name(),
             "saved": data["provider_type"],

@@ -31,8 +31,17 @@ ensure_database() {
     || createdb -h 127.0.0.1 -U postgres "$name"
 }
 
+install_chromium() {
+  # Browser tests drive Debian's Chromium (Playwright's own browser download is not available here).
+  if command -v chromium >/dev/null; then return 0; fi
+  say "installing chromium for the browser tests"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+}
+
 start_postgres
 start_redis
+install_chromium
 ensure_database sandboxctl
 export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/sandboxctl}"
 export CELERY_BROKER_URL="${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/15}"

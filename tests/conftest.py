@@ -66,8 +66,13 @@ def sandbox_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         wait_for_warm_pool(process, log_path)
     yield process
     stop_worker(process)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_stray_connections(django_db_setup, django_db_blocker):
+    """The web side's LISTEN connection lives in a daemon thread; close it so the test database can go."""
+    yield
     with django_db_blocker.unblock(), connection.cursor() as cursor:
-        # The web side's LISTEN connection lives in a daemon thread; close it so the test database can go.
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"

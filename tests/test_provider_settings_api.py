@@ -4,7 +4,6 @@ import json
 import logging
 
 from conftest import Api, aliyun_settings, e2b_settings
-
 from providers import config_store
 from providers.models import SystemSetting
 from sandboxctl.executions.models import ApiToken, Execution

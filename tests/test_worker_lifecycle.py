@@ -6,11 +6,11 @@ import time
 
 import docker
 import pytest
-from conftest import start_worker, stop_worker, worker_env
 from django.core.management import call_command
 from django.db import connection
 from kombu import Connection
 
+from conftest import start_worker, stop_worker, worker_env
 from executor.pool import POOL_LABEL
 from providers.models import WorkerHeartbeat
 from sandboxctl.executions.models import Execution

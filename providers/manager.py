@@ -20,8 +20,11 @@ def _versions() -> dict[str, object]:
 
 
 def active_provider() -> SandboxProvider:
-    versions = _versions()
-    name = config_store.active_name() if config_store.PROVIDER_TYPE in versions else config_store.DEFAULT_PROVIDER
+    """One query: which provider is active, and the version of its settings."""
+    rows = SystemSetting.objects.filter(name__startswith="sandbox.").values_list("name", "updated_at", "value")
+    versions = {name: updated for name, updated, _ in rows}
+    active = next((value for name, _, value in rows if name == config_store.PROVIDER_TYPE), "")
+    name = active or config_store.DEFAULT_PROVIDER
     return provider(name, versions.get(config_store.setting_name(name)))
 
 

@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from providers.admin_page import sandbox_settings
 from sandboxctl import provider_api
-from sandboxctl.executions import views
+from sandboxctl.executions import metrics, views
 
 urlpatterns = [
     path("api/v1/executions", views.ExecutionListCreateView.as_view(), name="execution-list"),
@@ -13,6 +13,7 @@ urlpatterns = [
     path("run", views.RagflowRunView.as_view(), name="ragflow-run"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/v1/providers", provider_api.ProvidersView.as_view(), name="provider-list"),

@@ -39,3 +39,11 @@ def test_readyz_is_503_when_the_broker_is_unreachable(anonymous, transactional_d
     response = anonymous.get("/readyz")
     assert response.status_code == 503
     assert any(problem.startswith("broker") for problem in response.json()["problems"])
+
+
+def test_metrics_report_warm_sandboxes_and_executions(api, anonymous):
+    wait_for_heartbeat()
+    api.run("def main():\n    return 1")
+    text = anonymous.get("/metrics").text
+    assert 'sandboxctl_warm_sandboxes{worker="pytest-worker@localhost",language="python"}' in text
+    assert 'sandboxctl_executions{status="succeeded",provider="self_managed"} 1' in text

@@ -1,0 +1,29 @@
+"""Prometheus text exposition of the numbers an operator watches: warm sandboxes and executions by status."""
+
+from django.db.models import Count
+from django.http import HttpResponse
+
+from providers.heartbeats import live_workers
+from sandboxctl.executions.models import Execution
+
+
+def metrics(request):
+    lines = [
+        "# HELP sandboxctl_warm_sandboxes Warm sandboxes waiting for a run, per live worker and language.",
+        "# TYPE sandboxctl_warm_sandboxes gauge",
+    ]
+    for beat in live_workers().order_by("worker"):
+        for language, count in sorted(beat.pool_depth.items()):
+            lines.append(f'sandboxctl_warm_sandboxes{{worker="{_label(beat.worker)}",language="{language}"}} {count}')
+    lines += [
+        "# HELP sandboxctl_executions Executions recorded, by status and provider.",
+        "# TYPE sandboxctl_executions gauge",
+    ]
+    counts = Execution.objects.values("status", "provider").annotate(total=Count("id")).order_by("status", "provider")
+    for row in counts:
+        lines.append(f'sandboxctl_executions{{status="{row["status"]}",provider="{row["provider"]}"}} {row["total"]}')
+    return HttpResponse("\n".join(lines) + "\n", content_type="text/plain; version=0.0.4")
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')

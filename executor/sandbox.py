@@ -6,6 +6,7 @@ import select
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import docker
@@ -63,6 +64,7 @@ class RunReport:
     stderr_truncated: bool = False
     exit_code: int | None = None
     timed_out: bool = False
+    cancelled: bool = False
     oom_killed: bool = False
     sandbox_failure: str | None = None
     result: dict | None = None
@@ -174,8 +176,14 @@ class Sandbox:
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def run(self, code: str, arguments: dict, limits: JobLimits) -> RunReport:
-        """Send the one job this sandbox will ever run and observe it until it ends."""
+    def run(
+        self, code: str, arguments: dict, limits: JobLimits, should_stop: Callable[[], bool] | None = None
+    ) -> RunReport:
+        """Send the one job this sandbox will ever run and observe it until it ends.
+
+        `should_stop` is asked about every CHECK_INTERVAL while the run is quiet; when it answers True (the run
+        was cancelled) the container is killed and the report says so.
+        """
         address_space = (limits.memory_mb + self.config.address_space_headroom_mb) * 1024 * 1024
         job = {
             "payload": {"code": code, "arguments": arguments, "memory_limit_bytes": address_space},
@@ -191,7 +199,7 @@ class Sandbox:
         self._send(encode_frame(JOB, json.dumps(job, ensure_ascii=False).encode()))
         report = RunReport()
         try:
-            self._observe(report, started, limits)
+            self._observe(report, started, limits, should_stop)
         except ProtocolError as exc:
             report.sandbox_failure = f"sandbox protocol error: {exc}"
             self.kill()
@@ -208,10 +216,11 @@ class Sandbox:
                 continue
             view = view[sent:]
 
-    def _observe(self, report: RunReport, started: float, limits: JobLimits) -> None:
+    def _observe(self, report: RunReport, started: float, limits: JobLimits, should_stop) -> None:
         decoder = DockerStreamDecoder()
         frames = FrameDecoder(MAX_FRAME)
         hard_deadline = started + limits.timeout + HARD_GRACE
+        next_stop_check = started + SILENCE_CHECK
         stdout, stderr = bytearray(), bytearray()
         last_bytes = time.monotonic()
         while True:
@@ -220,6 +229,12 @@ class Sandbox:
                 report.timed_out = True
                 self.kill()
                 break
+            if should_stop is not None and now >= next_stop_check:
+                next_stop_check = now + SILENCE_CHECK
+                if should_stop():
+                    report.cancelled = True
+                    self.kill()
+                    break
             data = self._recv(min(SILENCE_CHECK, hard_deadline - now))
             if data is None:
                 if time.monotonic() - last_bytes >= SILENCE_CHECK and not self._still_running(report):

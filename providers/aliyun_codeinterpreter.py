@@ -101,7 +101,7 @@ class AliyunCodeInterpreterProvider(SaaSProvider):
         return sandbox.sandbox_id
 
     def execute_code(self, instance_id: str, code: str, language: str, limits: Limits,
-                     arguments: dict) -> ExecutionResult:
+                     arguments: dict, should_stop=None) -> ExecutionResult:
         Sandbox, _, TemplateType, *_ = load_sdk()
         config = self.sdk_config(limits.timeout)
         sandbox = self.call("connecting to the sandbox", Sandbox.connect, instance_id,

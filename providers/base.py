@@ -5,6 +5,7 @@ ProviderError only when the sandbox service itself failed, saying whether a retr
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -138,8 +139,11 @@ class SandboxProvider:
         raise NotImplementedError
 
     def execute_code(
-        self, instance_id: str, code: str, language: str, limits: Limits, arguments: dict
+        self, instance_id: str, code: str, language: str, limits: Limits, arguments: dict,
+        should_stop: Callable[[], bool] | None = None,
     ) -> ExecutionResult:
+        """Run in the instance. `should_stop`, when given, is polled while the run is quiet: True cancels it
+        (providers that cannot interrupt a remote call may ignore it; the run then ends at its deadline)."""
         raise NotImplementedError
 
     def destroy_instance(self, instance_id: str) -> None:
@@ -148,11 +152,14 @@ class SandboxProvider:
     def health_check(self) -> bool:
         raise NotImplementedError
 
-    def run(self, code: str, language: str, limits: Limits, arguments: dict) -> ExecutionResult:
+    def run(
+        self, code: str, language: str, limits: Limits, arguments: dict,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ExecutionResult:
         """One complete run in a fresh instance, destroyed afterwards whatever happens."""
         instance_id = self.create_instance(language)
         try:
-            result = self.execute_code(instance_id, code, language, limits, arguments)
+            result = self.execute_code(instance_id, code, language, limits, arguments, should_stop=should_stop)
         finally:
             self.destroy_instance(instance_id)
         result.sandbox_id = result.sandbox_id or instance_id

@@ -91,7 +91,7 @@ class E2BProvider(SaaSProvider):
         return sandbox.sandbox_id
 
     def execute_code(self, instance_id: str, code: str, language: str, limits: Limits,
-                     arguments: dict) -> ExecutionResult:
+                     arguments: dict, should_stop=None) -> ExecutionResult:
         _, _, _, TimeoutException, _ = load_sdk()
         sandbox = self._sandboxes[instance_id]
         marker = new_marker()

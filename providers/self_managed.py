@@ -131,11 +131,11 @@ class SelfManagedProvider(SandboxProvider):
         return sandbox.id
 
     def execute_code(
-        self, instance_id: str, code: str, language: str, limits: Limits, arguments: dict
+        self, instance_id: str, code: str, language: str, limits: Limits, arguments: dict, should_stop=None
     ) -> ExecutionResult:
         sandbox = self._in_use[instance_id]
         job_limits = JobLimits(timeout=limits.timeout, memory_mb=limits.memory_mb, output_limit=limits.output_limit)
-        report = sandbox.run(code, arguments, job_limits)
+        report = sandbox.run(code, arguments, job_limits, should_stop=should_stop)
         return classify(report, limits, language)
 
     def destroy_instance(self, instance_id: str) -> None:
@@ -169,7 +169,9 @@ def classify(report: RunReport, limits: Limits, language: str) -> ExecutionResul
         stdout_truncated=report.stdout_truncated,
         stderr_truncated=report.stderr_truncated,
     )
-    if report.timed_out:
+    if report.cancelled:
+        set_status(result, Status.CANCELLED, "cancelled", "cancelled while running")
+    elif report.timed_out:
         set_status(result, Status.TIMEOUT, "timeout", f"the run exceeded its {limits.timeout:g}s time limit")
     elif report.oom_killed or _node_heap_exhausted(report, language):
         set_status(result, Status.MEMORY_LIMIT, "memory_limit", f"the run exceeded its {limits.memory_mb} MB limit")

@@ -134,3 +134,15 @@ def test_insecure_runtime_needs_the_explicit_flag():
 def test_pids_limit_below_512_is_refused():
     with pytest.raises(ValueError, match="512"):
         SandboxConfig(pids_limit=64)
+
+
+def test_a_cancelled_run_is_killed_at_the_next_check(pool):
+    wait_until(lambda: pool.depth()["python"] >= 1)
+    sandbox = pool.acquire("python")
+    asked_at = time.monotonic() + 0.5
+    started = time.monotonic()
+    report = sandbox.run("import time\ndef main():\n    time.sleep(30)", {}, JobLimits(timeout=30),
+                         should_stop=lambda: time.monotonic() >= asked_at)
+    pool.release(sandbox)
+    assert report.cancelled is True
+    assert time.monotonic() - started < 2

@@ -174,6 +174,10 @@ class Execution(models.Model):
         self.refresh_from_db()
         return bool(done)
 
+    def was_cancelled(self) -> bool:
+        """Asked by the worker while a run is quiet, so a cancel stops the sandbox instead of waiting it out."""
+        return Execution.objects.filter(pk=self.pk, status=Status.CANCELLED).exists()
+
     def requeue(self) -> bool:
         """running → queued, only for a run whose worker vanished (the reconciler's single retry)."""
         done = Execution.objects.filter(pk=self.pk, status=Status.RUNNING, worker_host=self.worker_host).update(

@@ -32,7 +32,8 @@ def run_execution(execution_id: str) -> None:
     provider = manager.provider(execution.provider)
     limits = Limits(**execution.limits)
     try:
-        outcome = provider.run(execution.code, execution.language, limits, execution.arguments)
+        outcome = provider.run(execution.code, execution.language, limits, execution.arguments,
+                               should_stop=lambda: execution.was_cancelled())
         execution.finish(outcome)
     except ProviderError as exc:
         log.warning("execution %s: provider %s failed: %s", execution_id, provider.name, exc)

@@ -44,7 +44,7 @@ def select_provider(page, name: str) -> None:
     page.wait_for_selector(f".card.selected[data-provider={name}]")
 
 
-def test_configure_test_and_activate_e2b(browser_page, e2b_fake):
+def test_configure_test_and_activate_e2b(browser_page, e2b_fake, api):
     page = browser_page
     assert page.locator(".card").count() == 3
     assert page.locator(".card[data-provider=self_managed] .badge").inner_text() == "active"
@@ -86,6 +86,10 @@ def test_configure_test_and_activate_e2b(browser_page, e2b_fake):
     assert page.get_attribute("#field-api_key", "placeholder") == "••••0001 (leave blank to keep)"
     assert settings["api_key"] not in page.content()
     assert page.input_value("#field-api_url") == e2b_fake.url
+
+    # The very next execution runs on the provider just activated in the page, with no restart.
+    body = api.run("def main(x):\n    return x", arguments={"x": 7})
+    assert (body["provider"], body["result"]["value"]) == ("e2b", {"x": 7})  # the fake echoes the arguments
 
 
 def test_probe_the_real_self_managed_pool(browser_page, sandbox_worker):

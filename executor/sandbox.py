@@ -274,6 +274,12 @@ class Sandbox:
 
     def _still_running(self, report: RunReport, exited: bool = False) -> bool:
         """Ask dockerd about the container; record why it died if it did."""
+        if exited:
+            # The stream ended first; dockerd records the exit (and OOMKilled) a moment later.
+            try:
+                self.client.api.wait(self.container.id, timeout=2)
+            except Exception:  # noqa: BLE001 - a timeout here just means we inspect what there is
+                pass
         try:
             state = self.client.api.inspect_container(self.container.id)["State"]
         except NotFound:

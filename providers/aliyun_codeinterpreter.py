@@ -10,8 +10,6 @@ import math
 import os
 import time
 
-import requests
-
 from providers.base import ExecutionResult, Limits, ProviderError
 from providers.saas import SaaSProvider, ServiceFailure, driver_program, new_marker
 from providers.schema import ConfigField
@@ -148,12 +146,5 @@ class AliyunCodeInterpreterProvider(SaaSProvider):
         except ProviderError:
             pass  # the sandbox expires on its own after its idle timeout; the run's result stands
 
-    def health_check(self) -> bool:
-        """Cheap: the settings are complete and the data endpoint answers HTTP. Creates nothing billable."""
-        if not self.is_configured():
-            return False
-        try:
-            requests.get(self.data_endpoint(), timeout=3, allow_redirects=False)
-        except requests.RequestException:
-            return False
-        return True
+    def health_url(self) -> str:
+        return self.data_endpoint()

@@ -108,11 +108,7 @@ class SandboxProvider:
         return cls.languages
 
     def is_configured(self) -> bool:
-        return not self.validate_config({k: v for k, v in self.config.items() if self._is_runtime(k)})
-
-    @classmethod
-    def _is_runtime(cls, name: str) -> bool:
-        return any(item.name == name and item.scope == "runtime" for item in cls.get_config_schema())
+        return not self.validate_config(self.config)
 
     def limits_for(self, timeout: float | None, memory_mb: int | None) -> Limits:
         """Clamp what a caller asked for to what this provider and the server allow; never raise a limit."""
@@ -166,7 +162,7 @@ class SandboxProvider:
         return result
 
 
-def apply_outcome(result: ExecutionResult, outcome: dict | None) -> None:
+def apply_outcome(result: ExecutionResult, outcome: dict | None, limits: Limits) -> None:
     """Fill the return value and, for a failed main(), the status from the runner's report.
 
     `outcome` is what the in-sandbox runner reported: {"ok": true, "value_json": ...} or
@@ -181,7 +177,7 @@ def apply_outcome(result: ExecutionResult, outcome: dict | None) -> None:
         result.result_value = json.loads(outcome["value_json"])
     error = outcome.get("error") or {}
     if error.get("type") == "MemoryError":
-        set_status(result, Status.MEMORY_LIMIT, "memory_limit", "the run ran out of memory")
+        mark_memory_limit(result, limits)
     elif not outcome:
         set_status(result, Status.FAILED, "process_exited",
                    f"the process exited with code {result.exit_code} before main() returned")
@@ -189,7 +185,17 @@ def apply_outcome(result: ExecutionResult, outcome: dict | None) -> None:
         set_status(result, Status.FAILED, snake_case(error.get("type", "error")),
                    f"{error.get('type', 'Error')}: {error.get('message', '')}".rstrip(": "))
     elif result.stdout_truncated or result.stderr_truncated:
-        set_status(result, Status.OUTPUT_LIMIT, "output_limit", "output exceeded the limit and was truncated")
+        set_status(result, Status.OUTPUT_LIMIT, "output_limit",
+                   f"output exceeded {limits.output_limit} bytes and was truncated")
+
+
+def mark_timeout(result: ExecutionResult, limits: Limits) -> None:
+    set_status(result, Status.TIMEOUT, "timeout", f"the run exceeded its {limits.timeout:g}s time limit")
+
+
+def mark_memory_limit(result: ExecutionResult, limits: Limits) -> None:
+    set_status(result, Status.MEMORY_LIMIT, "memory_limit", f"the run exceeded its {limits.memory_mb} MB limit")
+    result.memory_used_kb = result.memory_used_kb or limits.memory_mb * 1024
 
 
 def set_status(result: ExecutionResult, status: Status, code: str, message: str) -> None:

@@ -7,14 +7,11 @@ given every connection setting explicitly, so E2B_* environment variables never 
 import re
 import time
 
-import requests
-
 from providers.base import ExecutionResult, Limits, ProviderError
 from providers.saas import SaaSProvider, ServiceFailure, driver_program, new_marker
 from providers.schema import ConfigField
 
 SANDBOX_LIFETIME_GRACE = 60  # seconds the remote sandbox may outlive the run if killing it fails
-LANGUAGE_NAMES = {"python": "python", "nodejs": "javascript"}
 
 
 def load_sdk():
@@ -100,7 +97,7 @@ class E2BProvider(SaaSProvider):
         stdout: list[str] = []
         stderr: list[str] = []
         try:
-            execution = self.call("executing code", sandbox.run_code, program, language=LANGUAGE_NAMES[language],
+            execution = self.call("executing code", sandbox.run_code, program, language=self.language_names[language],
                                   timeout=limits.timeout, on_stdout=lambda m: stdout.append(m.line),
                                   on_stderr=lambda m: stderr.append(m.line))
         except TimeoutException:
@@ -121,12 +118,5 @@ class E2BProvider(SaaSProvider):
         except ProviderError:
             pass  # the sandbox's own timeout ends it shortly; the run's result stands
 
-    def health_check(self) -> bool:
-        """Cheap: the settings are complete and the API answers HTTP. Creates nothing billable."""
-        if not self.is_configured():
-            return False
-        try:
-            requests.get(self.connection()["api_url"] + "/health", timeout=3)
-        except requests.RequestException:
-            return False
-        return True
+    def health_url(self) -> str:
+        return self.connection()["api_url"] + "/health"

@@ -13,7 +13,17 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from providers.base import ExecutionResult, ProviderError, SandboxProvider, Status, apply_outcome, set_status
+import requests
+
+from providers.base import (
+    ExecutionResult,
+    ProviderError,
+    SandboxProvider,
+    Status,
+    apply_outcome,
+    mark_timeout,
+    set_status,
+)
 
 DRIVERS = Path(__file__).parent / "drivers"
 PYTHON_DRIVER = (DRIVERS / "driver.py").read_text()
@@ -97,12 +107,25 @@ class SaaSProvider(SandboxProvider):
         )
         if outcome is None and execution_error:
             set_status(result, Status.FAILED, "process_exited", execution_error)
-        apply_outcome(result, outcome)
+        apply_outcome(result, outcome, limits)
         result.exit_code = 0 if result.status in (Status.SUCCEEDED, Status.OUTPUT_LIMIT) else 1
         return result
 
     def timed_out(self, limits, duration: float, partial_stdout: str = "", partial_stderr: str = "") -> ExecutionResult:
         result = ExecutionResult(status=Status.TIMEOUT, stdout=partial_stdout[: limits.output_limit],
                                  stderr=partial_stderr[: limits.output_limit], execution_time=round(duration, 6))
-        set_status(result, Status.TIMEOUT, "timeout", f"the run exceeded its {limits.timeout:g}s time limit")
+        mark_timeout(result, limits)
         return result
+
+    def health_url(self) -> str:
+        raise NotImplementedError
+
+    def health_check(self) -> bool:
+        """Cheap: the settings are complete and the service answers HTTP. Creates nothing billable."""
+        if not self.is_configured():
+            return False
+        try:
+            requests.get(self.health_url(), timeout=3, allow_redirects=False)
+        except requests.RequestException:
+            return False
+        return True

@@ -16,6 +16,8 @@ from providers.base import (
     SandboxProvider,
     Status,
     apply_outcome,
+    mark_memory_limit,
+    mark_timeout,
     set_status,
 )
 from providers.schema import ConfigField
@@ -172,17 +174,12 @@ def classify(report: RunReport, limits: Limits, language: str) -> ExecutionResul
     if report.cancelled:
         set_status(result, Status.CANCELLED, "cancelled", "cancelled while running")
     elif report.timed_out:
-        set_status(result, Status.TIMEOUT, "timeout", f"the run exceeded its {limits.timeout:g}s time limit")
+        mark_timeout(result, limits)
     elif report.oom_killed or _node_heap_exhausted(report, language):
-        set_status(result, Status.MEMORY_LIMIT, "memory_limit", f"the run exceeded its {limits.memory_mb} MB limit")
+        mark_memory_limit(result, limits)
     elif report.sandbox_failure:
         set_status(result, Status.SANDBOX_ERROR, "sandbox_error", report.sandbox_failure)
-    apply_outcome(result, report.result)
-    if result.status == Status.MEMORY_LIMIT:
-        result.memory_used_kb = result.memory_used_kb or limits.memory_mb * 1024
-        result.error_message = f"the run exceeded its {limits.memory_mb} MB limit"
-    elif result.status == Status.OUTPUT_LIMIT:
-        result.error_message = f"output exceeded {limits.output_limit} bytes and was truncated"
+    apply_outcome(result, report.result, limits)
     return result
 
 

@@ -41,7 +41,7 @@ class SaveSettings(ProviderChoice):
     set_active = serializers.BooleanField(required=False, default=False)
 
 
-def describe(name: str) -> dict:
+def describe(name: str, active: str) -> dict:
     cls = provider_class(name)
     instance = manager.provider(name)
     return {
@@ -51,7 +51,7 @@ def describe(name: str) -> dict:
         "languages": list(cls.get_supported_languages()),
         "configured": instance.is_configured(),
         "healthy": cached_health(name, instance),
-        "active": config_store.active_name() == name,
+        "active": active == name,
     }
 
 
@@ -72,7 +72,8 @@ class AdminAPIView(APIView):
 class ProvidersView(AdminAPIView):
     @extend_schema(responses={200: dict})
     def get(self, request):
-        return Response([describe(name) for name in PROVIDERS])
+        active = config_store.active_name()
+        return Response([describe(name, active) for name in PROVIDERS])
 
 
 class ProviderSchemaView(AdminAPIView):

@@ -153,9 +153,11 @@ class Execution(models.Model):
         }
         if self.callback_url:
             fields["callback_status"] = "pending"
-        done = Execution.objects.filter(pk=self.pk, status=Status.RUNNING).update(**fields)
+        with transaction.atomic():  # one commit; the notice is delivered when the row is visible
+            done = Execution.objects.filter(pk=self.pk, status=Status.RUNNING).update(**fields)
+            if done:
+                notify.announce_finished(self.pk)
         if done:
-            notify.announce_finished(self.pk)
             for name, value in fields.items():  # what was stored is what we hold: no re-read needed
                 setattr(self, name, value)
         else:

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 SUITE = "bookworm"
 RUNNER_DIR = Path(__file__).parent / "runner"
-RUNNER_FILES = ("supervisor.py", "child.py", "child.js")
+RUNNER_FILES = ("supervisor.py", "confine.py", "rules.py", "wire.py", "child.py", "child.js")
 HASH_LABEL = "sandboxctl.content-hash"
 BUILD_VERSION = "1"  # bump when the build steps below change what ends up in an image
 PACKAGES = {

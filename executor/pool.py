@@ -16,6 +16,7 @@ import docker
 from docker.errors import DockerException
 
 from executor.config import PoolConfig, SandboxConfig
+from executor.runtime import describe_runtime
 from executor.sandbox import Sandbox, SandboxError
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,15 @@ class SandboxPool:
         self._threads: list[threading.Thread] = []
         self.created = 0
         self.warm_up_seconds: float | None = None
+        self.runtime: dict[str, str] = {}
         self._started_at = 0.0
 
     # Lifecycle
 
     def start(self) -> None:
         self._started_at = time.monotonic()
+        self.runtime = describe_runtime(self.client, self.sandbox_config.runtime)
+        log.info("pool %s: sandboxes run on %s", self.config.name, self.runtime)
         reaped = self.reap_orphans()
         if reaped:
             log.info("pool %s: removed %d orphan sandboxes", self.config.name, reaped)

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import secrets
 import select
 import socket
 import time
@@ -27,6 +28,8 @@ from executor.protocol import (
     ProtocolError,
     encode_frame,
 )
+from executor.runner.wire import KEY_SIZE
+from executor.verify import as_int, check_artifacts, check_outcome
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ class RunReport:
     cancelled: bool = False
     oom_killed: bool = False
     sandbox_failure: str | None = None
+    protocol_violation: str | None = None
     result: dict | None = None
     memory_used_kb: int | None = None
     duration: float = 0.0
@@ -113,9 +117,12 @@ class Sandbox:
                 "/tmp": f"{tmpfs_options}{config.tmp_size_mb}m",
                 "/work": f"{tmpfs_options}{config.work_size_mb}m",
             },
-            "user": "65534:65534",
+            # The supervisor is the sandbox's root with only what it needs to start the child as nobody
+            # and to end it; the child keeps no capability (executor/runner/confine.py).
+            "user": "0:0",
             "working_dir": "/work",
             "cap_drop": ["ALL"],
+            "cap_add": ["SETUID", "SETGID", "KILL"],
             "security_opt": ["no-new-privileges"],
             "mem_limit": memory,
             "memswap_limit": memory,
@@ -185,7 +192,10 @@ class Sandbox:
         was cancelled) the container is killed and the report says so.
         """
         address_space = (limits.memory_mb + self.config.address_space_headroom_mb) * 1024 * 1024
+        # A fresh key per run, sent only now that the child exists: the child never holds it.
+        key = secrets.token_bytes(KEY_SIZE)
         job = {
+            "key": key.hex(),
             "payload": {"code": code, "arguments": arguments, "memory_limit_bytes": address_space},
             "timeout": limits.timeout,
             "output_limit": limits.output_limit,
@@ -199,11 +209,13 @@ class Sandbox:
         self._send(encode_frame(JOB, json.dumps(job, ensure_ascii=False).encode()))
         report = RunReport()
         try:
-            self._observe(report, started, limits, should_stop)
+            self._observe(report, started, limits, should_stop, key)
         except ProtocolError as exc:
-            report.sandbox_failure = f"sandbox protocol error: {exc}"
+            log.warning("sandbox %s: protocol violation: %s", self.id, exc)
+            report.protocol_violation = str(exc)
             self.kill()
-        report.duration = report.duration or time.monotonic() - started
+        # The worker's own clock, never a number the sandbox sends.
+        report.duration = time.monotonic() - started
         return report
 
     def _send(self, data: bytes) -> None:
@@ -216,9 +228,9 @@ class Sandbox:
                 continue
             view = view[sent:]
 
-    def _observe(self, report: RunReport, started: float, limits: JobLimits, should_stop) -> None:
+    def _observe(self, report: RunReport, started: float, limits: JobLimits, should_stop, key: bytes) -> None:
         decoder = DockerStreamDecoder()
-        frames = FrameDecoder(MAX_FRAME)
+        frames = FrameDecoder(MAX_FRAME, key)
         hard_deadline = started + limits.timeout + HARD_GRACE
         next_stop_check = started + SILENCE_CHECK
         stdout, stderr = bytearray(), bytearray()
@@ -253,24 +265,30 @@ class Sandbox:
                     elif kind == STDERR:
                         report.stderr_truncated |= not _append_capped(stderr, body, limits.output_limit)
                     elif kind == DONE:
-                        self._apply_done(report, json.loads(body), started, limits)
+                        self._apply_done(report, body, started, limits)
                         report.stdout, report.stderr = bytes(stdout), bytes(stderr)
                         return
+                    else:
+                        raise ProtocolError(f"unexpected frame {kind!r} during a run")
         report.stdout, report.stderr = bytes(stdout), bytes(stderr)
-        report.duration = time.monotonic() - started
 
-    def _apply_done(self, report: RunReport, done: dict, started: float, limits: JobLimits) -> None:
-        elapsed = time.monotonic() - started
+    def _apply_done(self, report: RunReport, body: bytes, started: float, limits: JobLimits) -> None:
+        try:
+            done = json.loads(body, parse_constant=lambda name: None)
+        except (ValueError, RecursionError) as exc:
+            raise ProtocolError(f"unreadable report: {exc}") from None
+        if not isinstance(done, dict):
+            raise ProtocolError("the report is not an object")
         # Trust the supervisor's deadline only when the worker's own clock agrees.
-        report.timed_out = bool(done.get("timed_out")) and elapsed >= limits.timeout * 0.9
-        report.exit_code = done.get("exit_code")
-        report.result = done.get("result")
-        report.memory_used_kb = done.get("memory_used_kb")
-        report.duration = min(float(done.get("duration") or elapsed), elapsed)
-        report.stdout_truncated |= bool(done.get("stdout_truncated"))
-        report.stderr_truncated |= bool(done.get("stderr_truncated"))
-        report.artifacts = done.get("artifacts") or []
-        report.rejected_artifacts = done.get("rejected_artifacts") or []
+        report.timed_out = done.get("timed_out") is True and time.monotonic() - started >= limits.timeout * 0.9
+        report.exit_code = as_int(done.get("exit_code"), -255, 255)
+        report.memory_used_kb = as_int(done.get("memory_used_kb"), 0, 2**31 - 1)
+        report.result = check_outcome(done.get("result"))
+        report.stdout_truncated |= done.get("stdout_truncated") is True
+        report.stderr_truncated |= done.get("stderr_truncated") is True
+        report.artifacts, report.rejected_artifacts = check_artifacts(
+            done.get("artifacts"), done.get("rejected_artifacts"), limits
+        )
 
     def _still_running(self, report: RunReport, exited: bool = False) -> bool:
         """Ask dockerd about the container; record why it died if it did."""

@@ -4,7 +4,6 @@ A provider never raises for the user's code failing: that is a result with a sta
 ProviderError only when the sandbox service itself failed, saying whether a retry could help.
 """
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -12,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 
+from executor.verify import NotJSON, check_outcome, strict_json
 from providers.schema import ConfigField, validate, with_defaults
 
 
@@ -171,10 +171,15 @@ def apply_outcome(result: ExecutionResult, outcome: dict | None, limits: Limits)
     """
     if result.status != Status.SUCCEEDED:
         return
-    outcome = outcome or {}
+    outcome = check_outcome(outcome) or {}
     if outcome.get("ok") and "value_json" in outcome:
+        try:
+            result.result_value = strict_json(outcome["value_json"])
+        except NotJSON as exc:
+            set_status(result, Status.FAILED, "result_not_serializable",
+                       f"main() returned a value that is not JSON: {exc}")
+            return
         result.result_present = True
-        result.result_value = json.loads(outcome["value_json"])
     error = outcome.get("error") or {}
     if error.get("type") == "MemoryError":
         mark_memory_limit(result, limits)

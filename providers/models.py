@@ -40,6 +40,7 @@ class WorkerHeartbeat(models.Model):
     worker = models.CharField(max_length=255, primary_key=True)
     host = models.CharField(max_length=255)
     pool_depth = models.JSONField(default=dict)
+    runtime = models.JSONField(default=dict, blank=True)  # {"runtime", "version", "platform"} the pool runs on
     seen_at = models.DateTimeField()
 
     def __str__(self) -> str:

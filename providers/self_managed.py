@@ -177,6 +177,9 @@ def classify(report: RunReport, limits: Limits, language: str) -> ExecutionResul
         mark_timeout(result, limits)
     elif report.oom_killed or _node_heap_exhausted(report, language):
         mark_memory_limit(result, limits)
+    elif report.protocol_violation:
+        set_status(result, Status.SANDBOX_ERROR, "protocol_violation",
+                   f"the sandbox sent a frame that failed verification: {report.protocol_violation}")
     elif report.sandbox_failure:
         set_status(result, Status.SANDBOX_ERROR, "sandbox_error", report.sandbox_failure)
     apply_outcome(result, report.result, limits)

@@ -26,6 +26,23 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+install_runsc() {
+  # bookworm's runsc (0.0~20221219) ignores PR_SET_DUMPABLE for /proc/<pid>/fd; bookworm-backports carries
+  # 0.0~20240729, which the whole suite (the adversarial tests included) is run against.
+  local want=0.0~20240729
+  if dpkg-query -W -f='${Version}' runsc 2>/dev/null | grep -q "^${want}"; then return 0; fi
+  need_root_for "install runsc ${want}" "see scripts/setup.sh install_runsc"
+  if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    say "adding Debian's bookworm-backports suite to apt's sources (for runsc ${want})"
+    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      > /etc/apt/sources.list.d/bookworm-backports.sources
+  fi
+  say "installing runsc ${want} from bookworm-backports"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports runsc >/dev/null
+  dpkg-query -W -f='${Version}' runsc | grep -q "^${want}" || die "runsc ${want} did not install"
+}
+
 register_runsc() {
   # runsc refuses to start here without --network=none; dockerd re-reads runtimes on SIGHUP.
   python3 - <<'PY'
@@ -75,7 +92,8 @@ make_venv() {
   echo "$want" > "$stamp"
 }
 
-apt_install docker.io runsc debootstrap
+apt_install docker.io debootstrap
+install_runsc
 register_runsc
 start_dockerd
 make_venv

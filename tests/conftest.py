@@ -140,9 +140,15 @@ def anonymous(live_server) -> Api:
 
 
 @pytest.fixture
-def staff_api(live_server, transactional_db, django_user_model) -> Api:
-    staff = django_user_model.objects.create_user("operator", password="operator-password-1", is_staff=True)
-    return Api(live_server.url, ApiToken.issue(staff, name="staff")[1])
+def staff_user(transactional_db, django_user_model):
+    return django_user_model.objects.create_user(
+        "operator", password="operator-password-1", is_staff=True, is_superuser=True
+    )
+
+
+@pytest.fixture
+def staff_api(live_server, staff_user) -> Api:
+    return Api(live_server.url, ApiToken.issue(staff_user, name="staff")[1])
 
 
 @pytest.fixture

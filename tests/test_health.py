@@ -24,6 +24,9 @@ def test_readyz_reports_warm_sandboxes_per_language(anonymous, sandbox_worker, t
     assert response.status_code == 200, body
     assert body["database"] == "ok" and body["broker"] == "ok"
     assert body["warm_sandboxes"]["python"] > 0 and body["warm_sandboxes"]["nodejs"] > 0
+    [runtime] = body["runtimes"].values()
+    assert runtime["runtime"] == "runsc"
+    assert runtime["version"].startswith("0.0~2024") and runtime["platform"] in ("systrap", "ptrace")
 
 
 def test_readyz_is_503_with_the_reason_when_no_worker_is_live(anonymous, sandbox_worker, transactional_db, settings):
@@ -47,3 +50,4 @@ def test_metrics_report_warm_sandboxes_and_executions(api, anonymous):
     text = anonymous.get("/metrics").text
     assert 'sandboxctl_warm_sandboxes{worker="pytest-worker@localhost",language="python"}' in text
     assert 'sandboxctl_executions{status="succeeded",provider="self_managed"} 1' in text
+    assert 'sandboxctl_runtime_info{worker="pytest-worker@localhost",runtime="runsc",version="0.0~2024' in text

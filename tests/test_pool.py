@@ -121,7 +121,9 @@ def test_sandbox_containers_are_locked_down(pool, client):
     assert {"Name": "nproc", "Soft": 64, "Hard": 64} in host["Ulimits"]
     assert host["Binds"] in (None, [])
     assert host["LogConfig"]["Type"] == "none"
-    assert attrs["Config"]["User"] == "65534:65534"
+    # The supervisor is the sandbox's root with three capabilities; user code runs as 65534 (tests/security).
+    assert attrs["Config"]["User"] == "0:0"
+    assert sorted(host["CapAdd"]) == ["KILL", "SETGID", "SETUID"]
     assert attrs["Config"]["Labels"]["sandboxctl.language"] == "python"
 
 

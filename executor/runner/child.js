@@ -34,7 +34,6 @@ function finish(outcome) {
   // Output first: the supervisor treats the closing of the result pipe as the end of the run.
   process.stdout.write("", () =>
     process.stderr.write("", () => {
-      outcome.maxrss_kb = process.resourceUsage().maxRSS;
       fs.writeSync(resultFd, JSON.stringify(outcome));
       fs.closeSync(resultFd);
       process.exit(outcome.ok ? 0 : 1);
@@ -51,7 +50,7 @@ function findMain(sandboxModule) {
 }
 
 function serialize(value) {
-  const text = JSON.stringify(value === undefined ? null : value);
+  const text = JSON.stringify(value);
   if (text === undefined) throw new TypeError("main() returned a value that is not JSON");
   return text;
 }
@@ -81,6 +80,8 @@ async function run(job) {
     console.error(err && err.stack ? err.stack : String(err));
     return failure(err && err.name ? err.name : "Error", err && err.message ? err.message : err);
   }
+  // As RAGFlow's runner does: a main() that forgot its `return` gets told so instead of a silent null.
+  if (value === undefined) return failure("NoReturnValue", "main() must return a value");
   try {
     return { ok: true, value_json: serialize(value) };
   } catch (err) {
@@ -90,4 +91,5 @@ async function run(job) {
 
 fs.writeSync(resultFd, "R");
 const job = JSON.parse(readStdin());
+fs.mkdirSync("artifacts", { recursive: true }); // code may save into artifacts/ without creating it
 run(job).then(finish, (err) => finish(failure("RunnerError", err)));

@@ -96,6 +96,7 @@ def main(result_fd: int) -> None:
     preload()
     os.write(result_fd, b"R")
     job = json.loads(sys.stdin.buffer.read())
+    os.makedirs("artifacts", exist_ok=True)  # code may save into artifacts/ without creating it
     sys.stdin.close()
     os.close(0)
     os.open(os.devnull, os.O_RDONLY)
@@ -107,11 +108,10 @@ def main(result_fd: int) -> None:
     if limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     outcome = run(job)
-    outcome["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     sys.stdout.flush()
     sys.stderr.flush()
     with os.fdopen(result_fd, "w", encoding="utf-8") as channel:
-        channel.write(json.dumps(outcome, ensure_ascii=False))
+        channel.write(json.dumps(outcome))  # ASCII: a lone surrogate in a message must not break the report
     os._exit(0 if outcome["ok"] else 1)
 
 

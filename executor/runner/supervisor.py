@@ -1,14 +1,21 @@
-"""In-sandbox supervisor: the container's entrypoint, one job per container.
+"""In-sandbox supervisor: the container's entrypoint and PID 1, one job per container.
 
 It starts the language child before any job exists (so the interpreter is already warm), tells the host
-it is ready, then reads exactly one job frame from stdin, hands it to the child, streams the child's
-stdout/stderr back in frames (capped), and finishes with one DONE frame carrying the exit status, the
-return value read from a private pipe, resource usage and artifacts.
+it is ready, then reads exactly one job frame from stdin, hands the code to the child, streams the
+child's stdout/stderr back in frames (capped), and finishes with one DONE frame carrying the exit
+status, the return value read from the result pipe, what it measured and the artifacts.
 
-The child never holds this process's stdout, so nothing the user code prints can forge a frame. This
-file runs inside the sandbox image with only the standard library; it must not import the project.
+Two walls keep user code from speaking for the supervisor:
+- uids: the supervisor is root of the sandbox with only SETUID, SETGID and KILL (it keeps only KILL
+  after the fork); the child is nobody (65534) with no capabilities under a seccomp filter
+  (confine.py), so it cannot open /proc/1/fd/*, /proc/1/mem or the supervisor's pipes;
+- a MAC: the job carries a fresh key, sent after the child exists and never given to it; every frame
+  after the job carries an HMAC over a sequence number, its type and payload. A frame the host cannot
+  verify ends the run as a protocol violation.
 
-Frame format in both directions: 1 type byte, 4-byte big-endian length, payload.
+Nothing the child reports about itself is used as a measurement: memory is the peak RSS of the child
+and its descendants as this process observes them when it reaps them. This file runs inside the
+sandbox image with only the standard library; it must not import the project.
 """
 
 import json
@@ -16,46 +23,38 @@ import os
 import selectors
 import signal
 import stat
-import struct
 import sys
 import time
 
-HEADER = struct.Struct(">cI")
-READY, STDOUT, STDERR, DONE, JOB = b"R", b"O", b"E", b"D", b"J"
 RUNNER_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, RUNNER_DIR)  # -I leaves the script's folder off the path; the runner's own modules are here
+
+from confine import confine_child, keep_only_capabilities  # noqa: E402
+from rules import ARTIFACT_TYPES, extension, name_problem  # noqa: E402
+from wire import DONE, HEADER, JOB, READY, STDERR, STDOUT, encode_frame  # noqa: E402
+
 WORK_DIR = "/work"
 ARTIFACT_DIR = os.path.join(WORK_DIR, "artifacts")
-ARTIFACT_TYPES = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".svg": "image/svg+xml",
-    ".pdf": "application/pdf",
-    ".csv": "text/csv",
-    ".json": "application/json",
-    ".txt": "text/plain",
-    ".html": "text/html",
-}
 RESULT_CAP = 4 * 1024 * 1024
-EXIT_GRACE = 0.2  # how long to keep draining pipes held open by background processes after the child exits
+CAP_KILL = 5
+EXIT_GRACE = 0.2  # after the child exits, how long to keep draining pipes a background process holds open
 
 
-def make_private() -> None:
-    # The child runs as the same uid; without this it could open /proc/1/fd/1 and write frames.
-    try:
-        import ctypes
+class Channel:
+    """Frames to the host on fd 1; authenticated once the job's key is known."""
 
-        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
-    except Exception:  # noqa: BLE001 - best effort, the host never trusts frames for classification
-        pass
+    def __init__(self) -> None:
+        self.key: bytes | None = None
+        self.sequence = 0
 
-
-def send(kind: bytes, payload: bytes) -> None:
-    data = HEADER.pack(kind, len(payload)) + payload
-    view = memoryview(data)
-    while view:
-        written = os.write(1, view)
-        view = view[written:]
+    def send(self, kind: bytes, payload: bytes) -> None:
+        data = encode_frame(kind, payload, self.key, self.sequence)
+        if self.key is not None:
+            self.sequence += 1
+        view = memoryview(data)
+        while view:
+            written = os.write(1, view)
+            view = view[written:]
 
 
 def read_exact(fd: int, size: int) -> bytes:
@@ -73,7 +72,12 @@ def read_job() -> dict:
     kind, length = HEADER.unpack(read_exact(0, HEADER.size))
     if kind != JOB:
         raise ValueError(f"unexpected frame type {kind!r}")
-    return json.loads(read_exact(0, length))
+    job = json.loads(read_exact(0, length))
+    # Nothing more comes on stdin: put /dev/null there so /proc/1/fd/0 leads nowhere.
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    return job
 
 
 def node_command(result_fd: int) -> list[str]:
@@ -98,12 +102,15 @@ def start_child(language: str) -> tuple[int, int, int, int, int]:
             os.dup2(res_w, 3)
             os.closerange(4, 1024)
             os.chdir(WORK_DIR)
+            confine_child()
             if language == "python":
                 # This interpreter is already up: becoming the child costs a fork, not a second start-up.
                 run_python_child(3)
             else:
                 command = node_command(3)
                 os.execvp(command[0], command)
+        except BaseException as exc:  # noqa: BLE001 - report why the child could not start, then die
+            os.write(2, f"sandbox child failed to start: {exc!r}\n".encode())
         finally:
             os._exit(127)
     for fd in (stdin_r, out_w, err_w, res_w):
@@ -119,15 +126,21 @@ def run_python_child(result_fd: int) -> None:
     namespace["main"](result_fd)
 
 
-def wait_ready(res_r: int) -> None:
+def wait_ready(res_r: int, err_r: int) -> None:
     if os.read(res_r, 1) != b"R":
-        raise RuntimeError("language child exited before it was ready")
+        os.set_blocking(err_r, False)
+        try:
+            reason = os.read(err_r, 4096)
+        except BlockingIOError:
+            reason = b""
+        raise RuntimeError(f"language child exited before it was ready: {reason.decode(errors='replace')}")
 
 
 class Stream:
     """One captured output stream: forwards up to `cap` bytes, counts the rest."""
 
-    def __init__(self, kind: bytes, cap: int) -> None:
+    def __init__(self, channel: Channel, kind: bytes, cap: int) -> None:
+        self.channel = channel
         self.kind = kind
         self.cap = cap
         self.sent = 0
@@ -139,84 +152,95 @@ class Stream:
         if room > 0:
             chunk = data[:room]
             self.sent += len(chunk)
-            send(self.kind, chunk)
+            self.channel.send(self.kind, chunk)
 
     @property
     def truncated(self) -> bool:
         return self.total > self.sent
 
 
-def pump(pid: int, out_r: int, err_r: int, res_r: int, job: dict) -> dict:
-    """Relay output until the child is done or the deadline passes; return what was observed.
+def pump(channel: Channel, pid: int, out_r: int, err_r: int, res_r: int, job: dict) -> dict:
+    """Relay output until the child reports, exits or reaches the deadline; then end every user process.
 
     The child flushes its output before it writes and closes the result pipe, so the end of that pipe
-    means the run is over: the rest of the output is drained and the child killed, without paying for an
-    interpreter's slow teardown (V8's, especially).
+    means the run is over: nothing of the user's is left running (background processes included), and
+    the pipes are drained to their end.
     """
-    streams = {out_r: Stream(STDOUT, job["output_limit"]), err_r: Stream(STDERR, job["output_limit"])}
+    streams = {out_r: Stream(channel, STDOUT, job["output_limit"]), err_r: Stream(channel, STDERR, job["output_limit"])}
     result = bytearray()
     selector = selectors.DefaultSelector()
     for fd in (out_r, err_r, res_r):
         selector.register(fd, selectors.EVENT_READ)
-    started = time.monotonic()
-    deadline = started + job["timeout"]
+    deadline = time.monotonic() + job["timeout"]
     exited_at = None
-    status = rusage = None
-    timed_out = finished = False
-    while selector.get_map() and not finished:
+    status = None
+    timed_out = reported = False
+    while selector.get_map() and not reported:
         now = time.monotonic()
         if status is None:
-            waited_pid, status_now, usage = os.wait4(pid, os.WNOHANG)
+            waited_pid, status_now = os.waitpid(pid, os.WNOHANG)
             if waited_pid:
-                status, rusage, exited_at = status_now, usage, now
+                status, exited_at = status_now, now
         if exited_at is not None and now - exited_at > EXIT_GRACE:
             break
         if status is None and now >= deadline:
             timed_out = True
-            kill_group(pid)
-            _, status, rusage = os.wait4(pid, 0)
-            exited_at = time.monotonic()
-            continue
+            break
         wait = 0.05 if exited_at is not None else min(0.1, max(0.0, deadline - now))
         for key, _ in selector.select(wait):
             data = os.read(key.fd, 65536)
             if key.fd == res_r:
                 if not data:
-                    finished = True
+                    reported = True
+                    selector.unregister(res_r)
                 elif len(result) <= RESULT_CAP:
                     result += data
             elif data:
                 streams[key.fd].feed(data)
             else:
                 selector.unregister(key.fd)
-    outcome = decode_result(bytes(result))
-    if finished and outcome is not None:
-        # The child reported: no need to wait for it to die (the container's end takes everything with it).
-        drain(streams)
-        exit_code = 0 if outcome.get("ok") else 1
-        memory_kb = outcome.pop("maxrss_kb", None)
+    status = end_user_processes(pid, status)
+    drain(streams)
+    outcome = decode_result(bytes(result)) if reported or result else None
+    if outcome is not None and not timed_out:
+        exit_code = 0 if outcome.get("ok") is True else 1
     else:
-        kill_group(pid)
-        if status is None:
-            _, status, rusage = os.wait4(pid, 0)
-        exit_code = os.waitstatus_to_exitcode(status)
-        memory_kb = rusage.ru_maxrss if rusage else None
-    elapsed = time.monotonic() - started
+        exit_code = os.waitstatus_to_exitcode(status) if status is not None else None
     return {
         "timed_out": timed_out,
         "exit_code": exit_code,
-        "memory_used_kb": memory_kb,
-        "duration": elapsed,
-        "stdout_bytes": streams[out_r].total,
-        "stderr_bytes": streams[err_r].total,
+        "memory_used_kb": children_peak_rss_kb(),
         "stdout_truncated": streams[out_r].truncated,
         "stderr_truncated": streams[err_r].truncated,
-        "result": outcome,
+        "result": None if timed_out else outcome,
     }
 
 
+def end_user_processes(pid: int, status: int | None) -> int | None:
+    """SIGKILL every process but this one (the child, anything it started, in any session), reap them all,
+    and return the child's wait status."""
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    while True:
+        try:
+            waited_pid, waited_status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return status
+        if waited_pid == pid and status is None:
+            status = waited_status
+
+
+def children_peak_rss_kb() -> int:
+    """Peak resident memory of the largest reaped descendant, as this process (not the child) measured it."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
 def drain(streams: dict[int, Stream]) -> None:
-    """Read what is already in the output pipes without waiting for writers that may never close them."""
+    """Read what is left in the output pipes: every writer is dead, so each ends."""
     for fd, stream in streams.items():
         os.set_blocking(fd, False)
         while True:
@@ -229,32 +253,33 @@ def drain(streams: dict[int, Stream]) -> None:
             stream.feed(data)
 
 
-def kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def decode_result(raw: bytes) -> dict | None:
     if not raw:
         return None
     if len(raw) > RESULT_CAP:
         return {"ok": False, "error": {"type": "ResultTooLarge", "message": f"return value over {RESULT_CAP} bytes"}}
     try:
-        return json.loads(raw)
-    except ValueError:
+        outcome = json.loads(raw)
+    except (ValueError, RecursionError):
+        outcome = None
+    if not isinstance(outcome, dict):
         return {"ok": False, "error": {"type": "ProtocolError", "message": "unreadable return value"}}
+    return outcome
 
 
 def collect_artifacts(limits: dict) -> tuple[list[dict], list[dict]]:
-    """Read regular files from /work/artifacts without following links; report every file refused."""
+    """Read regular files from /work/artifacts without following links; report every file refused.
+
+    Runs after every user process is dead, so nothing can swap a file between the checks and the read.
+    """
     accepted: list[dict] = []
     rejected: list[dict] = []
     try:
         entries = sorted(os.scandir(ARTIFACT_DIR), key=lambda entry: entry.name)
     except (FileNotFoundError, NotADirectoryError):
         return accepted, rejected
+    except PermissionError:
+        return accepted, [{"name": "artifacts", "reason": "the artifacts folder is not readable"}]
     total = 0
     for entry in entries:
         reason, content = read_artifact(entry, limits, len(accepted), total)
@@ -265,7 +290,7 @@ def collect_artifacts(limits: dict) -> tuple[list[dict], list[dict]]:
         accepted.append(
             {
                 "name": entry.name,
-                "mime_type": ARTIFACT_TYPES[os.path.splitext(entry.name)[1].lower()],
+                "mime_type": ARTIFACT_TYPES[extension(entry.name)],
                 "size": len(content),
                 "content_b64": b64encode(content).decode("ascii"),
             }
@@ -284,9 +309,9 @@ def read_artifact(entry: os.DirEntry, limits: dict, count: int, total: int) -> t
         return "symbolic links are not followed", b""
     if not entry.is_file(follow_symlinks=False):
         return "not a regular file", b""
-    extension = os.path.splitext(entry.name)[1].lower()
-    if extension not in ARTIFACT_TYPES:
-        return f"file type {extension or '(none)'} is not allowed", b""
+    problem = name_problem(entry.name)
+    if problem:
+        return problem, b""
     if count >= limits["max_count"]:
         return f"more than {limits['max_count']} artifacts", b""
     try:
@@ -297,27 +322,42 @@ def read_artifact(entry: os.DirEntry, limits: dict, count: int, total: int) -> t
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             return "not a regular file", b""
+        if info.st_nlink > 1:
+            return "hard links are not accepted", b""
         if info.st_size > limits["max_bytes"]:
             return f"larger than {limits['max_bytes']} bytes", b""
         if total + info.st_size > limits["max_total_bytes"]:
             return f"artifacts together exceed {limits['max_total_bytes']} bytes", b""
-        return None, os.read(fd, info.st_size + 1)[: info.st_size]
+        return None, read_bounded(fd, info.st_size)
     finally:
         os.close(fd)
 
 
+def read_bounded(fd: int, size: int) -> bytes:
+    chunks, remaining = [], size
+    while remaining > 0:
+        chunk = os.read(fd, remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
 def main() -> None:
     language = sys.argv[1]
+    channel = Channel()
     pid, stdin_w, out_r, err_r, res_r = start_child(language)
-    make_private()  # after the fork: the child stays an ordinary process that may read its own /proc entries
-    wait_ready(res_r)
-    send(READY, b"")
+    keep_only_capabilities(CAP_KILL)  # SETUID/SETGID were for the child's drop to nobody; it is done
+    wait_ready(res_r, err_r)
+    channel.send(READY, b"")
     job = read_job()
+    channel.key = bytes.fromhex(job.pop("key"))
     with os.fdopen(stdin_w, "wb") as child_stdin:
         child_stdin.write(json.dumps(job["payload"]).encode())
-    report = pump(pid, out_r, err_r, res_r, job)
+    report = pump(channel, pid, out_r, err_r, res_r, job)
     report["artifacts"], report["rejected_artifacts"] = collect_artifacts(job["artifacts"])
-    send(DONE, json.dumps(report).encode())
+    channel.send(DONE, json.dumps(report).encode())
 
 
 if __name__ == "__main__":

@@ -16,6 +16,15 @@ def metrics(request):
         for language, count in sorted(beat.pool_depth.items()):
             lines.append(f'sandboxctl_warm_sandboxes{{worker="{_label(beat.worker)}",language="{language}"}} {count}')
     lines += [
+        "# HELP sandboxctl_runtime_info The container runtime, its version and gVisor platform, per live worker.",
+        "# TYPE sandboxctl_runtime_info gauge",
+    ]
+    for beat in live_workers().order_by("worker"):
+        if beat.runtime:
+            labels = ",".join(f'{name}="{_label(str(beat.runtime.get(name, "")))}"'
+                              for name in ("runtime", "version", "platform"))
+            lines.append(f'sandboxctl_runtime_info{{worker="{_label(beat.worker)}",{labels}}} 1')
+    lines += [
         "# HELP sandboxctl_executions Executions recorded, by status and provider.",
         "# TYPE sandboxctl_executions gauge",
     ]

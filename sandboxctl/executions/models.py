@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
+from executor.verify import storable
 from providers.base import ExecutionResult, Status
 from sandboxctl.executions import notify
 
@@ -14,17 +15,6 @@ TERMINAL = [status.value for status in Status if status.is_terminal]
 
 def hash_token(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def without_nul(value):
-    """PostgreSQL text and jsonb cannot hold NUL characters; store U+FFFD in their place."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, list):
-        return [without_nul(item) for item in value]
-    if isinstance(value, dict):
-        return {without_nul(key): without_nul(item) for key, item in value.items()}
-    return value
 
 
 def new_key() -> str:
@@ -135,17 +125,17 @@ class Execution(models.Model):
         """running → a terminal status, recording everything observed. False when it had already ended."""
         fields = {
             "status": outcome.status,
-            "stdout": without_nul(outcome.stdout),
-            "stderr": without_nul(outcome.stderr),
+            "stdout": storable(outcome.stdout),
+            "stderr": storable(outcome.stderr),
             "stdout_truncated": outcome.stdout_truncated,
             "stderr_truncated": outcome.stderr_truncated,
             "exit_code": outcome.exit_code,
             "result_present": outcome.result_present,
-            "result": without_nul(outcome.result_value),
-            "artifacts": outcome.artifacts,
-            "rejected_artifacts": outcome.rejected_artifacts,
+            "result": storable(outcome.result_value),
+            "artifacts": storable(outcome.artifacts),
+            "rejected_artifacts": storable(outcome.rejected_artifacts),
             "error_code": outcome.error_code,
-            "error_message": outcome.error_message,
+            "error_message": storable(outcome.error_message),
             "execution_time": outcome.execution_time,
             "memory_used_kb": outcome.memory_used_kb,
             "sandbox_id": outcome.sandbox_id,
@@ -167,7 +157,8 @@ class Execution(models.Model):
     def end_without_running(self, status: Status, code: str, message: str) -> bool:
         """queued or running → a terminal status with an error (cancel, reject, infrastructure fault)."""
         with transaction.atomic():
-            fields = {"status": status, "error_code": code, "error_message": message, "finished_at": timezone.now()}
+            fields = {"status": status, "error_code": code, "error_message": storable(message),
+                      "finished_at": timezone.now()}
             if self.callback_url:
                 fields["callback_status"] = "pending"
             done = Execution.objects.filter(pk=self.pk, status__in=[Status.QUEUED, Status.RUNNING]).update(**fields)

@@ -16,6 +16,7 @@ def check() -> tuple[list[str], dict]:
         return problems, details
     details["broker"] = _check_broker(problems)
     details["warm_sandboxes"] = _check_pool(problems)
+    details["runtimes"] = _runtimes()
     return problems, details
 
 
@@ -29,6 +30,13 @@ def _check_broker(problems: list[str]) -> str:
     except Exception as exc:  # noqa: BLE001
         problems.append(f"broker: {exc.__class__.__name__}")
         return "unavailable"
+
+
+def _runtimes() -> dict[str, dict]:
+    """The container runtime (name, version, gVisor platform) each live worker's sandboxes run on."""
+    from providers.heartbeats import live_workers
+
+    return {beat.worker: beat.runtime for beat in live_workers() if beat.runtime}
 
 
 def _check_pool(problems: list[str]) -> dict[str, int]:

@@ -70,6 +70,7 @@ def beat() -> None:
         defaults={
             "host": settings.SANDBOX_WORKER_HOST,
             "pool_depth": pool.depth() if pool else {},
+            "runtime": pool.runtime if pool else {},
             "seen_at": timezone.now(),
         },
     )

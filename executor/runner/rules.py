@@ -1,0 +1,58 @@
+"""What an artifact may be: one home for the rules, enforced twice.
+
+The supervisor applies them inside the sandbox so it never reads a file it would refuse; the worker
+applies them again to whatever arrives, because it trusts nothing the sandbox sends. Standard library
+only: this file runs inside the sandbox image and is imported by the worker as `executor.runner.rules`.
+"""
+
+import os
+import unicodedata
+
+ARTIFACT_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".svg": "image/svg+xml",
+    ".pdf": "application/pdf",
+    ".csv": "text/csv",
+    ".json": "application/json",
+    ".txt": "text/plain",
+    ".html": "text/html",
+}
+# Binary formats must start the way their extension says, so a name cannot pass one file off as another.
+MAGIC = {".png": (b"\x89PNG\r\n\x1a\n",), ".jpg": (b"\xff\xd8\xff",), ".jpeg": (b"\xff\xd8\xff",), ".pdf": (b"%PDF-",)}
+NAME_MAX = 128
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+
+
+def extension(name: str) -> str:
+    return os.path.splitext(name)[1].lower()
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be an artifact's name, or None when it can."""
+    if not name:
+        return "empty name"
+    if any(0xDC80 <= ord(char) <= 0xDCFF for char in name) or any(0xD800 <= ord(char) <= 0xDFFF for char in name):
+        return "name is not valid UTF-8"
+    if len(name) > NAME_MAX:
+        return f"name longer than {NAME_MAX} characters"
+    if "/" in name or "\\" in name:
+        return "name must be a single path component"
+    if name[0] in ". ":
+        return "name must not start with a dot or a space"
+    if any(unicodedata.category(char) == "Cc" for char in name):
+        return "name contains control characters"
+    if any(char in BIDI_CONTROLS for char in name):
+        return "name contains bidirectional text controls"
+    if extension(name) not in ARTIFACT_TYPES:
+        return f"file type {extension(name) or '(none)'} is not allowed"
+    return None
+
+
+def content_problem(name: str, content: bytes) -> str | None:
+    """Why these bytes cannot be the file its name says it is, or None."""
+    signatures = MAGIC.get(extension(name))
+    if signatures and not content.startswith(signatures):
+        return f"content is not a {extension(name)[1:].upper()} file"
+    return None

@@ -1,0 +1,94 @@
+"""The second wall: frames the worker cannot authenticate are a protocol violation, never a result.
+
+The first wall (uids) keeps user code away from the supervisor's stdout, so to attack the second one
+these tests replace the supervisor itself with a hostile program in a real runsc sandbox: it plays the
+part of code that got hold of the stream but not the key, or that replays and reorders genuine frames.
+"""
+
+import json
+
+import docker
+import pytest
+
+from executor.config import JobLimits, SandboxConfig
+from executor.sandbox import Sandbox
+from providers.base import Limits, Status
+from providers.self_managed import classify
+
+HOSTILE = r"""
+import json, os, sys, time
+sys.path.insert(0, '/opt/sandboxctl')
+from wire import DONE, HEADER, READY, STDOUT, encode_frame
+
+def read_exact(size):
+    data = b''
+    while len(data) < size:
+        data += os.read(0, size - len(data))
+    return data
+
+os.write(1, encode_frame(READY, b''))
+kind, length = HEADER.unpack(read_exact(HEADER.size))
+key = bytes.fromhex(json.loads(read_exact(length))['key'])
+done = json.dumps({'exit_code': 0, 'memory_used_kb': 1, 'timed_out': False,
+                   'result': {'ok': True, 'value_json': '{"forged": true}'}}).encode()
+frames = {
+    'untagged': encode_frame(STDOUT, b'hi') + encode_frame(DONE, done),
+    'wrong_key': encode_frame(STDOUT, b'hi', os.urandom(32), 0) + encode_frame(DONE, done, os.urandom(32), 1),
+    'replayed': (encode_frame(STDOUT, b'hi', key, 0) + encode_frame(STDOUT, b'hi', key, 0)
+                 + encode_frame(DONE, done, key, 1)),
+    'reordered': encode_frame(DONE, done, key, 1) + encode_frame(STDOUT, b'hi', key, 0),
+    'truncated_tag': encode_frame(DONE, done, key, 0)[:-4],
+    'injected_between': (encode_frame(STDOUT, b'hi', key, 0) + encode_frame(STDOUT, b'x')
+                         + encode_frame(DONE, done, key, 1)),
+    'honest': encode_frame(STDOUT, b'hi', key, 0) + encode_frame(DONE, done, key, 1),
+}[sys.argv[1]]
+os.write(1, frames)
+time.sleep(30)
+"""
+
+
+class HostileSandbox(Sandbox):
+    """A real runsc sandbox whose supervisor is the hostile program above."""
+
+    def __init__(self, client, mode: str) -> None:
+        super().__init__(client, "python", SandboxConfig(ready_timeout=60))
+        self.mode = mode
+
+    def _create_options(self) -> dict:
+        options = super()._create_options()
+        options["command"] = ["python3", "-I", "-c", HOSTILE, self.mode]
+        return options
+
+
+def run_hostile(mode: str):
+    sandbox = HostileSandbox(docker.from_env(), mode)
+    try:
+        sandbox.start()
+        return sandbox.run("def main():\n    return 1", {}, JobLimits(timeout=3))
+    finally:
+        sandbox.destroy()
+
+
+@pytest.mark.parametrize("mode", ["untagged", "wrong_key", "replayed", "reordered", "injected_between"])
+def test_unauthenticated_frames_end_the_run_as_a_protocol_violation(mode):
+    report = run_hostile(mode)
+    assert report.protocol_violation, report
+    assert report.result is None
+    result = classify(report, Limits(timeout=3, memory_mb=256, output_limit=1024), "python")
+    assert result.status == Status.SANDBOX_ERROR
+    assert result.error_code == "protocol_violation"
+    assert result.result_present is False
+
+
+def test_a_truncated_tag_never_completes_a_run():
+    report = run_hostile("truncated_tag")
+    assert report.result is None
+    assert report.timed_out or report.protocol_violation or report.sandbox_failure
+
+
+def test_authenticated_frames_are_accepted_but_measurements_are_the_workers():
+    report = run_hostile("honest")
+    assert report.protocol_violation is None
+    assert report.stdout == b"hi"
+    assert json.loads(report.result["value_json"]) == {"forged": True}
+    assert report.duration > 0.0, "the duration is the worker's own clock, whatever the frame says"

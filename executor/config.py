@@ -57,7 +57,8 @@ class JobLimits:
 class PoolConfig:
     """How many warm sandboxes a worker keeps, and how fast it may make them."""
 
-    name: str
+    name: str  # this worker instance: node name plus a boot id, so a restarted worker is a new owner
+    site: str = "default"  # the deployment; reaping never looks at another deployment's sandboxes
     size: dict[str, int] = field(default_factory=lambda: {language: 2 for language in LANGUAGES})
     acquire_timeout: float = 10.0
     creators: int = 3
@@ -65,3 +66,5 @@ class PoolConfig:
     health_interval: float = 1.0
     refill_delay: float = 0.05  # after a run ends, before its replacement starts (lets the result go out first)
     max_refill_delay: float = 0.25  # a long run's slot is refilled this long after it started, whatever happens
+    sweep_interval: float = 15.0  # how often orphans (of dead instances, or lost by this one) are looked for
+    lost_min_age: float = 60.0  # a container of this pool it does not know is lost only when older (creation races)

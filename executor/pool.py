@@ -2,8 +2,10 @@
 
 Every sandbox runs exactly one job and is then destroyed; creator threads replace it so a run never
 waits for a container start while the pool is healthy. Creation is rate-limited and backs off after
-failures, so a storm of crashing sandboxes cannot overwhelm dockerd. All containers carry the pool's
-label, which is how orphans of a dead worker are found at start and how shutdown removes everything.
+failures, so a storm of crashing sandboxes cannot overwhelm dockerd. Every container carries the
+deployment's site label and the owning worker instance's pool label: shutdown removes the instance's own;
+a periodic sweep removes what a dead instance left (its owner has no fresh heartbeat) and what this one
+lost track of (a removal that failed while dockerd was away), never anything young or of another site.
 """
 
 import logging
@@ -11,6 +13,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import docker
 from docker.errors import DockerException
@@ -22,7 +25,8 @@ from executor.sandbox import Sandbox, SandboxError
 log = logging.getLogger(__name__)
 
 POOL_LABEL = "sandboxctl.pool"
-MAX_BACKOFF = 30.0
+SITE_LABEL = "sandboxctl.site"
+MAX_BACKOFF = 10.0
 
 
 class PoolExhausted(SandboxError):
@@ -33,10 +37,19 @@ class PoolExhausted(SandboxError):
 
 
 class SandboxPool:
-    def __init__(self, client: docker.DockerClient, sandbox_config: SandboxConfig, config: PoolConfig) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        sandbox_config: SandboxConfig,
+        config: PoolConfig,
+        live_owners: Callable[[], set[str]] | None = None,
+    ) -> None:
+        """`live_owners` names the worker instances that are alive (fresh heartbeats); without it, only this
+        pool's own containers are ever reaped."""
         self.client = client
         self.config = config
-        labels = {**sandbox_config.labels, POOL_LABEL: config.name}
+        self._live_owners = live_owners
+        labels = {**sandbox_config.labels, POOL_LABEL: config.name, SITE_LABEL: config.site}
         self.sandbox_config = SandboxConfig(**{**sandbox_config.__dict__, "labels": labels})
         self._ready: dict[str, deque[Sandbox]] = {language: deque() for language in config.size}
         self._creating: dict[str, int] = {language: 0 for language in config.size}
@@ -49,7 +62,7 @@ class SandboxPool:
         self._stopping = threading.Event()
         self._removals: queue.Queue[tuple[float, Sandbox] | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
-        self.created = 0
+        self._owned: set[str] = set()  # ids of the containers this pool made and has not removed yet
         self.warm_up_seconds: float | None = None
         self.runtime: dict[str, str] = {}
         self._started_at = 0.0
@@ -60,9 +73,7 @@ class SandboxPool:
         self._started_at = time.monotonic()
         self.runtime = describe_runtime(self.client, self.sandbox_config.runtime)
         log.info("pool %s: sandboxes run on %s", self.config.name, self.runtime)
-        reaped = self.reap_orphans()
-        if reaped:
-            log.info("pool %s: removed %d orphan sandboxes", self.config.name, reaped)
+        self.reap_orphans()
         for index in range(self.config.creators):
             self._spawn(self._creator_loop, f"sandbox-creator-{index}")
         self._spawn(self._removal_loop, "sandbox-remover")
@@ -87,17 +98,36 @@ class SandboxPool:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        self.reap_orphans()
+        self._remove_all(self._containers(f"{POOL_LABEL}={self.config.name}"))
 
     def reap_orphans(self) -> int:
-        """Remove every container labelled with this pool's name (left by a dead worker, or at shutdown)."""
+        """Remove this site's containers that nobody alive owns, and old ones of this pool it lost track of."""
+        containers = self._containers(f"{SITE_LABEL}={self.config.site}")
+        # Owners write a heartbeat before they create anything, so an owner missing from `live` is gone.
+        live = self._live_owners() if self._live_owners is not None else None
+        oldest = time.time() - self.config.lost_min_age
+        orphans = []
+        for container in containers:
+            owner = (container.attrs.get("Labels") or {}).get(POOL_LABEL)
+            if owner == self.config.name:
+                with self._lock:
+                    lost = container.id not in self._owned
+                if lost and (container.attrs.get("Created") or 0) < oldest:
+                    orphans.append(container)
+            elif live is not None and owner not in live:
+                orphans.append(container)
+        if orphans:
+            log.info("pool %s: removing %d orphan sandboxes", self.config.name, len(orphans))
+        return self._remove_all(orphans)
+
+    def _containers(self, label: str) -> list:
         try:
-            containers = self.client.containers.list(
-                all=True, sparse=True, filters={"label": f"{POOL_LABEL}={self.config.name}"}
-            )
+            return self.client.containers.list(all=True, sparse=True, filters={"label": label})
         except DockerException as exc:
             log.warning("pool %s: cannot list containers: %s", self.config.name, exc)
-            return 0
+            return []
+
+    def _remove_all(self, containers: list) -> int:
         for container in containers:
             try:
                 container.remove(force=True)
@@ -182,7 +212,7 @@ class SandboxPool:
                 self._lock.notify_all()
 
     def _create(self, language: str) -> Sandbox | None:
-        sandbox = Sandbox(self.client, language, self.sandbox_config)
+        sandbox = Sandbox(self.client, language, self.sandbox_config, on_created=self._own)
         try:
             sandbox.start()
         except (SandboxError, DockerException, OSError) as exc:
@@ -195,8 +225,11 @@ class SandboxPool:
                         self.config.name, language, backoff, exc)
             return None
         self._failures = 0
-        self.created += 1
         return sandbox
+
+    def _own(self, container_id: str) -> None:
+        with self._lock:
+            self._owned.add(container_id)
 
     def _note_warm(self) -> None:
         if self.warm_up_seconds is None and all(
@@ -214,11 +247,17 @@ class SandboxPool:
             delay = not_before - time.monotonic()
             if delay > 0 and not self._stopping.is_set():
                 time.sleep(delay)
-            sandbox.destroy()
+            if sandbox.destroy() and sandbox.container is not None:
+                with self._lock:
+                    self._owned.discard(sandbox.container.id)
 
     def _health_loop(self) -> None:
-        """Replace sandboxes that died while waiting (killed from outside, crashed)."""
+        """Replace sandboxes that died while waiting (killed from outside, crashed); sweep orphans now and then."""
+        next_sweep = time.monotonic() + self.config.sweep_interval
         while not self._stopping.wait(self.config.health_interval):
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + self.config.sweep_interval
+                self.reap_orphans()
             with self._lock:
                 for language, ready in self._ready.items():
                     dead = [sandbox for sandbox in ready if not sandbox.is_alive()]

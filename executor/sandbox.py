@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import docker
+import requests
 from docker.errors import DockerException, NotFound
 from docker.types import LogConfig, Ulimit
 
@@ -79,10 +80,14 @@ class RunReport:
 
 
 class Sandbox:
-    def __init__(self, client: docker.DockerClient, language: str, config: SandboxConfig) -> None:
+    def __init__(
+        self, client: docker.DockerClient, language: str, config: SandboxConfig,
+        on_created: Callable[[str], None] | None = None,
+    ) -> None:
         self.client = client
         self.language = language
         self.config = config
+        self._on_created = on_created
         self.name = f"sandboxctl-{language}-{uuid.uuid4().hex[:12]}"
         self.container = None
         self._sock: socket.socket | None = None
@@ -95,6 +100,8 @@ class Sandbox:
     def start(self) -> None:
         """Create, attach and start the container, then wait until its interpreter is waiting for a job."""
         self.container = self.client.containers.create(**self._create_options())
+        if self._on_created is not None:
+            self._on_created(self.container.id)
         # Attach before start so no byte the supervisor writes can be missed.
         self._raw = self.container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
         self._sock = getattr(self._raw, "_sock", self._raw)
@@ -303,7 +310,7 @@ class Sandbox:
         except NotFound:
             report.sandbox_failure = "sandbox container disappeared"
             return False
-        except DockerException as exc:
+        except (DockerException, requests.RequestException) as exc:
             report.sandbox_failure = f"cannot inspect sandbox: {exc}"
             return False
         if state.get("Running") and not exited:
@@ -317,24 +324,26 @@ class Sandbox:
     def kill(self) -> None:
         try:
             self.client.api.kill(self.container.id)
-        except DockerException:
-            pass  # already gone; removal below is what matters
+        except (DockerException, requests.RequestException):
+            pass  # already gone, or dockerd is away; removal (retried by the sweep) is what matters
 
-    def destroy(self) -> None:
-        """Remove the container; safe to call more than once."""
+    def destroy(self) -> bool:
+        """Remove the container; safe to call more than once. False when it may still exist."""
         if self._raw is not None:
             try:
                 self._raw.close()
             except OSError:
                 pass
         if self.container is None:
-            return
+            return True
         try:
             self.container.remove(force=True)
         except NotFound:
             pass
-        except DockerException as exc:
+        except (DockerException, requests.RequestException) as exc:
             log.warning("could not remove sandbox %s: %s", self.id, exc)
+            return False
+        return True
 
 
 def _append_capped(buffer: bytearray, data: bytes, cap: int) -> bool:

@@ -39,23 +39,37 @@ def sandbox_config() -> SandboxConfig:
     )
 
 
+def live_owners() -> set[str]:
+    """Worker instances with a fresh heartbeat: the only owners whose sandboxes are not orphans."""
+    from django.db import close_old_connections
+
+    from providers.heartbeats import live_workers
+
+    try:
+        return set(live_workers().values_list("worker", flat=True))
+    finally:
+        close_old_connections()
+
+
 def start_pool(name: str, languages: tuple[str, ...]) -> SandboxPool:
-    """Start this worker's pool (once per process); `name` scopes orphan reaping to this worker."""
+    """Start this worker's pool (once per process); `name` is this worker instance, the owner of its sandboxes."""
     global _pool
     with _pool_lock:
         if _pool is None:
             sizes = {"python": settings.SANDBOX_POOL_SIZE_PYTHON, "nodejs": settings.SANDBOX_POOL_SIZE_NODEJS}
             config = PoolConfig(
                 name=name,
+                site=settings.SANDBOX_SITE,
                 size={language: sizes[language] for language in languages},
                 acquire_timeout=settings.SANDBOX_POOL_ACQUIRE_TIMEOUT,
                 creators=settings.SANDBOX_POOL_CREATORS,
                 max_creations_per_second=settings.SANDBOX_POOL_MAX_CREATIONS_PER_SECOND,
+                sweep_interval=settings.SANDBOX_POOL_SWEEP_INTERVAL,
             )
             sandbox = sandbox_config()
             if sandbox.insecure:
                 log.critical("INSECURE: sandboxes run with runtime %r, not gVisor", sandbox.runtime)
-            _pool = SandboxPool(docker.from_env(timeout=30), sandbox, config)
+            _pool = SandboxPool(docker.from_env(timeout=30), sandbox, config, live_owners=live_owners)
             _pool.start()
         return _pool
 

@@ -1,6 +1,25 @@
-"""Typed readers for settings taken from the environment, each with a safe default."""
+"""Typed readers for settings taken from the environment, each with a safe default.
 
+A value that cannot be read raises ImproperlyConfigured naming the variable and the value, so a typo
+stops the process at start instead of quietly meaning something else.
+"""
+
+import ipaddress
 import os
+
+from django.core.exceptions import ImproperlyConfigured
+
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
+
+
+def _raw(name: str) -> str | None:
+    value = os.environ.get(name)
+    return None if value is None or value.strip() == "" else value.strip()
+
+
+def _bad(name: str, raw: str, wanted: str) -> ImproperlyConfigured:
+    return ImproperlyConfigured(f"{name}={raw!r} is not {wanted}")
 
 
 def env_str(name: str, default: str = "") -> str:
@@ -8,21 +27,45 @@ def env_str(name: str, default: str = "") -> str:
 
 
 def env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return default if raw in (None, "") else int(raw)
+    raw = _raw(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise _bad(name, raw, "an integer") from None
 
 
 def env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return default if raw in (None, "") else float(raw)
+    raw = _raw(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise _bad(name, raw, "a number") from None
 
 
 def env_bool(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name)
-    if raw in (None, ""):
+    raw = _raw(name)
+    if raw is None:
         return default
-    return raw.strip().lower() in ("1", "true", "yes", "on")
+    if raw.lower() in TRUE:
+        return True
+    if raw.lower() in FALSE:
+        return False
+    raise _bad(name, raw, f"a boolean (one of {', '.join(TRUE + FALSE)})")
 
 
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def env_networks(name: str, default: str = "") -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    networks = []
+    for item in env_list(name, default):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise _bad(name, item, "a network such as 10.0.0.0/8 or ::1/128") from None
+    return networks

@@ -1,12 +1,13 @@
 """Django settings: everything comes from the environment, with defaults that are safe to run as they are."""
 
+import hashlib
 import socket
 from pathlib import Path
 
 import dj_database_url
 from kombu import Exchange, Queue
 
-from sandboxctl.env import env_bool, env_float, env_int, env_list, env_str
+from sandboxctl.env import env_bool, env_float, env_int, env_list, env_networks, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("SANDBOXCTL_DATA_DIR", str(BASE_DIR / "data")))
@@ -116,22 +117,14 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery: JSON only, at-least-once delivery with an at-most-once guard in the task (atomic status change).
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "") or "filesystem://"
-CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
-if CELERY_BROKER_URL == "filesystem://":
-    # No broker server needed for `make run`; web and worker share a folder on this machine.
-    BROKER_DIR = DATA_DIR / "broker"
-    for folder in ("processed", "control"):
-        (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(BROKER_DIR),
-        "data_folder_out": str(BROKER_DIR),
-        "processed_folder": str(BROKER_DIR / "processed"),
-        "control_folder": str(BROKER_DIR / "control"),
-        "store_processed": False,
-        # This transport polls its folder; the default (1 s) would add up to a second to every run.
-        "polling_interval": 0.05,
-    }
+# Unset, the broker is the private Redis that `make run` starts on a unix socket in the data folder.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "") or f"socket://{DATA_DIR / 'broker' / 'redis.sock'}"
+if CELERY_BROKER_URL.split("://", 1)[0] in ("redis", "rediss"):
+    # kombu's Redis transport, hardened: a message it cannot read is dead-lettered instead of killing the worker.
+    CELERY_BROKER_TRANSPORT = "sandboxctl.executions.broker:Transport"
+elif CELERY_BROKER_URL.startswith("socket://"):
+    CELERY_BROKER_TRANSPORT = "sandboxctl.executions.broker:SocketTransport"
+CELERY_WORKER_CONSUMER = "sandboxctl.executions.broker:Consumer"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -151,6 +144,8 @@ SANDBOX_OUTPUT_LIMIT = env_int("SANDBOX_OUTPUT_LIMIT", 1024 * 1024)
 SANDBOX_CODE_MAX_BYTES = env_int("SANDBOX_CODE_MAX_BYTES", 1024 * 1024)
 SANDBOX_WAIT_CAP = env_float("SANDBOX_WAIT_CAP", 90.0)
 SANDBOX_QUEUE_TTL = env_float("SANDBOX_QUEUE_TTL", 600.0)
+# Callbacks go only to public addresses, except to these networks (e.g. "10.0.0.0/8,fd00::/8").
+SANDBOX_CALLBACK_ALLOWED_NETWORKS = env_networks("SANDBOX_CALLBACK_ALLOWED_NETWORKS", "")
 
 # The self-managed pool (one per worker host).
 SANDBOX_RUNTIME = env_str("SANDBOX_RUNTIME", "runsc")
@@ -160,15 +155,24 @@ SANDBOX_POOL_SIZE_NODEJS = env_int("SANDBOX_POOL_SIZE_NODEJS", 2)
 SANDBOX_POOL_ACQUIRE_TIMEOUT = env_float("SANDBOX_POOL_ACQUIRE_TIMEOUT", 10.0)
 SANDBOX_POOL_CREATORS = env_int("SANDBOX_POOL_CREATORS", 3)
 SANDBOX_POOL_MAX_CREATIONS_PER_SECOND = env_float("SANDBOX_POOL_MAX_CREATIONS_PER_SECOND", 8.0)
+SANDBOX_POOL_SWEEP_INTERVAL = env_float("SANDBOX_POOL_SWEEP_INTERVAL", 15.0)
 SANDBOX_CPUS = env_float("SANDBOX_CPUS", 1.0)
 SANDBOX_PYTHON_PRELOAD = env_str("SANDBOX_PYTHON_PRELOAD", "")
 SANDBOX_IMAGE_CACHE_DIR = Path(env_str("SANDBOX_IMAGE_CACHE_DIR", "/var/cache/sandboxctl"))
 SANDBOX_WORKER_HOST = env_str("SANDBOX_WORKER_HOST", "") or socket.gethostname()
 SANDBOX_WORKER_STALE_AFTER = env_float("SANDBOX_WORKER_STALE_AFTER", 30.0)
+# A queued run whose queue is empty this long has lost its message (a broker restart): it is sent again.
+SANDBOX_QUEUE_REDISPATCH_AFTER = env_float("SANDBOX_QUEUE_REDISPATCH_AFTER", 60.0)
+# A running run past its own timeout plus this is ended, whatever its worker's heartbeat says.
+SANDBOX_OVERDUE_GRACE = env_float("SANDBOX_OVERDUE_GRACE", 60.0)
+# The deployment whose sandboxes a worker may reap: workers sharing a database share a site.
+_database = DATABASES["default"]
+SANDBOX_SITE = env_str("SANDBOX_SITE", "") or hashlib.sha256(
+    f"{_database['ENGINE']}|{_database.get('HOST')}|{_database.get('PORT')}|{_database['NAME']}".encode()
+).hexdigest()[:12]
 
-if not CELERY_BROKER_TRANSPORT_OPTIONS:
-    # A message not acknowledged within this time is redelivered: keep it well above the longest run.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(max(3600, SANDBOX_TIMEOUT_MAX * 10))}
+# A message not acknowledged within this time is redelivered: keep it well above the longest run.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(max(3600, SANDBOX_TIMEOUT_MAX * 10))}
 
 # Fernet keys for provider secrets at rest: the first encrypts, all decrypt (rotation). Unset: derived from
 # SECRET_KEY, which is fine for a single machine; set your own in production.
@@ -180,11 +184,15 @@ SANDBOXCTL_BOOTSTRAP_TOKEN = env_str("SANDBOXCTL_BOOTSTRAP_TOKEN", "")
 # Each queue has its own direct exchange and routing key, so a task reaches exactly one queue.
 CELERY_TASK_QUEUES = [
     Queue(name, Exchange(name, type="direct"), routing_key=name)
-    for name in ("sandbox.python", "sandbox.nodejs", "sandbox.saas", "control")
+    for name in ("sandbox.python", "sandbox.nodejs", "sandbox.saas", "control", "callbacks")
 ]
 CELERY_TASK_DEFAULT_QUEUE = "control"
 CELERY_BEAT_SCHEDULE = {
-    "reconcile-executions": {"task": "sandboxctl.executions.tasks.reconcile", "schedule": 15.0},
+    "reconcile-executions": {
+        "task": "sandboxctl.executions.tasks.reconcile",
+        "schedule": env_float("SANDBOX_RECONCILE_INTERVAL", 15.0),
+        "options": {"queue": "control"},
+    },
 }
 
 LOGGING = {

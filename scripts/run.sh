@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# `make run`: set everything up, then serve the API on $PORT and run a Celery worker with the sandbox
-# pool. Ctrl-C stops both, and the worker removes every sandbox it made.
+# `make run`: set everything up, then run the stack under supervisord (conf/supervisord.conf): the web
+# server, a sandbox worker, a worker for callbacks and housekeeping, the reconciler's scheduler, and — when
+# CELERY_BROKER_URL is unset — a private Redis broker on a unix socket in the data folder. A process that
+# exits is restarted with backoff while the others keep serving. Ctrl-C stops everything; the worker
+# removes every sandbox it made.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT="${PORT:-8000}"
@@ -8,23 +11,25 @@ export SANDBOXCTL_ADMIN_PASSWORD="${SANDBOXCTL_ADMIN_PASSWORD:-}"
 
 bash scripts/setup.sh
 
-worker_name="sandboxctl@$(hostname)"
-.venv/bin/celery -A sandboxctl worker -P threads -c "${WORKER_CONCURRENCY:-4}" -B \
-  -s data/celerybeat-schedule -n "$worker_name" \
-  -Q sandbox.python,sandbox.nodejs,sandbox.saas,control --loglevel INFO &
-worker=$!
-.venv/bin/gunicorn sandboxctl.wsgi --bind "0.0.0.0:$PORT" --worker-class gthread --threads 16 --workers 2 \
-  --timeout 120 --graceful-timeout 10 --keep-alive 75 --access-logfile - &
-web=$!
+export SANDBOXCTL_ROOT="$PWD"
+export SANDBOXCTL_VENV="$PWD/.venv"
+export SANDBOXCTL_DATA_DIR="${SANDBOXCTL_DATA_DIR:-$PWD/data}"
+export SANDBOXCTL_WORKER_CONCURRENCY="${WORKER_CONCURRENCY:-4}"
+export SANDBOXCTL_BINDS="--bind 0.0.0.0:$PORT"
+if [ -z "${CELERY_BROKER_URL:-}" ]; then
+  export SANDBOXCTL_EMBEDDED_BROKER=true
+  broker="private Redis on $SANDBOXCTL_DATA_DIR/broker/redis.sock"
+else
+  export SANDBOXCTL_EMBEDDED_BROKER=false
+  broker="$CELERY_BROKER_URL"
+fi
+mkdir -p "$SANDBOXCTL_DATA_DIR/broker"
 
-stop() {
-  trap - INT TERM
-  echo "==> stopping (the worker removes its sandboxes)"
-  kill -TERM "$web" "$worker" 2>/dev/null || true
-  wait "$web" "$worker" 2>/dev/null || true
-  exit 0
-}
-trap stop INT TERM
+pidfile="$SANDBOXCTL_DATA_DIR/supervisord.pid"
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  echo "sandboxctl is already running from $SANDBOXCTL_DATA_DIR (supervisord pid $(cat "$pidfile")); stop it first" >&2
+  exit 1
+fi
 
 cat <<MSG
 
@@ -33,13 +38,14 @@ sandboxctl is starting:
   API docs     http://localhost:$PORT/api/docs/
   Admin        http://localhost:$PORT/admin/  (user admin; set SANDBOXCTL_ADMIN_PASSWORD to choose its password)
   Readiness    http://localhost:$PORT/readyz
+  Broker       $broker
 A token:       .venv/bin/python manage.py create_token admin
                (or start with SANDBOXCTL_BOOTSTRAP_TOKEN=<value> to fix one)
 Try:           curl -s localhost:$PORT/api/v1/executions -H "Authorization: Bearer \$TOKEN" \\
                  -H 'Content-Type: application/json' \\
                  -d '{"language":"python","code":"def main(name):\\n    return name","arguments":{"name":"x"}}'
-Ctrl-C stops both.
+Processes:     .venv/bin/supervisorctl -s unix://$SANDBOXCTL_DATA_DIR/supervisor.sock status
+Ctrl-C stops everything.
 
 MSG
-wait -n "$web" "$worker" || true
-stop
+exec .venv/bin/supervisord -n -c conf/supervisord.conf

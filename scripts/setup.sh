@@ -92,7 +92,7 @@ make_venv() {
   echo "$want" > "$stamp"
 }
 
-apt_install docker.io debootstrap
+apt_install docker.io debootstrap redis-server
 install_runsc
 register_runsc
 start_dockerd

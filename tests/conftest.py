@@ -15,6 +15,9 @@ from sandboxctl.executions.models import ApiToken
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_NAME = "pytest-worker@localhost"
+# Test receivers listen on 127.0.0.2, the one private address callbacks may reach in tests; 127.0.0.1
+# stays forbidden, so the SSRF tests see what a deployment sees.
+CALLBACK_TEST_NETWORK = "127.0.0.2/32"
 
 
 def worker_env(database_name: str, **extra: str) -> dict:
@@ -27,6 +30,7 @@ def worker_env(database_name: str, **extra: str) -> dict:
         SANDBOX_POOL_SIZE_NODEJS="1",
         SANDBOX_POOL_ACQUIRE_TIMEOUT="20",
         DATABASE_CONN_MAX_AGE="0",
+        SANDBOX_CALLBACK_ALLOWED_NETWORKS=CALLBACK_TEST_NETWORK,
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
@@ -61,11 +65,13 @@ def sandbox_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).flushdb()
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     env = worker_env(connection.settings_dict["NAME"])
-    process = start_worker(WORKER_NAME, env, log_path, "sandbox.python,sandbox.nodejs,sandbox.saas,control")
-    with django_db_blocker.unblock():
-        wait_for_warm_pool(process, log_path)
-    yield process
-    stop_worker(process)
+    process = start_worker(WORKER_NAME, env, log_path, "sandbox.python,sandbox.nodejs,sandbox.saas,control,callbacks")
+    try:
+        with django_db_blocker.unblock():
+            wait_for_warm_pool(process, log_path)
+        yield process
+    finally:
+        stop_worker(process)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -79,14 +85,19 @@ def close_stray_connections(django_db_setup, django_db_blocker):
         )
 
 
-def wait_for_warm_pool(process: subprocess.Popen, log_path: Path, timeout: float = 120) -> None:
+def latest_beat(node_name: str):
+    """The heartbeat of the newest instance of the worker started as `node_name` (instances add a boot id)."""
     from providers.models import WorkerHeartbeat
 
+    return WorkerHeartbeat.objects.filter(worker__startswith=f"{node_name}#").order_by("-seen_at").first()
+
+
+def wait_for_warm_pool(process: subprocess.Popen, log_path: Path, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"worker exited early:\n{log_path.read_text()[-3000:]}")
-        beat = WorkerHeartbeat.objects.filter(worker=WORKER_NAME).first()
+        beat = latest_beat(WORKER_NAME)
         if beat and beat.pool_depth.get("python", 0) >= 1 and beat.pool_depth.get("nodejs", 0) >= 1:
             return
         time.sleep(0.3)

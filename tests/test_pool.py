@@ -7,7 +7,7 @@ import docker
 import pytest
 
 from executor.config import JobLimits, PoolConfig, SandboxConfig
-from executor.pool import POOL_LABEL, PoolExhausted, SandboxPool
+from executor.pool import POOL_LABEL, SITE_LABEL, PoolExhausted, SandboxPool
 
 
 @pytest.fixture
@@ -85,15 +85,36 @@ def test_empty_pool_waits_a_bounded_time_then_reports_exhaustion(client):
         pool.shutdown()
 
 
-def test_orphans_of_a_dead_worker_are_reaped_at_start(client):
-    pool = make_pool(client, size={"python": 1})
-    orphan = client.containers.run(
+def stray(client, owner: str, site: str):
+    return client.containers.run(
         "sandboxctl-python", ["sleep", "300"], runtime="runsc", network_mode="none", detach=True,
-        labels={POOL_LABEL: pool.config.name},
+        labels={POOL_LABEL: owner, SITE_LABEL: site},
     )
+
+
+def test_only_sandboxes_of_dead_owners_of_the_same_site_are_reaped(client):
+    site = f"site-{uuid.uuid4().hex[:8]}"
+    pool = SandboxPool(client, SandboxConfig(), PoolConfig(name="me#1", site=site, size={"python": 1}),
+                       live_owners=lambda: {"me#1", "alive#2"})
+    dead, alive, elsewhere = stray(client, "dead#3", site), stray(client, "alive#2", site), stray(client, "dead#3", "x")
+    try:
+        pool.start()
+        left = {container.id for container in client.containers.list(all=True, sparse=True)}
+        assert dead.id not in left, "a dead instance's sandbox is an orphan"
+        assert alive.id in left, "a live instance's sandboxes are its own business"
+        assert elsewhere.id in left, "another deployment's sandboxes are never touched"
+    finally:
+        pool.shutdown()
+        for container in (alive, elsewhere):
+            container.remove(force=True)
+
+
+def test_a_sandbox_the_pool_lost_track_of_is_swept_once_old(client):
+    pool = make_pool(client, size={"python": 1}, lost_min_age=0.0)
+    lost = stray(client, pool.config.name, pool.config.site)
     pool.start()
     try:
-        assert orphan.id not in {container.id for container in containers_of(client, pool.config.name)}
+        assert lost.id not in {container.id for container in containers_of(client, pool.config.name)}
     finally:
         pool.shutdown()
 

@@ -31,14 +31,14 @@ def test_terminal_states_never_change(queued):
     queued = Execution.claim(queued.pk, "worker-a")
     assert queued.finish(ExecutionResult(status=Status.SUCCEEDED, stdout="first"))
     assert not queued.finish(ExecutionResult(status=Status.FAILED, stdout="second"))
-    assert not queued.end_without_running(Status.CANCELLED, "cancelled", "late cancel")
+    assert not queued.end_with_error(Status.CANCELLED, "cancelled", "late cancel")
     assert not queued.requeue()
     row = Execution.objects.get(pk=queued.pk)
     assert (row.status, row.stdout, row.error_code) == ("succeeded", "first", "")
 
 
 def test_a_cancelled_run_is_never_started(queued):
-    assert queued.end_without_running(Status.CANCELLED, "cancelled", "by caller")
+    assert queued.end_with_error(Status.CANCELLED, "cancelled", "by caller")
     assert Execution.claim(queued.pk, "worker-a") is None
 
 

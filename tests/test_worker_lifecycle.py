@@ -1,4 +1,5 @@
-"""A real Celery worker process: reaps orphans at start, survives being killed mid-run, cleans up at shutdown."""
+"""A real Celery worker process: an instance per start, orphans of dead instances reaped, survives being
+killed mid-run (the run is requeued once), and removes its sandboxes at a clean shutdown."""
 
 import os
 import signal
@@ -10,13 +11,13 @@ from django.core.management import call_command
 from django.db import connection
 from kombu import Connection
 
-from conftest import start_worker, stop_worker, worker_env
-from executor.pool import POOL_LABEL
-from providers.models import WorkerHeartbeat
+from conftest import latest_beat, start_worker, stop_worker, worker_env
+from executor.pool import POOL_LABEL, SITE_LABEL
 from sandboxctl.executions.models import Execution
 from sandboxctl.executions.tasks import run_execution
 
 NAME = "lifecycle@localhost"
+SITE = "lifecycle-test-site"
 
 
 @pytest.fixture
@@ -25,9 +26,9 @@ def broker_url():
     return os.environ["CELERY_BROKER_URL"].rsplit("/", 1)[0] + "/14"
 
 
-def containers() -> set[str]:
-    client = docker.from_env()
-    found = client.containers.list(all=True, sparse=True, filters={"label": f"{POOL_LABEL}={NAME}"})
+def containers(**labels) -> set[str]:
+    filters = [f"{SITE_LABEL}={SITE}"] + [f"{key}={value}" for key, value in labels.items()]
+    found = docker.from_env().containers.list(all=True, sparse=True, filters={"label": filters})
     return {container.id for container in found}
 
 
@@ -40,7 +41,7 @@ def wait_until(predicate, timeout: float = 60, what: str = "condition") -> None:
 
 def warm(process) -> bool:
     assert process.poll() is None, "worker exited"
-    beat = WorkerHeartbeat.objects.filter(worker=NAME).first()
+    beat = latest_beat(NAME)
     return bool(beat and beat.pool_depth.get("python"))
 
 
@@ -57,20 +58,30 @@ def test_worker_lifecycle(api, user, broker_url, tmp_path, settings, workers):
     import redis
 
     redis.Redis.from_url(broker_url).flushdb()
-    env = worker_env(connection.settings_dict["NAME"], CELERY_BROKER_URL=broker_url, SANDBOX_POOL_SIZE_PYTHON="1")
+    env = worker_env(connection.settings_dict["NAME"], CELERY_BROKER_URL=broker_url, SANDBOX_POOL_SIZE_PYTHON="1",
+                     SANDBOX_SITE=SITE, SANDBOX_WORKER_STALE_AFTER="3")
     orphan = docker.from_env().containers.run(
         "sandboxctl-python", ["sleep", "300"], runtime="runsc", network_mode="none", detach=True,
-        labels={POOL_LABEL: NAME},
+        labels={POOL_LABEL: f"{NAME}#deadbeef", SITE_LABEL: SITE},
     )
-
-    worker = start_worker(NAME, env, tmp_path / "first.log", "sandbox.python")
-    workers.append(worker)
-    wait_until(lambda: warm(worker), what="warm pool")
-    assert orphan.id not in containers(), "orphans of a dead worker are reaped at start"
+    bystander = docker.from_env().containers.run(
+        "sandboxctl-python", ["sleep", "300"], runtime="runsc", network_mode="none", detach=True,
+        labels={POOL_LABEL: f"{NAME}#deadbeef", SITE_LABEL: "another-deployment"},
+    )
+    try:
+        worker = start_worker(NAME, env, tmp_path / "first.log", "sandbox.python")
+        workers.append(worker)
+        wait_until(lambda: warm(worker), what="warm pool")
+        first_instance = latest_beat(NAME).worker
+        assert orphan.id not in containers(), "sandboxes of a dead instance are reaped at start"
+        bystander.reload()
+        assert bystander.status == "running", "another deployment's sandboxes are never touched"
+    finally:
+        bystander.remove(force=True)
 
     execution = Execution.objects.create(
         provider="self_managed", language="python",
-        code="import time\ndef main():\n    time.sleep(3)\n    return 'done'",
+        code="import time\ndef main():\n    time.sleep(3)\n    return 'done'", queue="sandbox.python",
         code_sha256="0" * 64, limits={"timeout": 20, "memory_mb": 128, "output_limit": 1024}, caller=user,
     )
     with Connection(broker_url) as conn:
@@ -78,20 +89,20 @@ def test_worker_lifecycle(api, user, broker_url, tmp_path, settings, workers):
     wait_until(lambda: Execution.objects.get(pk=execution.pk).status == "running", what="run start")
     worker.send_signal(signal.SIGKILL)
     worker.wait()
-    left_behind = containers()
+    left_behind = containers(**{POOL_LABEL: first_instance})
     assert left_behind, "a killed worker cannot clean up"
 
     settings.SANDBOX_WORKER_STALE_AFTER = 1
-    time.sleep(2.5)
+    time.sleep(3.5)
     call_command("reconcile_executions")
     wait_until(lambda: Execution.objects.get(pk=execution.pk).is_terminal, what="redelivered run")
     execution.refresh_from_db()
     assert (execution.status, execution.result, execution.attempts) == ("succeeded", "done", 2)
 
-    WorkerHeartbeat.objects.filter(worker=NAME).delete()  # the killed worker's last beat
+    # Restarted under the same node name, it is a new instance: the old one's sandboxes are orphans.
     worker = start_worker(NAME, env, tmp_path / "second.log", "sandbox.python")
     workers.append(worker)
-    wait_until(lambda: warm(worker), what="warm pool after restart")
-    assert not left_behind & containers(), "the restarted worker reaped what the killed one left"
+    wait_until(lambda: warm(worker) and latest_beat(NAME).worker != first_instance, what="warm pool after restart")
+    assert not left_behind & containers(), "the restarted worker reaped what the killed instance left"
     assert stop_worker(worker) == 0
     assert containers() == set(), "a clean shutdown removes every sandbox"

@@ -3,12 +3,13 @@ import secrets
 import uuid
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, models, transaction
 from django.utils import timezone
 
 from executor.verify import storable
 from providers.base import ExecutionResult, Status
 from sandboxctl.executions import notify
+from sandboxctl.executions.signals import execution_ended
 
 TERMINAL = [status.value for status in Status if status.is_terminal]
 
@@ -74,7 +75,9 @@ class Execution(models.Model):
     queue_wait = models.DurationField(null=True, blank=True)
     memory_used_kb = models.IntegerField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
-    worker_host = models.CharField(max_length=255, blank=True, default="")
+    worker_host = models.CharField(max_length=255, blank=True, default="")  # the worker instance that claimed it
+    queue = models.CharField(max_length=64, blank=True, default="")
+    dispatched_at = models.DateTimeField(null=True, blank=True)
     sandbox_id = models.CharField(max_length=128, blank=True, default="")
     token = models.ForeignKey(ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     caller = models.ForeignKey(
@@ -84,9 +87,12 @@ class Execution(models.Model):
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     request_fingerprint = models.CharField(max_length=64, blank=True, default="")
     callback_url = models.URLField(max_length=2000, blank=True, default="")
+    # An outbox: the terminal transition sets "pending" in the same UPDATE, so a callback is owed exactly once
+    # whoever ends the run; `callback_due_at` is when the next delivery attempt is due (or a lease runs out).
     callback_status = models.CharField(max_length=16, blank=True, default="")
     callback_attempts = models.PositiveSmallIntegerField(default=0)
     callback_error = models.TextField(blank=True, default="")
+    callback_due_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -141,12 +147,7 @@ class Execution(models.Model):
             "sandbox_id": outcome.sandbox_id,
             "finished_at": timezone.now(),
         }
-        if self.callback_url:
-            fields["callback_status"] = "pending"
-        with transaction.atomic():  # one commit; the notice is delivered when the row is visible
-            done = Execution.objects.filter(pk=self.pk, status=Status.RUNNING).update(**fields)
-            if done:
-                notify.announce_finished(self.pk)
+        done = self._end(fields, [Status.RUNNING])
         if done:
             for name, value in fields.items():  # what was stored is what we hold: no re-read needed
                 setattr(self, name, value)
@@ -154,27 +155,40 @@ class Execution(models.Model):
             self.refresh_from_db()
         return bool(done)
 
-    def end_without_running(self, status: Status, code: str, message: str) -> bool:
-        """queued or running → a terminal status with an error (cancel, reject, infrastructure fault)."""
-        with transaction.atomic():
-            fields = {"status": status, "error_code": code, "error_message": storable(message),
-                      "finished_at": timezone.now()}
-            if self.callback_url:
-                fields["callback_status"] = "pending"
-            done = Execution.objects.filter(pk=self.pk, status__in=[Status.QUEUED, Status.RUNNING]).update(**fields)
+    def end_with_error(self, status: Status, code: str, message: str) -> bool:
+        """queued or running → a terminal status with an error (cancel, infrastructure fault, lost worker)."""
+        fields = {
+            "status": status, "error_code": code, "error_message": storable(message), "finished_at": timezone.now(),
+        }
+        done = self._end(fields, [Status.QUEUED, Status.RUNNING])
+        self.refresh_from_db()
+        return done
+
+    def _end(self, fields: dict, from_statuses: list[Status]) -> bool:
+        """The one terminal transition: a conditional UPDATE that also records the callback owed, if any."""
+        if self.callback_url:
+            fields = {**fields, "callback_status": "pending", "callback_due_at": fields["finished_at"]}
+        with transaction.atomic():  # one commit; the notice and the callback follow only a visible row
+            done = bool(Execution.objects.filter(pk=self.pk, status__in=from_statuses).update(**fields))
             if done:
                 notify.announce_finished(self.pk)
-        self.refresh_from_db()
-        return bool(done)
+                callback = bool(self.callback_url)
+                transaction.on_commit(lambda: execution_ended.send(Execution, execution_id=self.pk, callback=callback))
+        return done
 
     def was_cancelled(self) -> bool:
-        """Asked by the worker while a run is quiet, so a cancel stops the sandbox instead of waiting it out."""
-        return Execution.objects.filter(pk=self.pk, status=Status.CANCELLED).exists()
+        """Asked by the worker while a run is quiet, so a cancel stops the sandbox instead of waiting it out.
+        A database that is briefly away (a restart) is no reason to stop a run: the answer is then no."""
+        try:
+            return Execution.objects.filter(pk=self.pk, status=Status.CANCELLED).exists()
+        except (OperationalError, InterfaceError):
+            close_old_connections()
+            return False
 
     def requeue(self) -> bool:
         """running → queued, only for a run whose worker vanished (the reconciler's single retry)."""
         done = Execution.objects.filter(pk=self.pk, status=Status.RUNNING, worker_host=self.worker_host).update(
-            status=Status.QUEUED, started_at=None
+            status=Status.QUEUED, started_at=None, dispatched_at=None
         )
         self.refresh_from_db()
         return bool(done)

@@ -1,6 +1,7 @@
 from django.conf import settings
 from rest_framework import exceptions, serializers
 
+from sandboxctl.executions.callbacks import literal_host_problem
 from sandboxctl.executions.models import Execution
 
 LANGUAGE_ALIASES = {"python": "python", "nodejs": "nodejs", "javascript": "nodejs", "node": "nodejs"}
@@ -50,6 +51,9 @@ class ExecutionRequestSerializer(serializers.Serializer):
     def validate_callback_url(self, value: str) -> str:
         if value and not value.lower().startswith(("http://", "https://")):
             raise serializers.ValidationError("must be an http or https URL")
+        problem = literal_host_problem(value) if value else None
+        if problem:
+            raise serializers.ValidationError(problem)
         return value
 
 

@@ -8,12 +8,11 @@ from dataclasses import asdict, dataclass
 
 from django.conf import settings
 from django.db import IntegrityError
-from kombu.exceptions import OperationalError
 
 from providers import manager
-from providers.base import Status
 from sandboxctl.executions import notify
 from sandboxctl.executions.models import Execution
+from sandboxctl.executions.tasks import dispatch
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +69,14 @@ def submit(
             idempotency_key=idempotency_key or None,
             request_fingerprint=fingerprint,
             callback_url=submission.callback_url,
+            queue=provider.queue_for(submission.language),
         )
     except IntegrityError:
         # Two requests with the same key raced; the other one created the row.
         existing = Execution.objects.get(caller=user, idempotency_key=idempotency_key)
         return _replay(existing, fingerprint), False
-    dispatch(execution, provider.queue_for(submission.language))
+    dispatch(execution)
+    execution.refresh_from_db()
     return execution, True
 
 
@@ -83,16 +84,6 @@ def _replay(existing: Execution, fingerprint: str) -> Execution:
     if existing.request_fingerprint != fingerprint:
         raise IdempotencyConflict("Idempotency-Key was already used with a different request")
     return existing
-
-
-def dispatch(execution: Execution, queue: str) -> None:
-    from sandboxctl.executions.tasks import run_execution
-
-    try:
-        run_execution.apply_async(args=[str(execution.id)], queue=queue)
-    except OperationalError as exc:
-        log.error("execution %s: broker unavailable: %s", execution.id, exc)
-        execution.end_without_running(Status.SANDBOX_ERROR, "broker_unavailable", "the task broker is unavailable")
 
 
 def wait_for(execution: Execution, timeout: float) -> Execution:

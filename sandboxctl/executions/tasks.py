@@ -1,95 +1,197 @@
-"""Celery tasks: run one execution, deliver its callback, reconcile runs whose worker vanished."""
+"""Celery tasks: send and run one execution, deliver its callback, and reconcile what faults left behind.
+
+Everything that can be lost to an infrastructure fault is recovered by `reconcile` (Celery beat, or
+`manage.py reconcile_executions`): a message lost with a broker restart is sent again, a run whose
+worker instance died is requeued once then ended, a run past its deadline is ended whatever its worker
+claims, and a callback whose delivery task was lost is sent again.
+"""
 
 import logging
+import time
 from datetime import timedelta
 
-import requests
 from celery import shared_task
 from django.conf import settings
-from django.db.models import F
+from django.db import InterfaceError, OperationalError, close_old_connections
+from django.dispatch import receiver
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from providers import manager
 from providers.base import Limits, ProviderError, Status
+from providers.heartbeats import live_workers
 from providers.models import WorkerHeartbeat
-from providers.registry import provider_class
+from sandboxctl.executions import callbacks
 from sandboxctl.executions.models import Execution
+from sandboxctl.executions.signals import execution_ended
 from sandboxctl.executions.worker import worker_name
 
 log = logging.getLogger(__name__)
 
-CALLBACK_TIMEOUT = 10
-CALLBACK_TRIES = 3
+DATABASE_RETRY_FOR = 30.0  # a database restart takes seconds; a finished run must not be lost to one
+CALLBACK_QUEUE = "callbacks"
+HEARTBEAT_KEEP = timedelta(days=1)
+
+
+def with_database_retry(action, what: str):
+    """Run `action`, retrying with backoff while the database is unreachable (a restart, dropped connections)."""
+    deadline = time.monotonic() + DATABASE_RETRY_FOR
+    delay = 0.2
+    while True:
+        try:
+            return action()
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: database unavailable (%s); retrying in %.1fs", what, exc, delay)
+            close_old_connections()
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def dispatch(execution: Execution) -> bool:
+    """Send the run's task to its queue; a broker that cannot take it ends the run instead of losing it."""
+    try:
+        run_execution.apply_async(args=[str(execution.pk)], queue=execution.queue)
+    except BrokerUnavailable as exc:
+        log.error("execution %s: broker unavailable: %s", execution.pk, exc)
+        execution.end_with_error(Status.SANDBOX_ERROR, "broker_unavailable", "the task broker is unavailable")
+        return False
+    Execution.objects.filter(pk=execution.pk, status=Status.QUEUED).update(dispatched_at=timezone.now())
+    return True
 
 
 @shared_task(name="sandboxctl.executions.tasks.run_execution")
 def run_execution(execution_id: str) -> None:
-    execution = Execution.claim(execution_id, worker_name())
+    execution = with_database_retry(lambda: Execution.claim(execution_id, worker_name()), f"claim {execution_id}")
     if execution is None:
         log.info("execution %s: not queued any more, skipping this delivery", execution_id)
         return
     # The provider recorded when the run was accepted: a switch in between does not re-route it.
     provider = manager.provider(execution.provider)
     limits = Limits(**execution.limits)
+    failure = None
     try:
         outcome = provider.run(execution.code, execution.language, limits, execution.arguments,
-                               should_stop=lambda: execution.was_cancelled())
-        execution.finish(outcome)
+                               should_stop=execution.was_cancelled)
     except ProviderError as exc:
         log.warning("execution %s: provider %s failed: %s", execution_id, provider.name, exc)
-        execution.end_without_running(Status.SANDBOX_ERROR, exc.code, str(exc))
+        failure = (exc.code, str(exc))
     except Exception:  # noqa: BLE001 - an infrastructure fault must still end the run, never leave it running
         log.exception("execution %s: unexpected failure", execution_id)
-        execution.end_without_running(Status.SANDBOX_ERROR, "internal_error", "the worker failed unexpectedly")
+        failure = ("internal_error", "the worker failed unexpectedly")
+    if failure is None:
+        with_database_retry(lambda: execution.finish(outcome), f"finish {execution_id}")
+    else:
+        with_database_retry(lambda: execution.end_with_error(Status.SANDBOX_ERROR, *failure), f"end {execution_id}")
     log.info("execution %s: %s in %ss", execution_id, execution.status, execution.execution_time)
-    if execution.callback_url and execution.is_terminal:
-        deliver_callback.delay(execution_id)
 
 
-@shared_task(name="sandboxctl.executions.tasks.deliver_callback", bind=True, max_retries=CALLBACK_TRIES - 1)
-def deliver_callback(self, execution_id: str) -> None:
-    from sandboxctl.executions.serializers import ExecutionSerializer
-
-    execution = Execution.objects.get(pk=execution_id)
-    Execution.objects.filter(pk=execution_id).update(callback_attempts=F("callback_attempts") + 1)
-    try:
-        response = requests.post(
-            execution.callback_url, json=ExecutionSerializer(execution).data, timeout=CALLBACK_TIMEOUT,
-            allow_redirects=False,
-        )
-        response.raise_for_status()
-    except requests.RequestException as exc:
-        final = self.request.retries >= self.max_retries
-        Execution.objects.filter(pk=execution_id).update(
-            callback_error=str(exc)[:2000], callback_status="failed" if final else "retrying"
-        )
-        if not final:
-            raise self.retry(exc=exc, countdown=2 ** (self.request.retries + 1)) from exc
+@receiver(execution_ended)
+def send_callback(sender, execution_id, callback: bool, **kwargs) -> None:
+    """Hand the callback owed by a terminal transition to the callback queue (the reconciler resends lost ones)."""
+    if not callback:
         return
-    Execution.objects.filter(pk=execution_id).update(callback_status="delivered", callback_error="")
+    try:
+        deliver_callback.apply_async(args=[str(execution_id)], queue=CALLBACK_QUEUE)
+    except BrokerUnavailable as exc:
+        log.warning("execution %s: callback not queued (%s); the reconciler will send it", execution_id, exc)
+
+
+@shared_task(name="sandboxctl.executions.tasks.deliver_callback")
+def deliver_callback(execution_id: str) -> None:
+    backoff = callbacks.deliver(execution_id)
+    if backoff is not None:
+        deliver_callback.apply_async(args=[execution_id], queue=CALLBACK_QUEUE, countdown=backoff)
 
 
 @shared_task(name="sandboxctl.executions.tasks.reconcile")
 def reconcile() -> dict:
-    """End or requeue runs stuck because their worker died, and queued runs nobody picked up."""
+    """End, requeue or resend what faults left behind; returns how many of each it did."""
     now = timezone.now()
-    stale_before = now - timedelta(seconds=settings.SANDBOX_WORKER_STALE_AFTER)
-    alive = set(WorkerHeartbeat.objects.filter(seen_at__gte=stale_before).values_list("worker", flat=True))
-    counts = {"requeued": 0, "failed": 0, "expired": 0}
-    # Expire first: a run requeued below has an old created_at but must get its chance to run.
+    return {
+        "expired": expire_stale_queued(now),
+        "redispatched": redispatch_lost_messages(now),
+        **recover_runs_of_lost_workers(now),
+        "overdue": end_overdue_runs(now),
+        "callbacks_resent": resend_lost_callbacks(now),
+        "heartbeats_forgotten": WorkerHeartbeat.objects.filter(seen_at__lt=now - HEARTBEAT_KEEP).delete()[0],
+    }
+
+
+def expire_stale_queued(now) -> int:
     expired = now - timedelta(seconds=settings.SANDBOX_QUEUE_TTL)
-    for execution in Execution.objects.filter(status=Status.QUEUED, created_at__lt=expired):
-        if execution.end_without_running(Status.SANDBOX_ERROR, "queue_expired", "no worker picked this run up"):
-            counts["expired"] += 1
+    return sum(
+        execution.end_with_error(Status.SANDBOX_ERROR, "queue_expired", "no worker picked this run up")
+        for execution in Execution.objects.filter(status=Status.QUEUED, created_at__lt=expired)
+    )
+
+
+def redispatch_lost_messages(now) -> int:
+    """A queued run not picked up while its queue in the broker is empty has lost its message: send it again.
+    A duplicate is harmless: only one delivery can claim the run."""
+    before = now - timedelta(seconds=settings.SANDBOX_QUEUE_REDISPATCH_AFTER)
+    waiting = Execution.objects.filter(status=Status.QUEUED, created_at__lt=before).exclude(dispatched_at__gte=before)
+    sent = 0
+    empty: dict[str, bool] = {}
+    for execution in waiting:
+        if execution.queue not in empty:
+            empty[execution.queue] = broker_queue_size(execution.queue) == 0
+        if empty[execution.queue]:
+            log.warning("execution %s: its message was lost; sending it again", execution.pk)
+            sent += dispatch(execution)
+    return sent
+
+
+def broker_queue_size(queue: str) -> int | None:
+    """Messages waiting in `queue` (0 when the broker has no such queue); None when the broker cannot tell."""
+    from celery import current_app
+    from kombu.exceptions import ChannelError
+
+    try:
+        with current_app.connection_for_write() as connection:
+            return connection.default_channel.queue_declare(queue=queue, passive=True).message_count
+    except ChannelError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - an unreachable broker: decide nothing now
+        log.warning("cannot read the size of queue %s: %s", queue, exc)
+        return None
+
+
+def recover_runs_of_lost_workers(now) -> dict:
+    alive = set(live_workers().values_list("worker", flat=True))
     grace = timedelta(seconds=settings.SANDBOX_WORKER_STALE_AFTER)
+    counts = {"requeued": 0, "worker_lost": 0}
     for execution in Execution.objects.filter(status=Status.RUNNING, started_at__lt=now - grace):
         if execution.worker_host in alive:
             continue
         if execution.attempts < 2 and execution.requeue():
-            from sandboxctl.executions.service import dispatch
-
-            dispatch(execution, provider_class(execution.provider)().queue_for(execution.language))
-            counts["requeued"] += 1
-        elif execution.end_without_running(Status.SANDBOX_ERROR, "worker_lost", "the worker running this was lost"):
-            counts["failed"] += 1
+            counts["requeued"] += dispatch(execution)
+        elif execution.end_with_error(Status.SANDBOX_ERROR, "worker_lost", "the worker running this was lost"):
+            counts["worker_lost"] += 1
     return counts
+
+
+def end_overdue_runs(now) -> int:
+    """A run still running well past its own time limit is ended, whatever its worker's heartbeat says."""
+    slack = settings.SANDBOX_OVERDUE_GRACE + settings.SANDBOX_POOL_ACQUIRE_TIMEOUT
+    ended = 0
+    for execution in Execution.objects.filter(status=Status.RUNNING):
+        limit = timedelta(seconds=float(execution.limits.get("timeout", settings.SANDBOX_TIMEOUT_MAX)) + slack)
+        if execution.started_at and execution.started_at < now - limit:
+            ended += execution.end_with_error(
+                Status.SANDBOX_ERROR, "overdue", "the run outlived its time limit and its worker never ended it"
+            )
+    return ended
+
+
+def resend_lost_callbacks(now) -> int:
+    sent = 0
+    for execution in callbacks.overdue(now):
+        callbacks.release_lease(execution.pk)
+        try:
+            deliver_callback.apply_async(args=[str(execution.pk)], queue=CALLBACK_QUEUE)
+        except BrokerUnavailable:
+            break
+        sent += 1
+    return sent

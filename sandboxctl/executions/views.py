@@ -105,17 +105,13 @@ class ExecutionDetailView(generics.RetrieveAPIView):
 class ExecutionCancelView(APIView):
     @extend_schema(request=None, responses={200: ExecutionSerializer, 409: None})
     def post(self, request, pk):
-        from sandboxctl.executions.tasks import deliver_callback
-
         execution = get_object_or_404(visible_executions(request), pk=pk)
         # A queued run is cancelled before it starts; a running one is ended here and its result discarded.
-        if not execution.end_without_running(Status.CANCELLED, "cancelled", "cancelled by the caller"):
+        if not execution.end_with_error(Status.CANCELLED, "cancelled", "cancelled by the caller"):
             return Response(
                 {"detail": f"execution already ended with status {execution.status}", "code": "already_finished"},
                 status=status.HTTP_409_CONFLICT,
             )
-        if execution.callback_url:
-            deliver_callback.delay(str(execution.id))
         return Response(ExecutionSerializer(execution).data)
 
 

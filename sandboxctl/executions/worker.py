@@ -2,9 +2,14 @@
 
 The pool lives in the worker's main process, so it must run tasks in threads (`-P threads`): then one
 pool serves every task of the host, and a sandbox is handed to exactly one run.
+
+A worker instance is named by its Celery node name plus a random boot id: a worker restarted under the same
+node name is a new instance, so the runs and sandboxes of the old one are seen as orphans (its heartbeat
+goes stale) instead of being mistaken for the new one's.
 """
 
 import logging
+import secrets
 import threading
 
 from celery import signals
@@ -22,6 +27,10 @@ def worker_name() -> str:
     return _state["name"] or settings.SANDBOX_WORKER_HOST
 
 
+def instance_name(node_name: str) -> str:
+    return f"{node_name}#{secrets.token_hex(4)}"
+
+
 def sandbox_languages(queues: list[str]) -> tuple[str, ...]:
     return tuple(language for language in ("python", "nodejs") if f"sandbox.{language}" in queues)
 
@@ -30,14 +39,15 @@ def sandbox_languages(queues: list[str]) -> tuple[str, ...]:
 def start_sandbox_pool(sender=None, **kwargs) -> None:
     from providers.self_managed import start_pool
 
-    _state["name"] = sender.hostname
+    _state["name"] = instance_name(sender.hostname)
     _state["stop"].clear()
     queues = [queue.name for queue in sender.app.amqp.queues.consume_from.values()] if sender.app.amqp.queues else []
     languages = sandbox_languages(queues)
     if sender.pool_cls.__module__.split(".")[-1] not in ("thread", "threads", "solo") and languages:
         raise RuntimeError("sandbox workers must run with -P threads (the pool lives in the worker process)")
+    beat()  # alive before the pool makes anything, so no other worker takes its sandboxes for orphans
     if languages:
-        start_pool(sender.hostname, languages)
+        start_pool(worker_name(), languages)
     threading.Thread(target=_heartbeat_loop, name="worker-heartbeat", daemon=True).start()
 
 

@@ -1,0 +1,182 @@
+"""Callbacks: the final execution JSON POSTed to the caller's URL, once per terminal transition, never to a
+private address.
+
+An outbox on the execution row says what is owed: the terminal transition sets `callback_status=pending`
+in the same UPDATE (models.Execution._end), whoever ends the run (worker, cancel, reconciler, broker
+failure). Delivery claims the row before sending (`sending`, with a lease in `callback_due_at`), so a
+re-sent task or the reconciler's sweep cannot deliver it twice at once; failures are retried with
+backoff and every attempt is counted on the row.
+
+Outbound requests made for a caller must not reach the host or its network (SSRF): the host is resolved
+once, every address it resolves to must be public (or inside SANDBOX_CALLBACK_ALLOWED_NETWORKS), the
+connection goes to the address that was checked (no second lookup), and redirects are not followed.
+"""
+
+import http.client
+import ipaddress
+import json
+import logging
+import socket
+import ssl
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
+
+from providers.base import Status
+
+log = logging.getLogger(__name__)
+
+CALLBACK_TIMEOUT = 10.0
+CALLBACK_TRIES = 3
+LEASE = timedelta(seconds=CALLBACK_TIMEOUT + 20)
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class Refused(Exception):
+    """The callback may not be sent to this URL; retrying cannot help."""
+
+
+def _embedded_ipv4(address: Address) -> Address:
+    """The IPv4 address hidden in an IPv6 one (mapped, 6to4, Teredo), which is what a connection would reach."""
+    if isinstance(address, ipaddress.IPv6Address):
+        for embedded in (address.ipv4_mapped, address.sixtofour, address.teredo and address.teredo[1]):
+            if embedded:
+                return embedded
+    return address
+
+
+def address_problem(address: Address) -> str | None:
+    """Why a callback may not go to this address, or None."""
+    if any(address in network for network in settings.SANDBOX_CALLBACK_ALLOWED_NETWORKS):
+        return None
+    for candidate in (address, _embedded_ipv4(address)):
+        if candidate.is_multicast or not candidate.is_global:
+            return f"{address} is not a public address"
+    return None
+
+
+def literal_host_problem(url: str) -> str | None:
+    """At submit time: a URL whose host is a literal forbidden address is refused at once."""
+    host = urlsplit(url).hostname or ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None if host else "has no host"
+    problem = address_problem(address)
+    if problem is None:
+        return None
+    return f"points to {problem}; allow its network in SANDBOX_CALLBACK_ALLOWED_NETWORKS if intended"
+
+
+def resolve_checked(host: str, port: int) -> str:
+    """The one address a delivery connects to: every address the name resolves to must be allowed."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot resolve {host}: {exc}") from exc
+    addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    for address in addresses:
+        problem = address_problem(address)
+        if problem:
+            raise Refused(f"{host} resolves to {problem}")
+    return str(addresses[0])
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to a checked address, with the certificate verified against the URL's host name."""
+
+    def __init__(self, address: str, port: int, server_hostname: str, **kwargs) -> None:
+        super().__init__(address, port, context=ssl.create_default_context(), **kwargs)
+        self._server_hostname = server_hostname
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self._server_hostname)
+
+
+def post_json(url: str, body: dict) -> int:
+    """POST `body` to `url` through the address check; the HTTP status, or raises OSError / Refused."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Refused("only http and https URLs with a host are allowed")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    address = resolve_checked(parts.hostname, port)
+    if parts.scheme == "https":
+        connection = _PinnedHTTPSConnection(address, port, parts.hostname, timeout=CALLBACK_TIMEOUT)
+    else:
+        connection = http.client.HTTPConnection(address, port, timeout=CALLBACK_TIMEOUT)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    payload = json.dumps(body).encode()
+    try:
+        connection.request("POST", path, body=payload, headers={
+            "Host": host_header, "Content-Type": "application/json", "User-Agent": "sandboxctl-callback/1",
+        })
+        return connection.getresponse().status
+    except (http.client.HTTPException, ssl.SSLError) as exc:
+        raise OSError(f"{exc.__class__.__name__}: {exc}") from exc
+    finally:
+        connection.close()
+
+
+def claim(execution_id) -> bool:
+    """pending/retrying and due → sending, counting the attempt. False when someone else has it, or it is done."""
+    from sandboxctl.executions.models import Execution
+
+    now = timezone.now()
+    return bool(Execution.objects.filter(
+        pk=execution_id, callback_status__in=("pending", "retrying"), callback_due_at__lte=now,
+    ).update(callback_status="sending", callback_due_at=now + LEASE, callback_attempts=F("callback_attempts") + 1))
+
+
+def deliver(execution_id) -> float | None:
+    """One delivery attempt. Returns the backoff before the next attempt, or None when nothing more is owed."""
+    from sandboxctl.executions.models import Execution
+    from sandboxctl.executions.serializers import ExecutionSerializer
+
+    if not claim(execution_id):
+        return None
+    execution = Execution.objects.get(pk=execution_id)
+    rows = Execution.objects.filter(pk=execution_id, callback_status="sending")
+    try:
+        status = post_json(execution.callback_url, ExecutionSerializer(execution).data)
+        if not 200 <= status < 300:
+            raise OSError(f"the receiver answered HTTP {status}" + (" (redirects are not followed)"
+                                                                   if 300 <= status < 400 else ""))
+    except Refused as exc:
+        log.warning("execution %s: callback refused: %s", execution_id, exc)
+        rows.update(callback_status="refused", callback_error=str(exc)[:2000], callback_due_at=None)
+        return None
+    except OSError as exc:
+        if execution.callback_attempts >= CALLBACK_TRIES:
+            rows.update(callback_status="failed", callback_error=str(exc)[:2000], callback_due_at=None)
+            return None
+        backoff = 2.0 ** execution.callback_attempts
+        rows.update(callback_status="retrying", callback_error=str(exc)[:2000],
+                    callback_due_at=timezone.now() + timedelta(seconds=backoff))
+        return backoff
+    rows.update(callback_status="delivered", callback_error="", callback_due_at=None)
+    return None
+
+
+def overdue(now=None):
+    """Callbacks whose delivery task was lost (broker down when the run ended, worker died mid-delivery)."""
+    from sandboxctl.executions.models import Execution
+
+    now = now or timezone.now()
+    return Execution.objects.filter(
+        callback_status__in=("pending", "retrying", "sending"), callback_due_at__lt=now - timedelta(seconds=30),
+        status__in=[status.value for status in Status if status.is_terminal],
+    )
+
+
+def release_lease(execution_id) -> None:
+    """A `sending` row whose lease ran out (its worker died mid-send) may be claimed again."""
+    from sandboxctl.executions.models import Execution
+
+    Execution.objects.filter(pk=execution_id, callback_status="sending").update(
+        callback_status="retrying", callback_due_at=timezone.now()
+    )

@@ -1,0 +1,6 @@
+"""Signals of the executions app. Models send them; tasks listen, so models never import tasks."""
+
+from django.dispatch import Signal
+
+# Sent once per execution, after the commit of its terminal transition (whoever made it); `execution_id`.
+execution_ended = Signal()

@@ -1,0 +1,229 @@
+"""The real stack as `make run` starts it (scripts/run.sh: supervisord, gunicorn, a sandbox worker, the io
+worker, beat and the embedded Redis broker), on its own PostgreSQL database, data folder, port and site
+label, so faults injected here touch nothing of the rest of the suite.
+
+Each chaos test asserts the same promises: every execution reaches a terminal status, none executes twice
+(a callback receiver outside the sandbox counts one callback per terminal transition, and attempts stay
+≤ 2), /readyz is 200 again within 30 s, and when the stack stops no process and no container of it is left.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import docker
+import psycopg
+import pytest
+import requests
+
+from executor.pool import SITE_LABEL
+
+ROOT = Path(__file__).resolve().parents[2]
+TERMINAL = {"succeeded", "failed", "timeout", "memory_limit", "output_limit", "cancelled", "sandbox_error"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class CallbackCounter:
+    """Counts the callbacks each execution gets: exactly one per run is the proof of one terminal transition."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        counter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with counter.lock:
+                    counter.counts[body["id"]] += 1
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.2:{self.server.server_address[1]}/hook"
+
+
+class Stack:
+    def __init__(self, tmp: Path, receiver: CallbackCounter) -> None:
+        self.data = tmp / "data"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.site = f"chaos-{uuid.uuid4().hex[:8]}"
+        self.database = "sandboxctl_chaos"
+        self.token = f"chaos-{uuid.uuid4().hex}"
+        self.receiver = receiver
+        self.log_path = tmp / "stack.log"
+        self.process: subprocess.Popen | None = None
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {self.token}"
+
+    # Lifecycle
+
+    def environment(self) -> dict:
+        env = {key: value for key, value in os.environ.items() if key != "CELERY_BROKER_URL"}
+        base = os.environ["DATABASE_URL"].rsplit("/", 1)[0]
+        env.update(
+            DATABASE_URL=f"{base}/{self.database}", SANDBOXCTL_DATA_DIR=str(self.data), PORT=str(self.port),
+            SANDBOXCTL_BOOTSTRAP_TOKEN=self.token, SANDBOX_SITE=self.site, SECRET_KEY="chaos-" + "x" * 40,
+            SANDBOX_WORKER_STALE_AFTER="5", SANDBOX_RECONCILE_INTERVAL="2", SANDBOX_POOL_SWEEP_INTERVAL="2",
+            SANDBOX_QUEUE_REDISPATCH_AFTER="8", SANDBOX_CALLBACK_ALLOWED_NETWORKS="127.0.0.2/32",
+            SANDBOX_POOL_SIZE_PYTHON="2", SANDBOX_POOL_SIZE_NODEJS="1", SANDBOX_POOL_ACQUIRE_TIMEOUT="20",
+            WORKER_CONCURRENCY="4", PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def start(self) -> None:
+        recreate_database(self.database)
+        self.data.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(["bash", "scripts/run.sh"], cwd=ROOT, env=self.environment(),
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.wait_ready(timeout=180)
+
+    def stop(self) -> None:
+        """Ctrl-C, as a user would: supervisord stops every program, the worker removes its sandboxes."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(150)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            raise AssertionError(f"the stack did not stop on Ctrl-C:\n{self.log()[-3000:]}") from None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def supervisorctl(self, *args: str) -> str:
+        command = [str(ROOT / ".venv/bin/supervisorctl"), "-s", f"unix://{self.data}/supervisor.sock", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
+
+    def pid_of(self, program: str) -> int:
+        return int(self.supervisorctl("pid", program).strip())
+
+    # Observations
+
+    def ready(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/readyz", timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def wait_ready(self, timeout: float = 30) -> float:
+        started = time.monotonic()
+        while not self.ready():
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"the stack exited:\n{self.log()[-4000:]}")
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"/readyz not 200 within {timeout}s:\n{self.log()[-4000:]}")
+            time.sleep(0.5)
+        return time.monotonic() - started
+
+    def submit(self, code: str, wait: bool = False, language: str = "python", **fields) -> dict:
+        body = {"language": language, "code": code, "wait": wait, "callback_url": self.receiver.url, **fields}
+        response = self.session.post(f"{self.url}/api/v1/executions", json=body, timeout=120)
+        assert response.status_code in (200, 202), response.text
+        return response.json()
+
+    def execution(self, execution_id: str) -> dict:
+        return self.session.get(f"{self.url}/api/v1/executions/{execution_id}", timeout=30).json()
+
+    def wait_terminal(self, ids: list[str], timeout: float = 120) -> dict[str, dict]:
+        deadline = time.monotonic() + timeout
+        pending, done = set(ids), {}
+        while pending:
+            for execution_id in list(pending):
+                try:
+                    body = self.execution(execution_id)
+                except (requests.RequestException, ValueError):
+                    continue
+                if body.get("status") in TERMINAL:
+                    done[execution_id] = body
+                    pending.discard(execution_id)
+            if pending and time.monotonic() > deadline:
+                raise AssertionError(f"{len(pending)} runs never ended, e.g. {self.execution(next(iter(pending)))}")
+            time.sleep(0.5)
+        return done
+
+    def attempts(self, ids: list[str]) -> dict[str, int]:
+        with psycopg.connect(conninfo(self.database)) as conn:
+            rows = conn.execute("SELECT id::text, attempts FROM executions_execution WHERE id::text = ANY(%s)",
+                                [ids]).fetchall()
+        return dict(rows)
+
+    def containers(self) -> list:
+        return docker.from_env().containers.list(all=True, sparse=True, filters={"label": f"{SITE_LABEL}={self.site}"})
+
+    def processes(self) -> list[int]:
+        """Every process whose environment names this stack's data folder: what must not outlive it."""
+        marker = f"SANDBOXCTL_DATA_DIR={self.data}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if marker in (entry / "environ").read_bytes().split(b"\0"):
+                        found.append(int(entry.name))
+                except OSError:
+                    continue
+        return found
+
+    # The common promises
+
+    def assert_every_run_ended_once(self, ids: list[str], timeout: float = 120) -> dict[str, dict]:
+        done = self.wait_terminal(ids, timeout)
+        deadline = time.monotonic() + 60
+        while any(self.receiver.counts[execution_id] < 1 for execution_id in ids) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(1)
+        assert {execution_id: self.receiver.counts[execution_id] for execution_id in ids} == dict.fromkeys(ids, 1), \
+            "exactly one callback per run: one terminal transition each"
+        assert max(self.attempts(ids).values()) <= 2, "a run is requeued at most once"
+        return done
+
+    def assert_leaves_nothing_behind(self) -> None:
+        self.stop()
+        assert self.processes() == [], "no process of the stack outlives it"
+        assert self.containers() == [], "no sandbox of the stack outlives it"
+
+
+def conninfo(database: str) -> str:
+    return os.environ["DATABASE_URL"].rsplit("/", 1)[0] + f"/{database}"
+
+
+def recreate_database(name: str) -> None:
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+@pytest.fixture
+def stack(tmp_path):
+    receiver = CallbackCounter()
+    stack = Stack(tmp_path, receiver)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        try:
+            stack.stop()
+        finally:
+            for container in stack.containers():
+                container.remove(force=True)
+            receiver.server.shutdown()

@@ -25,17 +25,24 @@ SUITE = "bookworm"
 RUNNER_DIR = Path(__file__).parent / "runner"
 RUNNER_FILES = ("supervisor.py", "confine.py", "rules.py", "wire.py", "child.py", "child.js")
 HASH_LABEL = "sandboxctl.content-hash"
-BUILD_VERSION = "1"  # bump when the build steps below change what ends up in an image
+BUILD_VERSION = "2"  # bump when the build steps below change what ends up in an image
+# What RAGFlow's images offer and its prompts name: numpy, pandas, matplotlib and requests; axios for Node.
 PACKAGES = {
-    "python": ("python3", "python3-numpy", "python3-pandas", "python3-matplotlib"),
+    "python": ("python3", "python3-numpy", "python3-pandas", "python3-matplotlib", "python3-requests",
+               "fonts-wqy-microhei"),
     # The supervisor is Python for both languages, so the Node image carries a bare python3 too.
-    "nodejs": ("nodejs", "python3"),
+    "nodejs": ("nodejs", "node-axios", "python3"),
 }
+MATPLOTLIBRC = Path(__file__).parent / "images" / "matplotlibrc"
+# matplotlib's font list, built once into the image; each sandbox copies it into its own config folder,
+# so no run pays for scanning the fonts.
+MATPLOTLIB_CACHE = "var/cache/sandboxctl-matplotlib"
 PRUNED = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/info")
 
 
 def rootfs_hash(language: str) -> str:
-    return hashlib.sha256(f"{BUILD_VERSION}:{SUITE}:{','.join(PACKAGES[language])}".encode()).hexdigest()[:16]
+    recipe = f"{BUILD_VERSION}:{SUITE}:{','.join(PACKAGES[language])}:{MATPLOTLIBRC.read_text()}"
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
 def content_hash(language: str) -> str:
@@ -91,9 +98,23 @@ def make_rootfs_tar(language: str, destination: Path, mirror: str | None) -> Non
         for relative in PRUNED:
             shutil.rmtree(root / relative, ignore_errors=True)
         (root / "work").mkdir(exist_ok=True)
+        if language == "python":
+            prepare_matplotlib(root)
         partial = destination.with_suffix(".partial")
         subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."], check=True)
         os.replace(partial, destination)
+
+
+def prepare_matplotlib(root: Path) -> None:
+    shutil.copyfile(MATPLOTLIBRC, root / "etc" / "matplotlibrc")
+    cache = root / MATPLOTLIB_CACHE
+    cache.mkdir(parents=True)
+    environment = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "MPLCONFIGDIR": f"/{MATPLOTLIB_CACHE}"}
+    chroot = shutil.which("chroot") or "/usr/sbin/chroot"
+    subprocess.run([chroot, str(root), "python3", "-c", "import matplotlib.font_manager"],
+                   check=True, env=environment, stdout=subprocess.DEVNULL)
+    for item in cache.iterdir():
+        item.chmod(0o444)
 
 
 def append_runner(image_tar: Path, stage: Path) -> None:

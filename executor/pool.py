@@ -57,6 +57,7 @@ class SandboxPool:
         # container start-up never competes for the CPU with the run and the reporting of its result.
         self._held: dict[str, dict[str, float]] = {language: {} for language in config.size}
         self._failures = 0
+        self._failing: dict[str, str] = {}  # language → why its last creation failed, until one succeeds
         self._next_creation = 0.0
         self._lock = threading.Condition()
         self._stopping = threading.Event()
@@ -174,6 +175,11 @@ class SandboxPool:
         with self._lock:
             return {language: len(ready) for language, ready in self._ready.items()}
 
+    def failing(self) -> dict[str, str]:
+        """Languages that cannot get a sandbox now (none warm, the last creation failed), with the reason."""
+        with self._lock:
+            return {language: reason for language, reason in self._failing.items() if not self._ready[language]}
+
     # Background work
 
     def _deficit(self) -> tuple[str | None, float]:
@@ -219,12 +225,15 @@ class SandboxPool:
             self._discard(sandbox)
             with self._lock:
                 self._failures += 1
+                self._failing[language] = str(exc)[:300] or exc.__class__.__name__
                 backoff = min(MAX_BACKOFF, 0.5 * 2 ** min(self._failures, 6))
                 self._next_creation = time.monotonic() + backoff
             log.warning("pool %s: creating a %s sandbox failed (retry in %.1fs): %s",
                         self.config.name, language, backoff, exc)
             return None
-        self._failures = 0
+        with self._lock:
+            self._failures = 0
+            self._failing.pop(language, None)
         return sandbox
 
     def _own(self, container_id: str) -> None:

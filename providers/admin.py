@@ -1,15 +1,28 @@
+"""Read-only views of provider settings and worker heartbeats: settings change only through the validated
+settings page and API (a free-text edit of `sandbox.provider_type` would break every run)."""
+
 from django.contrib import admin
 
 from providers.models import SystemSetting, WorkerHeartbeat
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(SystemSetting)
-class SystemSettingAdmin(admin.ModelAdmin):
+class SystemSettingAdmin(ReadOnlyAdmin):
     list_display = ("name", "data_type", "source", "updated_at")
-    readonly_fields = ("updated_at",)
+    fields = ("name", "data_type", "source", "updated_at")
 
 
 @admin.register(WorkerHeartbeat)
-class WorkerHeartbeatAdmin(admin.ModelAdmin):
-    list_display = ("worker", "host", "pool_depth", "seen_at")
-    readonly_fields = ("worker", "host", "pool_depth", "seen_at")
+class WorkerHeartbeatAdmin(ReadOnlyAdmin):
+    list_display = ("worker", "host", "pool_depth", "runtime", "seen_at")

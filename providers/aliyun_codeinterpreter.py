@@ -40,13 +40,15 @@ class AliyunCodeInterpreterProvider(SaaSProvider):
         return [
             ConfigField("access_key_id", label="AccessKey ID", required=True),
             ConfigField("access_key_secret", label="AccessKey secret", required=True, secret=True),
-            ConfigField("account_id", label="Account ID", description="The primary account ID", required=True),
-            ConfigField("region", "select", "Region", default="cn-hangzhou", required=True, options=REGIONS),
+            ConfigField("account_id", label="Account ID", description="The primary account ID", required=True,
+                        endpoint=True),
+            ConfigField("region", "select", "Region", default="cn-hangzhou", required=True, options=REGIONS,
+                        endpoint=True),
             ConfigField("template_name", label="Template name", required=True,
                         description="A code-interpreter template created in the AgentRun console"),
             ConfigField("timeout", "integer", "Timeout (s)", "Per run; the service allows at most 30 s.",
                         default=SERVICE_TIMEOUT_CAP, min=1, max=SERVICE_TIMEOUT_CAP),
-            ConfigField("data_endpoint", label="Data endpoint",
+            ConfigField("data_endpoint", label="Data endpoint", endpoint=True,
                         description="Optional; defaults to https://<account>.agentrun-data.<region>.aliyuncs.com"),
         ]
 

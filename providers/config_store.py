@@ -7,6 +7,7 @@ from django.db import transaction
 from providers import secrets
 from providers.models import SystemSetting
 from providers.registry import provider_class
+from providers.schema import with_defaults
 
 PROVIDER_TYPE = "sandbox.provider_type"
 DEFAULT_PROVIDER = "self_managed"
@@ -52,15 +53,30 @@ def masked(provider: str) -> dict:
     return config
 
 
-def merge_secrets(provider: str, submitted: dict) -> dict:
-    """A secret left blank, or sent back masked, keeps the stored value."""
+def merge_secrets(provider: str, submitted: dict) -> tuple[dict, dict[str, list[str]]]:
+    """A secret left blank, or sent back masked, keeps the stored value — unless a field that says where
+    requests go was changed: a stored secret never follows the settings to another endpoint.
+
+    Returns (merged settings, field errors).
+    """
     merged = dict(submitted)
     stored = load(provider)
+    changed = changed_endpoints(provider, stored, submitted)
+    errors: dict[str, list[str]] = {}
     for name in _secret_names(provider):
         value = merged.get(name)
         if (value in (None, "") or str(value).startswith(secrets.MASK)) and name in stored:
-            merged[name] = stored[name]
-    return merged
+            if changed:
+                errors[name] = [f"re-enter {name} when changing {', '.join(changed)}"]
+            else:
+                merged[name] = stored[name]
+    return merged, errors
+
+
+def changed_endpoints(provider: str, stored: dict, submitted: dict) -> list[str]:
+    schema = provider_class(provider).get_config_schema()
+    before, after = with_defaults(schema, stored), with_defaults(schema, submitted)
+    return [item.name for item in schema if item.endpoint and before.get(item.name) != after.get(item.name)]
 
 
 def save(provider: str, config: dict, activate: bool) -> None:

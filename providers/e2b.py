@@ -37,11 +37,12 @@ class E2BProvider(SaaSProvider):
     def get_config_schema(cls) -> list[ConfigField]:
         return [
             ConfigField("api_key", label="API key", required=True, secret=True),
-            ConfigField("domain", label="Domain", default="e2b.app", required=True),
+            ConfigField("domain", label="Domain", default="e2b.app", required=True, endpoint=True),
             ConfigField("template", label="Template", default="code-interpreter-v1", required=True),
             ConfigField("timeout", "integer", "Timeout (s)", "Per run.", default=60, min=1, max=3600),
-            ConfigField("api_url", label="API URL", description="Optional; defaults to https://api.<domain>"),
-            ConfigField("sandbox_url", label="Sandbox URL",
+            ConfigField("api_url", label="API URL", description="Optional; defaults to https://api.<domain>",
+                        endpoint=True),
+            ConfigField("sandbox_url", label="Sandbox URL", endpoint=True,
                         description="Optional; for self-hosted E2B, where sandboxes are reached"),
         ]
 

@@ -39,7 +39,8 @@ class WorkerHeartbeat(models.Model):
 
     worker = models.CharField(max_length=255, primary_key=True)
     host = models.CharField(max_length=255)
-    pool_depth = models.JSONField(default=dict)
+    pool_depth = models.JSONField(default=dict)  # warm sandboxes per language the worker serves
+    pool_failing = models.JSONField(default=dict, blank=True)  # language → why no sandbox can be made now
     runtime = models.JSONField(default=dict, blank=True)  # {"runtime", "version", "platform"} the pool runs on
     seen_at = models.DateTimeField()
 

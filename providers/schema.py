@@ -18,6 +18,8 @@ class ConfigField:
     max: int | None = None
     options: tuple[str, ...] = ()
     secret: bool = False
+    # Says where requests (and with them the secrets) go: a secret is never reused for a changed endpoint.
+    endpoint: bool = False
     multiline: bool = False
     # "runtime" fields are edited in the admin page; "deployment" ones come from the environment, read-only.
     scope: str = "runtime"

@@ -165,10 +165,15 @@ class SelfManagedProvider(SandboxProvider):
                 sandbox.destroy()
 
     def health_check(self) -> bool:
-        """Warm sandboxes exist on a live worker (read from heartbeats: the pool lives in the workers)."""
-        from providers.heartbeats import warm_sandboxes
+        """Each language is served by a live worker that can make sandboxes (read from heartbeats: the pools
+        live in the workers). A pool drained by load is healthy; one whose creations fail is not."""
+        from providers.heartbeats import live_workers
 
-        return all(count > 0 for count in warm_sandboxes().values())
+        beats = list(live_workers())
+        return all(
+            any(language in beat.pool_depth and language not in beat.pool_failing for beat in beats)
+            for language in self.languages
+        )
 
 
 def classify(report: RunReport, limits: Limits, language: str) -> ExecutionResult:

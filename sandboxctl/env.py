@@ -6,6 +6,7 @@ stops the process at start instead of quietly meaning something else.
 
 import ipaddress
 import os
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -69,3 +70,11 @@ def env_networks(name: str, default: str = "") -> list[ipaddress.IPv4Network | i
         except ValueError:
             raise _bad(name, item, "a network such as 10.0.0.0/8 or ::1/128") from None
     return networks
+
+
+def env_rate(name: str, default: str) -> str:
+    """A request rate in DRF's form: a count per s, m, h or d (e.g. "1200/min")."""
+    raw = _raw(name) or default
+    if not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", raw):
+        raise _bad(name, raw, 'a rate such as "1200/min"')
+    return raw

@@ -4,12 +4,15 @@ SaaS providers are probed from here, with a throw-away provider built from the u
 self-managed pool lives in the workers, so its probe is a real run through the queue, deleted afterwards.
 """
 
+import logging
 import time
 
 from providers import manager
 from providers.base import Limits, ProviderError, Status
 from sandboxctl.executions.models import Execution
 from sandboxctl.executions.service import Submission, submit, wait_for
+
+log = logging.getLogger(__name__)
 
 PROBE_CODE = "import sys\n\ndef main():\n    print('sandboxctl probe')\n    return sys.version.split()[0]\n"
 PROBE_TIMEOUT = 15.0
@@ -21,6 +24,10 @@ def run_probe(name: str, config: dict, user) -> dict:
         details = _probe_self_managed(user) if name == "self_managed" else _probe_saas(name, config)
     except ProviderError as exc:
         return {"success": False, "message": str(exc), "details": {"execution_time": time.monotonic() - started}}
+    except Exception as exc:  # noqa: BLE001 - whatever a provider's endpoint answers, the probe answers calmly
+        log.exception("probe of %s failed unexpectedly", name)
+        return {"success": False, "message": f"the probe failed unexpectedly: {exc.__class__.__name__}: {exc}"[:500],
+                "details": {"execution_time": time.monotonic() - started}}
     success = details.pop("status") == Status.SUCCEEDED
     message = "the probe ran and returned" if success else f"the probe ended {details.get('error') or 'badly'}"
     return {"success": success, "message": message, "details": details}

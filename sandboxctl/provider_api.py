@@ -30,8 +30,8 @@ class ProviderChoice(serializers.Serializer):
 
     def validate(self, data: dict) -> dict:
         # A secret left blank (or sent back masked) keeps the stored one, then the whole form is checked.
-        data["config"] = config_store.merge_secrets(data["provider_type"], data["config"])
-        errors = provider_class(data["provider_type"]).validate_config(data["config"])
+        data["config"], errors = config_store.merge_secrets(data["provider_type"], data["config"])
+        errors = {**provider_class(data["provider_type"]).validate_config(data["config"]), **errors}
         if errors:
             raise serializers.ValidationError({"config": errors})
         return data

@@ -7,7 +7,7 @@ from pathlib import Path
 import dj_database_url
 from kombu import Exchange, Queue
 
-from sandboxctl.env import env_bool, env_float, env_int, env_list, env_networks, env_str
+from sandboxctl.env import env_bool, env_float, env_int, env_list, env_networks, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("SANDBOXCTL_DATA_DIR", str(BASE_DIR / "data")))
@@ -43,6 +43,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "sandboxctl.executions.limits.RequestSizeLimitMiddleware",
+    "sandboxctl.executions.ragflow.RagflowPortMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -105,6 +107,8 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "sandboxctl.executions.errors.exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["sandboxctl.executions.limits.StrictJSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["sandboxctl.executions.limits.TenantRateThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -125,6 +129,15 @@ if CELERY_BROKER_URL.split("://", 1)[0] in ("redis", "rediss"):
 elif CELERY_BROKER_URL.startswith("socket://"):
     CELERY_BROKER_TRANSPORT = "sandboxctl.executions.broker:SocketTransport"
 CELERY_WORKER_CONSUMER = "sandboxctl.executions.broker:Consumer"
+# The cache (request throttling, provider health answers) is shared by every web process: the broker's Redis.
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "socket://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CELERY_BROKER_URL.replace("socket://", "unix://", 1),
+            "KEY_PREFIX": "sandboxctl.cache",
+        }
+    }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -142,6 +155,14 @@ SANDBOX_MEMORY_MIN_MB = 32
 SANDBOX_MEMORY_MAX_MB = env_int("SANDBOX_MEMORY_MAX_MB", 512)
 SANDBOX_OUTPUT_LIMIT = env_int("SANDBOX_OUTPUT_LIMIT", 1024 * 1024)
 SANDBOX_CODE_MAX_BYTES = env_int("SANDBOX_CODE_MAX_BYTES", 1024 * 1024)
+SANDBOX_ARGUMENTS_MAX_BYTES = env_int("SANDBOX_ARGUMENTS_MAX_BYTES", 1024 * 1024)
+# A whole request body; larger ones are answered 413 before anything reads them.
+SANDBOX_REQUEST_MAX_BYTES = env_int("SANDBOX_REQUEST_MAX_BYTES", 4 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = SANDBOX_REQUEST_MAX_BYTES
+# Fair share and quotas per account (admission.py), and a request rate per account (DRF throttling).
+SANDBOX_TENANT_MAX_CONCURRENT = env_int("SANDBOX_TENANT_MAX_CONCURRENT", 2)
+SANDBOX_TENANT_MAX_QUEUED = env_int("SANDBOX_TENANT_MAX_QUEUED", 50)
+SANDBOX_TENANT_RATE = env_rate("SANDBOX_TENANT_RATE", "1200/min")
 SANDBOX_WAIT_CAP = env_float("SANDBOX_WAIT_CAP", 90.0)
 SANDBOX_QUEUE_TTL = env_float("SANDBOX_QUEUE_TTL", 600.0)
 # Callbacks go only to public addresses, except to these networks (e.g. "10.0.0.0/8,fd00::/8").
@@ -180,6 +201,12 @@ SANDBOXCTL_ENCRYPTION_KEYS = env_list("SANDBOXCTL_ENCRYPTION_KEYS", "")
 
 SANDBOXCTL_ADMIN_PASSWORD = env_str("SANDBOXCTL_ADMIN_PASSWORD", "")
 SANDBOXCTL_BOOTSTRAP_TOKEN = env_str("SANDBOXCTL_BOOTSTRAP_TOKEN", "")
+# RAGFlow's executor-manager protocol is also served on this port (`make run` binds it); from these networks
+# it needs no token there (sandboxctl/executions/ragflow.py).
+RAGFLOW_PORT = env_int("RAGFLOW_PORT", 9385)
+SANDBOX_RAGFLOW_TRUSTED_NETWORKS = env_networks("SANDBOX_RAGFLOW_TRUSTED_NETWORKS", "127.0.0.1/32,::1/128")
+# When set, /metrics answers only to `Authorization: Bearer <this>`.
+SANDBOXCTL_METRICS_TOKEN = env_str("SANDBOXCTL_METRICS_TOKEN", "")
 
 # Each queue has its own direct exchange and routing key, so a task reaches exactly one queue.
 CELERY_TASK_QUEUES = [

@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/v1/executions/<uuid:pk>/cancel", views.ExecutionCancelView.as_view(), name="execution-cancel"),
     path("run", views.RagflowRunView.as_view(), name="ragflow-run"),
     path("healthz", views.healthz, name="healthz"),
+    path("", views.healthz, name="root-healthz"),  # RAGFlow's executor answers health on / too
     path("readyz", views.readyz, name="readyz"),
     path("metrics", metrics.metrics, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT="${PORT:-8000}"
+export RAGFLOW_PORT="${RAGFLOW_PORT:-9385}"
 export SANDBOXCTL_ADMIN_PASSWORD="${SANDBOXCTL_ADMIN_PASSWORD:-}"
 
 bash scripts/setup.sh
@@ -15,7 +16,7 @@ export SANDBOXCTL_ROOT="$PWD"
 export SANDBOXCTL_VENV="$PWD/.venv"
 export SANDBOXCTL_DATA_DIR="${SANDBOXCTL_DATA_DIR:-$PWD/data}"
 export SANDBOXCTL_WORKER_CONCURRENCY="${WORKER_CONCURRENCY:-4}"
-export SANDBOXCTL_BINDS="--bind 0.0.0.0:$PORT"
+export SANDBOXCTL_BINDS="--bind 0.0.0.0:$PORT --bind 0.0.0.0:$RAGFLOW_PORT"
 if [ -z "${CELERY_BROKER_URL:-}" ]; then
   export SANDBOXCTL_EMBEDDED_BROKER=true
   broker="private Redis on $SANDBOXCTL_DATA_DIR/broker/redis.sock"
@@ -38,6 +39,7 @@ sandboxctl is starting:
   API docs     http://localhost:$PORT/api/docs/
   Admin        http://localhost:$PORT/admin/  (user admin; set SANDBOXCTL_ADMIN_PASSWORD to choose its password)
   Readiness    http://localhost:$PORT/readyz
+  RAGFlow      http://localhost:$RAGFLOW_PORT  (RAGFlow's sandbox endpoint; no token from SANDBOX_RAGFLOW_TRUSTED_NETWORKS)
   Broker       $broker
 A token:       .venv/bin/python manage.py create_token admin
                (or start with SANDBOXCTL_BOOTSTRAP_TOKEN=<value> to fix one)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.core.management.base import CommandError
 from django.db import connection
+from django.test import TransactionTestCase
 
 from sandboxctl.executions.models import ApiToken
 
@@ -18,6 +20,26 @@ WORKER_NAME = "pytest-worker@localhost"
 # Test receivers listen on 127.0.0.2, the one private address callbacks may reach in tests; 127.0.0.1
 # stays forbidden, so the SSRF tests see what a deployment sees.
 CALLBACK_TEST_NETWORK = "127.0.0.2/32"
+
+
+def _flush_with_retries(original):
+    """Between tests the database is emptied with TRUNCATE while the live worker keeps working (heartbeats,
+    admissions); PostgreSQL may pick the TRUNCATE as a deadlock's victim. Try again, as the worker would."""
+
+    def flush(self):
+        for attempt in range(5):
+            try:
+                return original(self)
+            except CommandError:
+                if attempt == 4:
+                    raise
+                connection.close()
+                time.sleep(0.2)
+
+    return flush
+
+
+TransactionTestCase._fixture_teardown = _flush_with_retries(TransactionTestCase._fixture_teardown)
 
 
 def worker_env(database_name: str, **extra: str) -> dict:

@@ -62,3 +62,20 @@ def test_non_staff_cannot_open_admin(client, db):
     get_user_model().objects.create_user("plain", password="plain-password-1")
     client.login(username="plain", password="plain-password-1")
     assert client.get("/admin/executions/execution/").status_code == 302
+
+
+def test_system_settings_and_heartbeats_are_read_only(staff_client):
+    from providers.models import SystemSetting, WorkerHeartbeat
+
+    SystemSetting.objects.update_or_create(name="sandbox.provider_type", defaults={"value": "self_managed"})
+    WorkerHeartbeat.objects.create(worker="w#1", host="h", seen_at="2026-01-01T00:00:00Z")
+    assert staff_client.get("/admin/providers/systemsetting/add/").status_code == 403
+    edit = staff_client.post("/admin/providers/systemsetting/sandbox.provider_type/change/",
+                             {"name": "sandbox.provider_type", "value": "typo", "data_type": "string"})
+    assert edit.status_code == 403
+    assert staff_client.post("/admin/providers/systemsetting/sandbox.provider_type/delete/",
+                             {"post": "yes"}).status_code == 403
+    assert SystemSetting.objects.get(name="sandbox.provider_type").value == "self_managed"
+    assert staff_client.post("/admin/providers/workerheartbeat/w%231/change/", {"host": "x"}).status_code == 403
+    assert staff_client.get("/admin/providers/workerheartbeat/add/").status_code == 403
+    assert staff_client.get("/admin/providers/systemsetting/").status_code == 200, "still readable"

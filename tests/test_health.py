@@ -36,7 +36,7 @@ def test_readyz_is_503_with_the_reason_when_no_worker_is_live(anonymous, sandbox
     settings.SANDBOX_WORKER_STALE_AFTER = -60  # every heartbeat counts as stale
     response = anonymous.get("/readyz")
     assert response.status_code == 503
-    assert "no warm python sandbox on any live worker" in response.json()["problems"]
+    assert "no live worker serves python" in response.json()["problems"]
 
 
 def test_readyz_is_503_when_the_broker_is_unreachable(anonymous, transactional_db, settings):
@@ -54,3 +54,11 @@ def test_metrics_report_warm_sandboxes_and_executions(api, anonymous):
     assert re.search(r"sandboxctl_warm_sandboxes\{" + worker + r',language="python"\}', text)
     assert 'sandboxctl_executions{status="succeeded",provider="self_managed"} 1' in text
     assert re.search(r"sandboxctl_runtime_info\{" + worker + r',runtime="runsc",version="0\.0~2024', text)
+
+
+def test_metrics_need_the_metrics_token_when_it_is_set(anonymous, transactional_db, settings):
+    settings.SANDBOXCTL_METRICS_TOKEN = "metrics-secret"
+    assert anonymous.get("/metrics").status_code == 401
+    assert anonymous.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    response = anonymous.get("/metrics", headers={"Authorization": "Bearer metrics-secret"})
+    assert response.status_code == 200 and "sandboxctl_executions" in response.text

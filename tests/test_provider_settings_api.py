@@ -111,3 +111,67 @@ def test_tokens_of_staff_still_need_staff(live_server, transactional_db, django_
     user = django_user_model.objects.create_user("plain")
     plain = Api(live_server.url, ApiToken.issue(user)[1])
     assert plain.post("/api/v1/sandbox/test", json={"provider_type": "e2b", "config": {}}).status_code == 403
+
+
+class Listener:
+    """A real HTTP listener on loopback that records the API key headers it is sent and answers `status`."""
+
+    def __init__(self, status: int = 401, body: bytes = b"{}") -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.keys: list[str] = []
+        listener = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                listener.keys.append(self.headers.get("X-API-Key", "") + self.headers.get("Authorization", ""))
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_DELETE = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def test_a_stored_secret_never_follows_a_changed_endpoint(staff_api, e2b_fake):
+    saved = {"provider_type": "e2b", "config": e2b_settings(e2b_fake.url)}
+    assert staff_api.request("PUT", "/api/v1/sandbox/config", json=saved).status_code == 200
+    thief = Listener()
+    try:
+        moved = e2b_settings(thief.url, api_key="")
+        for method, path in (("POST", "/api/v1/sandbox/test"), ("PUT", "/api/v1/sandbox/config")):
+            response = staff_api.request(method, path, json={"provider_type": "e2b", "config": moved})
+            assert response.status_code == 400, response.text
+            assert response.json()["config"]["api_key"] == ["re-enter api_key when changing api_url, sandbox_url"]
+        assert not any("e2b_test_key_0001" in key for key in thief.keys), "the stored key was never sent"
+        same_place = e2b_settings(e2b_fake.url, api_key="", template="other")
+        assert staff_api.request("PUT", "/api/v1/sandbox/config",
+                                 json={"provider_type": "e2b", "config": same_place}).status_code == 200
+        assert config_store.load("e2b")["api_key"] == "e2b_test_key_0001", "same endpoint: the blank keeps it"
+    finally:
+        thief.server.shutdown()
+
+
+def test_any_answer_from_a_provider_endpoint_is_a_calm_failure(staff_api):
+    for status, body in ((401, b"{}"), (500, b"<html>oops</html>"), (200, b"[1, 2]"), (200, b"not json"),
+                         (404, b'{"unexpected": true}')):
+        listener = Listener(status, body)
+        try:
+            for provider, config in (("e2b", e2b_settings(listener.url)),
+                                     ("aliyun_codeinterpreter", aliyun_settings(listener.url))):
+                response = staff_api.post("/api/v1/sandbox/test", json={"provider_type": provider, "config": config})
+                assert response.status_code == 200, (status, body, response.text)
+                assert response.json()["success"] is False
+                assert response.json()["message"]
+        finally:
+            listener.server.shutdown()

@@ -26,6 +26,13 @@ function readStdin() {
   return Buffer.concat(chunks).toString("utf8");
 }
 
+// The stack as the user's code sees it: this runner's own frames and Node's internals are left out.
+function printError(err) {
+  const text = err && err.stack ? String(err.stack) : String(err);
+  const lines = text.split("\n").filter((line) => !line.includes(__filename) && !/\((node:(vm|internal)[^)]*)\)|at node:(vm|internal)/.test(line));
+  console.error(lines.join("\n"));
+}
+
 function failure(type, message) {
   return { ok: false, error: { type, message: String(message).slice(0, 2000) } };
 }
@@ -63,7 +70,7 @@ async function run(job) {
   try {
     vm.runInThisContext(job.code, { filename: "main.js" });
   } catch (err) {
-    console.error(err && err.stack ? err.stack : String(err));
+    printError(err);
     return failure(err && err.name ? err.name : "Error", err && err.message ? err.message : err);
   }
   const main = findMain(sandboxModule);
@@ -77,7 +84,7 @@ async function run(job) {
   try {
     value = await main(job.arguments);
   } catch (err) {
-    console.error(err && err.stack ? err.stack : String(err));
+    printError(err);
     return failure(err && err.name ? err.name : "Error", err && err.message ? err.message : err);
   }
   // As RAGFlow's runner does: a main() that forgot its `return` gets told so instead of a silent null.

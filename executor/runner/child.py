@@ -12,6 +12,20 @@ import sys
 import types
 
 
+MATPLOTLIB_SEED = "/var/cache/sandboxctl-matplotlib"  # the image's prebuilt font list (executor/images.py)
+
+
+def seed_matplotlib_cache() -> None:
+    """matplotlib wants a writable config folder; start it with the image's font list instead of a rescan."""
+    target = os.environ.get("MPLCONFIGDIR")
+    if not target or not os.path.isdir(MATPLOTLIB_SEED):
+        return
+    os.makedirs(target, exist_ok=True)
+    for name in os.listdir(MATPLOTLIB_SEED):
+        with open(os.path.join(MATPLOTLIB_SEED, name), "rb") as source, open(os.path.join(target, name), "wb") as copy:
+            copy.write(source.read())
+
+
 def preload() -> None:
     # Heavy imports done before the job arrives are paid during warm-up, not on the request path.
     for name in filter(None, os.environ.get("SANDBOX_PRELOAD", "").split(",")):
@@ -21,10 +35,20 @@ def preload() -> None:
             pass
 
 
-def print_traceback() -> None:
+USER_FILE = "main.py"
+user_source = ""
+
+
+def print_traceback(exc: BaseException) -> None:
+    """The traceback as the user's code sees it: this runner's frames left out, the code's own lines shown."""
+    import linecache
     import traceback  # imported on failure only: it is slow to import under gVisor
 
-    traceback.print_exc()
+    linecache.cache[USER_FILE] = (len(user_source), None, user_source.splitlines(True), USER_FILE)
+    frames = None if isinstance(exc, SyntaxError) else exc.__traceback__
+    while frames is not None and frames.tb_frame.f_code.co_filename == __file__:
+        frames = frames.tb_next
+    traceback.print_exception(type(exc), exc, frames)
 
 
 def defines_main(tree: ast.Module) -> bool:
@@ -56,18 +80,20 @@ def failure(kind: str, message: str) -> dict:
 
 
 def run(job: dict) -> dict:
+    global user_source
     code, arguments = job["code"], job["arguments"]
+    user_source = code
     try:
-        tree = ast.parse(code, filename="main.py")
+        tree = ast.parse(code, filename=USER_FILE)
     except SyntaxError as exc:
-        print_traceback()
+        print_traceback(exc)
         return failure("SyntaxError", f"{exc.msg} (line {exc.lineno})")
     has_main = defines_main(tree)
     if not has_main and arguments:
         return failure("MissingMain", "code must define main() when arguments are given")
     namespace = {"__name__": "__sandbox__" if has_main else "__main__", "__builtins__": __builtins__}
     try:
-        exec(compile(tree, "main.py", "exec"), namespace)
+        exec(compile(tree, USER_FILE, "exec"), namespace)
         if not has_main:
             return {"ok": True, "script": True}
         main = namespace.get("main")
@@ -78,13 +104,13 @@ def run(job: dict) -> dict:
             import asyncio  # 150 ms to import under gVisor: only async mains pay for it
 
             value = asyncio.run(value)
-    except MemoryError:
-        print_traceback()
+    except MemoryError as exc:
+        print_traceback(exc)
         return failure("MemoryError", "the code ran out of memory")
     except SystemExit as exc:
         return failure("SystemExit", f"the code called exit({exc.code!r})")
     except BaseException as exc:  # noqa: BLE001 - any user failure is reported, never raised
-        print_traceback()
+        print_traceback(exc)
         return failure(type(exc).__name__, str(exc)[:2000])
     try:
         return {"ok": True, "value_json": to_json(value)}
@@ -93,6 +119,7 @@ def run(job: dict) -> dict:
 
 
 def main(result_fd: int) -> None:
+    seed_matplotlib_cache()
     preload()
     os.write(result_fd, b"R")
     job = json.loads(sys.stdin.buffer.read())

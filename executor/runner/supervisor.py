@@ -267,21 +267,39 @@ def decode_result(raw: bytes) -> dict | None:
     return outcome
 
 
+def candidates(rejected: list[dict]) -> list[os.DirEntry]:
+    """Everything in /work/artifacts (each judged), then files saved at the top of /work that look like
+    artifacts — regular files with an allowed type and a plain name — which are promoted, as RAGFlow does."""
+    try:
+        declared = sorted(os.scandir(ARTIFACT_DIR), key=lambda entry: entry.name)
+    except (FileNotFoundError, NotADirectoryError):
+        declared = []
+    except PermissionError:
+        declared = []
+        rejected.append({"name": "artifacts", "reason": "the artifacts folder is not readable"})
+    try:
+        top = sorted(os.scandir(WORK_DIR), key=lambda entry: entry.name)
+    except OSError:
+        top = []
+    promoted = [entry for entry in top
+                if entry.is_file(follow_symlinks=False) and not entry.is_symlink() and not name_problem(entry.name)]
+    return declared + promoted
+
+
 def collect_artifacts(limits: dict) -> tuple[list[dict], list[dict]]:
-    """Read regular files from /work/artifacts without following links; report every file refused.
+    """Read the artifact files without following links; report every file refused, with its reason.
 
     Runs after every user process is dead, so nothing can swap a file between the checks and the read.
     """
     accepted: list[dict] = []
     rejected: list[dict] = []
-    try:
-        entries = sorted(os.scandir(ARTIFACT_DIR), key=lambda entry: entry.name)
-    except (FileNotFoundError, NotADirectoryError):
-        return accepted, rejected
-    except PermissionError:
-        return accepted, [{"name": "artifacts", "reason": "the artifacts folder is not readable"}]
+    names: set[str] = set()
     total = 0
-    for entry in entries:
+    for entry in candidates(rejected):
+        if entry.name in names:
+            rejected.append({"name": entry.name, "reason": "another artifact has this name"})
+            continue
+        names.add(entry.name)
         reason, content = read_artifact(entry, limits, len(accepted), total)
         if reason:
             rejected.append({"name": entry.name, "reason": reason})
@@ -358,6 +376,10 @@ def main() -> None:
     report = pump(channel, pid, out_r, err_r, res_r, job)
     report["artifacts"], report["rejected_artifacts"] = collect_artifacts(job["artifacts"])
     channel.send(DONE, json.dumps(report).encode())
+    # Stay until the worker removes the sandbox: a container that exits right after writing can lose the
+    # tail of its output on the way out (the report included), which would look like a crash.
+    while True:
+        signal.pause()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ import json
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from sandboxctl.executions.models import ApiToken, Execution, hash_token, new_key
+from sandboxctl.executions.models import ApiToken, Execution
 
 
 @admin.register(Execution)
@@ -64,7 +64,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
-        key = new_key()
-        obj.key_hash, obj.prefix = hash_token(key), key[:8]
-        super().save_model(request, obj, form, change)
+        token, key = ApiToken.issue(obj.user, name=obj.name)
+        obj.pk = token.pk
         self.message_user(request, f"New API token (shown once, copy it now): {key}", messages.WARNING)

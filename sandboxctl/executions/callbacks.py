@@ -97,7 +97,7 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self._server_hostname)
 
 
-def post_json(url: str, body: dict) -> int:
+def post_json(url: str, body: dict, idempotency_key: str) -> int:
     """POST `body` to `url` through the address check; the HTTP status, or raises OSError / Refused."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -114,6 +114,8 @@ def post_json(url: str, body: dict) -> int:
     try:
         connection.request("POST", path, body=payload, headers={
             "Host": host_header, "Content-Type": "application/json", "User-Agent": "sandboxctl-callback/1",
+            # The same for every attempt: a receiver that saw an attempt whose answer was lost can drop the retry.
+            "Idempotency-Key": idempotency_key,
         })
         return connection.getresponse().status
     except (http.client.HTTPException, ssl.SSLError) as exc:
@@ -142,7 +144,7 @@ def deliver(execution_id) -> float | None:
     execution = Execution.objects.get(pk=execution_id)
     rows = Execution.objects.filter(pk=execution_id, callback_status="sending")
     try:
-        status = post_json(execution.callback_url, ExecutionSerializer(execution).data)
+        status = post_json(execution.callback_url, ExecutionSerializer(execution).data, str(execution.pk))
         if not 200 <= status < 300:
             raise OSError(f"the receiver answered HTTP {status}" + (" (redirects are not followed)"
                                                                    if 300 <= status < 400 else ""))

@@ -3,6 +3,7 @@ without a traceback."""
 
 import logging
 
+from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -14,6 +15,10 @@ def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is not None:
         return response
+    if isinstance(exc, RequestDataTooBig):
+        from sandboxctl.executions.limits import too_large
+
+        return Response(too_large(), status=413)
     if isinstance(exc, OperationalError | InterfaceError):
         log.warning("database unavailable in %s: %s", context.get("view").__class__.__name__, exc)
         return Response({"detail": "the database is unavailable; retry shortly", "code": "database_unavailable"},

@@ -1,13 +1,30 @@
 """Prometheus text exposition of the numbers an operator watches: warm sandboxes and executions by status."""
 
+import hmac
+
+from django.conf import settings
 from django.db.models import Count
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 
 from providers.heartbeats import live_workers
 from sandboxctl.executions.models import Execution
 
 
+def authorised(request) -> bool:
+    """With SANDBOXCTL_METRICS_TOKEN set, only `Authorization: Bearer <token>` may read the numbers."""
+    expected = settings.SANDBOXCTL_METRICS_TOKEN
+    if not expected:
+        return True
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
 def metrics(request):
+    if not authorised(request):
+        response = JsonResponse({"detail": "a Bearer token (SANDBOXCTL_METRICS_TOKEN) is required",
+                                 "code": "not_authenticated"}, status=401)
+        response["WWW-Authenticate"] = "Bearer"
+        return response
     lines = [
         "# HELP sandboxctl_warm_sandboxes Warm sandboxes waiting for a run, per live worker and language.",
         "# TYPE sandboxctl_warm_sandboxes gauge",

@@ -111,6 +111,10 @@ class Execution(models.Model):
     def is_terminal(self) -> bool:
         return Status(self.status).is_terminal
 
+    def returned(self) -> dict:
+        """What main() returned, as the API shows it: {"present": bool, "value": …}."""
+        return {"present": self.result_present, "value": self.result if self.result_present else None}
+
     # State machine. Every transition is one conditional UPDATE, so two deliveries of the same task,
     # or a cancel racing a finish, cannot both win.
 
@@ -172,8 +176,8 @@ class Execution(models.Model):
             done = bool(Execution.objects.filter(pk=self.pk, status__in=from_statuses).update(**fields))
             if done:
                 notify.announce_finished(self.pk)
-                callback = bool(self.callback_url)
-                transaction.on_commit(lambda: execution_ended.send(Execution, execution_id=self.pk, callback=callback))
+                ended = {"execution_id": self.pk, "caller_id": self.caller_id, "callback": bool(self.callback_url)}
+                transaction.on_commit(lambda: execution_ended.send(Execution, **ended))
         return done
 
     def was_cancelled(self) -> bool:
@@ -188,7 +192,7 @@ class Execution(models.Model):
     def requeue(self) -> bool:
         """running → queued, only for a run whose worker vanished (the reconciler's single retry)."""
         done = Execution.objects.filter(pk=self.pk, status=Status.RUNNING, worker_host=self.worker_host).update(
-            status=Status.QUEUED, started_at=None, dispatched_at=None
+            status=Status.QUEUED, started_at=None, dispatched_at=timezone.now()
         )
         self.refresh_from_db()
         return bool(done)

@@ -1,36 +1,107 @@
-"""Translation of an execution into RAGFlow executor_manager's `/run` response, so its provider works unchanged."""
+"""RAGFlow compatibility: its executor-manager protocol (`POST /run`, `GET /healthz`) on its own port, and
+answers shaped exactly as RAGFlow's executor gives them, so stock RAGFlow works unchanged.
+
+RAGFlow's CodeExec tool judges a run failed only when stderr is non-empty while stdout is empty and there
+is neither a result nor an artifact; it never reads `status` or `exit_code`. RAGFlow's executor therefore
+answers every outcome but success with stdout "" and the reason in stderr, with its own exit codes (-124
+for time, -137 for memory). `/run` answers the same way on both ports; `/api/v1/executions` keeps the full
+detail (partial stdout and all).
+
+On RAGFLOW_PORT, which serves only this protocol, a request without a token from a network listed in
+SANDBOX_RAGFLOW_TRUSTED_NETWORKS runs as the non-staff service account `ragflow` (RAGFlow's self-managed
+provider has no setting for a token); from anywhere else a token is still required.
+"""
+
+import ipaddress
+
+from django.conf import settings
+from django.http import JsonResponse
+from rest_framework import authentication, exceptions
 
 from providers.base import Status
+from sandboxctl.executions.accounts import service_account
 from sandboxctl.executions.models import Execution
 
-RAGFLOW_STATUS = {
-    Status.SUCCEEDED: "success",
-    Status.FAILED: "program_error",
-    Status.TIMEOUT: "resource_limit_exceeded",
-    Status.MEMORY_LIMIT: "resource_limit_exceeded",
-    Status.OUTPUT_LIMIT: "resource_limit_exceeded",
-    Status.REJECTED: "unauthorized_access",
+RAGFLOW_ACCOUNT = "ragflow"
+RAGFLOW_PATHS = ("/run", "/healthz", "/")
+LIMITS = {
+    Status.TIMEOUT: ("time", -124, "Execution timeout"),
+    Status.MEMORY_LIMIT: ("memory", -137, "Memory limit exceeded (killed by OOM)"),
+    Status.OUTPUT_LIMIT: ("output", -1, "Output limit exceeded"),
 }
-LIMIT_TYPE = {Status.TIMEOUT: "time", Status.MEMORY_LIMIT: "memory", Status.OUTPUT_LIMIT: "output"}
+POOL_BUSY_EXIT, RUNNER_ERROR_EXIT = -10, -3
+
+
+def on_ragflow_port(request) -> bool:
+    return request.META.get("SERVER_PORT") == str(settings.RAGFLOW_PORT)
+
+
+def trusted(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    return any(ip in network for network in settings.SANDBOX_RAGFLOW_TRUSTED_NETWORKS)
+
+
+class RagflowPortMiddleware:
+    """RAGFLOW_PORT serves RAGFlow's protocol and nothing else: no API, no admin."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if on_ragflow_port(request) and request.path not in RAGFLOW_PATHS:
+            return JsonResponse({"detail": f"port {settings.RAGFLOW_PORT} serves only RAGFlow's /run and /healthz",
+                                 "code": "not_found"}, status=404)
+        return self.get_response(request)
+
+
+class TrustedNetworkAuthentication(authentication.BaseAuthentication):
+    """No token on RAGFLOW_PORT: the `ragflow` account when the caller's network is trusted, else a 401 that
+    says which setting to change. Anywhere else this authenticates nobody (a token is needed)."""
+
+    def authenticate(self, request):
+        if not on_ragflow_port(request):
+            return None
+        address = request.META.get("REMOTE_ADDR", "")
+        if trusted(address):
+            return service_account(RAGFLOW_ACCOUNT), None
+        raise exceptions.AuthenticationFailed(
+            f"{address} is not in SANDBOX_RAGFLOW_TRUSTED_NETWORKS: add RAGFlow's network there, "
+            "or send a token (Authorization: Bearer … or X-Sandbox-Token)"
+        )
+
+    def authenticate_header(self, request) -> str:
+        return "Bearer"
 
 
 def to_ragflow(execution: Execution) -> dict:
+    """The execution as RAGFlow's executor would have answered it."""
     status = Status(execution.status)
-    body = {
-        "status": RAGFLOW_STATUS.get(status, "program_runner_error"),
-        "stdout": execution.stdout,
-        "stderr": execution.stderr,
-        "exit_code": execution.exit_code if execution.exit_code is not None else -999,
-        "detail": execution.error_message or status.value,
+    common = {
         "time_used_ms": round((execution.execution_time or 0) * 1000, 3),
         "memory_used_kb": execution.memory_used_kb or 0,
-        "artifacts": execution.artifacts,
-        "result": {
-            "present": execution.result_present,
-            "value": execution.result if execution.result_present else None,
-            "type": "json",
-        },
     }
-    if status in LIMIT_TYPE:
-        body["resource_limit_type"] = LIMIT_TYPE[status]
-    return body
+    if status == Status.SUCCEEDED:
+        return {"status": "success", "stdout": execution.stdout, "stderr": execution.stderr, "exit_code": 0,
+                "detail": None, "artifacts": execution.artifacts, "result": {**execution.returned(), "type": "json"},
+                **common}
+    failure = {"stdout": "", "artifacts": [], "result": {"present": False, "value": None, "type": "json"},
+               "detail": execution.error_code or status.value, **common}
+    if status in LIMITS:
+        limit, exit_code, reason = LIMITS[status]
+        return {"status": "resource_limit_exceeded", "exit_code": exit_code, "stderr": reason,
+                "resource_limit_type": limit, **failure}
+    if status == Status.FAILED:
+        reason = execution.stderr.strip() or execution.error_message or "the program failed"
+        return {"status": "program_error", "exit_code": execution.exit_code or 1, "stderr": reason,
+                "runtime_error_type": "nonzero_exit", **failure}
+    if not execution.is_terminal:
+        reason = f"the run did not finish in time (still {status.value}; execution {execution.pk})"
+        return {"status": "program_runner_error", "exit_code": RUNNER_ERROR_EXIT, "stderr": reason, **failure}
+    busy = execution.error_code == "pool_exhausted"
+    reason = "Container pool is busy" if busy else (execution.error_message or status.value)
+    return {"status": "program_runner_error", "exit_code": POOL_BUSY_EXIT if busy else RUNNER_ERROR_EXIT,
+            "stderr": reason, **failure}

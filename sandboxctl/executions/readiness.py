@@ -40,12 +40,19 @@ def _runtimes() -> dict[str, dict]:
 
 
 def _check_pool(problems: list[str]) -> dict[str, int]:
+    """Ready when, for each language, a live worker serves it and can make sandboxes. A pool drained by load
+    is not a problem (its runs wait for a refill); a pool whose creations fail is."""
     from providers.config_store import active_name
-    from providers.heartbeats import warm_sandboxes
+    from providers.heartbeats import live_workers, warm_sandboxes
 
     depth = warm_sandboxes()
-    if active_name() == "self_managed":
-        for language, count in depth.items():
-            if count <= 0:
-                problems.append(f"no warm {language} sandbox on any live worker")
+    if active_name() != "self_managed":
+        return depth
+    beats = list(live_workers())
+    for language in depth:
+        serving = [beat for beat in beats if language in beat.pool_depth]
+        if not serving:
+            problems.append(f"no live worker serves {language}")
+        elif all(language in beat.pool_failing for beat in serving):
+            problems.append(f"{language} sandboxes cannot be created: {serving[0].pool_failing[language]}")
     return depth

@@ -1,6 +1,9 @@
+import json
+
 from django.conf import settings
 from rest_framework import exceptions, serializers
 
+from executor.verify import JSON_MAX_DEPTH, SURROGATES, json_depth
 from sandboxctl.executions.callbacks import literal_host_problem
 from sandboxctl.executions.models import Execution
 
@@ -12,12 +15,50 @@ class PayloadTooLarge(exceptions.APIException):
     default_code = "too_large"
 
 
+class StrictCharField(serializers.CharField):
+    """Text only: DRF's CharField would turn 123 into "123" and run it as code."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        if SURROGATES.search(data):
+            raise serializers.ValidationError("must be valid Unicode text (it holds a lone surrogate)")
+        return super().to_internal_value(data)
+
+
+def has_lone_surrogate(value) -> bool:
+    if isinstance(value, str):
+        return bool(SURROGATES.search(value))
+    if isinstance(value, list):
+        return any(has_lone_surrogate(item) for item in value)
+    if isinstance(value, dict):
+        return any(has_lone_surrogate(key) or has_lone_surrogate(item) for key, item in value.items())
+    return False
+
+
+def check_arguments(value) -> dict:
+    """`arguments`: a JSON object of bounded depth and size, with valid Unicode text throughout."""
+    if not isinstance(value, dict):
+        raise serializers.ValidationError("must be a JSON object")
+    if json_depth(value, JSON_MAX_DEPTH) > JSON_MAX_DEPTH:
+        raise serializers.ValidationError(f"must be nested at most {JSON_MAX_DEPTH} levels deep")
+    if has_lone_surrogate(value):
+        raise serializers.ValidationError("must be valid Unicode text throughout (it holds a lone surrogate)")
+    size = len(json.dumps(value, ensure_ascii=False).encode())
+    if size > settings.SANDBOX_ARGUMENTS_MAX_BYTES:
+        limit = settings.SANDBOX_ARGUMENTS_MAX_BYTES
+        raise serializers.ValidationError(f"is {size} bytes as JSON; the limit is {limit} "
+                                          "(SANDBOX_ARGUMENTS_MAX_BYTES)")
+    return value
+
+
 class ExecutionRequestSerializer(serializers.Serializer):
-    language = serializers.CharField()
-    code = serializers.CharField(trim_whitespace=False, allow_blank=True)
+    language = StrictCharField()
+    code = StrictCharField(trim_whitespace=False, allow_blank=True)
     arguments = serializers.JSONField(required=False, default=dict)
-    timeout = serializers.FloatField(required=False, allow_null=True, min_value=0.001)
-    memory_mb = serializers.IntegerField(required=False, allow_null=True)
+    # Above the server's maximum these are clamped to it; the upper bounds only keep numbers sane.
+    timeout = serializers.FloatField(required=False, allow_null=True, min_value=0.001, max_value=1e9)
+    memory_mb = serializers.IntegerField(required=False, allow_null=True, max_value=10**9)
     wait = serializers.BooleanField(required=False, default=True)
     callback_url = serializers.URLField(required=False, allow_blank=True, default="", max_length=2000)
 
@@ -28,20 +69,10 @@ class ExecutionRequestSerializer(serializers.Serializer):
             raise serializers.ValidationError("must be one of: python, nodejs, javascript") from None
 
     def validate_code(self, value: str) -> str:
-        if not value.strip():
-            raise serializers.ValidationError("must not be empty")
-        try:
-            size = len(value.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise serializers.ValidationError("must be valid UTF-8 text") from None
-        if size > settings.SANDBOX_CODE_MAX_BYTES:
-            raise PayloadTooLarge({"code": [f"is {size} bytes; the limit is {settings.SANDBOX_CODE_MAX_BYTES}"]})
-        return value
+        return check_code(value)
 
     def validate_arguments(self, value) -> dict:
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("must be a JSON object")
-        return value
+        return check_arguments(value)
 
     def validate_memory_mb(self, value: int | None) -> int | None:
         if value is not None and value < settings.SANDBOX_MEMORY_MIN_MB:
@@ -49,12 +80,23 @@ class ExecutionRequestSerializer(serializers.Serializer):
         return value
 
     def validate_callback_url(self, value: str) -> str:
+        if has_lone_surrogate(value):
+            raise serializers.ValidationError("must be valid Unicode text")
         if value and not value.lower().startswith(("http://", "https://")):
             raise serializers.ValidationError("must be an http or https URL")
         problem = literal_host_problem(value) if value else None
         if problem:
             raise serializers.ValidationError(problem)
         return value
+
+
+def check_code(value: str) -> str:
+    if not value.strip():
+        raise serializers.ValidationError("must not be empty")
+    size = len(value.encode("utf-8"))
+    if size > settings.SANDBOX_CODE_MAX_BYTES:
+        raise PayloadTooLarge({"code": [f"is {size} bytes; the limit is {settings.SANDBOX_CODE_MAX_BYTES}"]})
+    return value
 
 
 class ExecutionSerializer(serializers.ModelSerializer):
@@ -73,7 +115,7 @@ class ExecutionSerializer(serializers.ModelSerializer):
         ]
 
     def get_result(self, execution: Execution) -> dict:
-        return {"present": execution.result_present, "value": execution.result if execution.result_present else None}
+        return execution.returned()
 
     def get_truncated(self, execution: Execution) -> dict:
         return {"stdout": execution.stdout_truncated, "stderr": execution.stderr_truncated}
@@ -93,7 +135,7 @@ class ExecutionSerializer(serializers.ModelSerializer):
 class RagflowRunSerializer(serializers.Serializer):
     """The request body of RAGFlow's executor_manager `/run`."""
 
-    code_b64 = serializers.CharField()
+    code_b64 = StrictCharField()
     language = serializers.ChoiceField(choices=["python", "nodejs"])
     arguments = serializers.JSONField(required=False, default=dict)
 
@@ -105,7 +147,7 @@ class RagflowRunSerializer(serializers.Serializer):
             code = base64.b64decode(value, validate=True).decode("utf-8")
         except (binascii.Error, ValueError):
             raise serializers.ValidationError("must be base64 of UTF-8 text") from None
-        return ExecutionRequestSerializer().validate_code(code)
+        return check_code(code)
 
     def validate_arguments(self, value) -> dict:
-        return ExecutionRequestSerializer().validate_arguments(value)
+        return check_arguments(value)

@@ -7,10 +7,10 @@ import time
 from dataclasses import asdict, dataclass
 
 from django.conf import settings
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 
 from providers import manager
-from sandboxctl.executions import notify
+from sandboxctl.executions import admission, notify
 from sandboxctl.executions.models import Execution
 from sandboxctl.executions.tasks import dispatch
 
@@ -34,7 +34,6 @@ class Submission:
         return hashlib.sha256(body.encode()).hexdigest()
 
 
-
 class UnsupportedLanguage(Exception):
     """The active provider does not run this language."""
 
@@ -46,7 +45,11 @@ class IdempotencyConflict(Exception):
 def submit(
     submission: Submission, user, token, idempotency_key: str | None, provider_name: str | None = None
 ) -> tuple[Execution, bool]:
-    """Record the execution and queue it. Returns (execution, created); a replayed key returns the original."""
+    """Record the execution and queue it, within the account's quota and fair share (admission.py).
+
+    Returns (execution, created); a replayed Idempotency-Key returns the original. Raises
+    admission.TooManyQueued when the account has too many runs queued already.
+    """
     fingerprint = submission.fingerprint()
     if idempotency_key:
         existing = Execution.objects.filter(caller=user, idempotency_key=idempotency_key).first()
@@ -55,29 +58,39 @@ def submit(
     provider = manager.provider(provider_name) if provider_name else manager.active_provider()
     if submission.language not in provider.get_supported_languages():
         raise UnsupportedLanguage(f"{provider.label} does not run {submission.language}")
-    try:
-        execution = Execution.objects.create(
-            provider=provider.name,
-            language=submission.language,
-            code=submission.code,
-            code_sha256=hashlib.sha256(submission.code.encode()).hexdigest(),
-            arguments=submission.arguments,
-            requested_limits={"timeout": submission.timeout, "memory_mb": submission.memory_mb},
-            limits=asdict(provider.limits_for(submission.timeout, submission.memory_mb)),
-            caller=user,
-            token=token,
-            idempotency_key=idempotency_key or None,
-            request_fingerprint=fingerprint,
-            callback_url=submission.callback_url,
-            queue=provider.queue_for(submission.language),
-        )
-    except IntegrityError:
-        # Two requests with the same key raced; the other one created the row.
-        existing = Execution.objects.get(caller=user, idempotency_key=idempotency_key)
-        return _replay(existing, fingerprint), False
-    dispatch(execution)
+    with transaction.atomic():
+        admission.lock_account(user.pk)
+        admission.check_quota(user.pk)
+        try:
+            with transaction.atomic():  # a savepoint: a lost key race must not spoil the outer transaction
+                execution = _create(submission, provider, user, token, idempotency_key, fingerprint)
+        except IntegrityError:
+            # Two requests with the same key raced; the other one created the row.
+            existing = Execution.objects.get(caller=user, idempotency_key=idempotency_key)
+            return _replay(existing, fingerprint), False
+        admitted = admission.admit(user.pk)
+    for run in admitted:
+        dispatch(run)
     execution.refresh_from_db()
     return execution, True
+
+
+def _create(submission: Submission, provider, user, token, idempotency_key, fingerprint: str) -> Execution:
+    return Execution.objects.create(
+        provider=provider.name,
+        language=submission.language,
+        code=submission.code,
+        code_sha256=hashlib.sha256(submission.code.encode()).hexdigest(),
+        arguments=submission.arguments,
+        requested_limits={"timeout": submission.timeout, "memory_mb": submission.memory_mb},
+        limits=asdict(provider.limits_for(submission.timeout, submission.memory_mb)),
+        caller=user,
+        token=token,
+        idempotency_key=idempotency_key or None,
+        request_fingerprint=fingerprint,
+        callback_url=submission.callback_url,
+        queue=provider.queue_for(submission.language),
+    )
 
 
 def _replay(existing: Execution, fingerprint: str) -> Execution:

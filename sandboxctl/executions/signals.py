@@ -2,5 +2,6 @@
 
 from django.dispatch import Signal
 
-# Sent once per execution, after the commit of its terminal transition (whoever made it); `execution_id`.
+# Sent once per execution, after the commit of its terminal transition (whoever made it), with
+# `execution_id`, `caller_id` and `callback` (whether a callback is owed).
 execution_ended = Signal()

@@ -21,7 +21,7 @@ from providers import manager
 from providers.base import Limits, ProviderError, Status
 from providers.heartbeats import live_workers
 from providers.models import WorkerHeartbeat
-from sandboxctl.executions import callbacks
+from sandboxctl.executions import admission, callbacks
 from sandboxctl.executions.models import Execution
 from sandboxctl.executions.signals import execution_ended
 from sandboxctl.executions.worker import worker_name
@@ -88,6 +88,13 @@ def run_execution(execution_id: str) -> None:
 
 
 @receiver(execution_ended)
+def admit_next(sender, caller_id: int | None, **kwargs) -> None:
+    """A run of the account ended: its next held runs may go (fair share, admission.py)."""
+    for execution in admission.admit(caller_id):
+        dispatch(execution)
+
+
+@receiver(execution_ended)
 def send_callback(sender, execution_id, callback: bool, **kwargs) -> None:
     """Hand the callback owed by a terminal transition to the callback queue (the reconciler resends lost ones)."""
     if not callback:
@@ -111,6 +118,7 @@ def reconcile() -> dict:
     now = timezone.now()
     return {
         "expired": expire_stale_queued(now),
+        "admitted": admit_held_runs(),
         "redispatched": redispatch_lost_messages(now),
         **recover_runs_of_lost_workers(now),
         "overdue": end_overdue_runs(now),
@@ -127,11 +135,20 @@ def expire_stale_queued(now) -> int:
     )
 
 
+def admit_held_runs() -> int:
+    """Admission normally follows each run's end; this catches an end whose process died before admitting."""
+    sent = 0
+    for account_id in admission.accounts_with_held_runs():
+        for execution in admission.admit(account_id):
+            sent += dispatch(execution)
+    return sent
+
+
 def redispatch_lost_messages(now) -> int:
     """A queued run not picked up while its queue in the broker is empty has lost its message: send it again.
     A duplicate is harmless: only one delivery can claim the run."""
     before = now - timedelta(seconds=settings.SANDBOX_QUEUE_REDISPATCH_AFTER)
-    waiting = Execution.objects.filter(status=Status.QUEUED, created_at__lt=before).exclude(dispatched_at__gte=before)
+    waiting = Execution.objects.filter(status=Status.QUEUED, dispatched_at__lt=before)
     sent = 0
     empty: dict[str, bool] = {}
     for execution in waiting:

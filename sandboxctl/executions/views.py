@@ -4,12 +4,14 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import APIException, Throttled, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from providers.base import Status
 from sandboxctl.executions import ragflow
+from sandboxctl.executions.admission import TooManyQueued
+from sandboxctl.executions.auth import BearerTokenAuthentication
 from sandboxctl.executions.models import Execution
 from sandboxctl.executions.serializers import ExecutionRequestSerializer, ExecutionSerializer, RagflowRunSerializer
 from sandboxctl.executions.service import (
@@ -22,6 +24,7 @@ from sandboxctl.executions.service import (
 )
 
 RETRY_AFTER_SECONDS = "2"
+QUEUE_FULL_RETRY_AFTER = 10
 FILTERS = ("status", "language", "provider")
 
 
@@ -42,11 +45,20 @@ def submit_request(request, submission: Submission) -> tuple[Execution, bool]:
         raise Conflict(str(exc)) from exc
     except UnsupportedLanguage as exc:
         raise ValidationError({"language": [str(exc)]}) from exc
+    except TooManyQueued as exc:
+        raise QueueFull(str(exc)) from exc
 
 
 class Conflict(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "idempotency_conflict"
+
+
+class QueueFull(Throttled):
+    default_code = "too_many_queued"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(wait=QUEUE_FULL_RETRY_AFTER, detail=detail)
 
 
 def pool_exhausted(execution: Execution) -> bool:
@@ -116,7 +128,9 @@ class ExecutionCancelView(APIView):
 
 
 class RagflowRunView(APIView):
-    """RAGFlow executor_manager's `/run`, translated onto the same execution path."""
+    """RAGFlow executor_manager's `/run`, translated onto the same execution path (see ragflow.py)."""
+
+    authentication_classes = [BearerTokenAuthentication, ragflow.TrustedNetworkAuthentication]
 
     @extend_schema(request=RagflowRunSerializer, responses={200: dict})
     def post(self, request):

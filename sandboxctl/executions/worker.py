@@ -80,6 +80,7 @@ def beat() -> None:
         defaults={
             "host": settings.SANDBOX_WORKER_HOST,
             "pool_depth": pool.depth() if pool else {},
+            "pool_failing": pool.failing() if pool else {},
             "runtime": pool.runtime if pool else {},
             "seen_at": timezone.now(),
         },

@@ -108,7 +108,8 @@ def test_symlink_swap_race_reads_nothing_outside(api):
         body = api.run(code)
         assert body["status"] == "succeeded", body
         for artifact in body["artifacts"]:
-            assert base64.b64decode(artifact["content_b64"]) == b"real"
+            # real.txt may be caught between its creation and its write; never anything read through the link.
+            assert base64.b64decode(artifact["content_b64"]) in (b"real", b"")
 
 
 def test_unreadable_file_is_refused_with_a_reason(api):

@@ -1,21 +1,29 @@
 """Settings of the executor, as plain dataclasses: the Django layer fills them from its settings."""
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 LANGUAGES = ("python", "nodejs")
 IMAGE_NAMES = {"python": "sandboxctl-python", "nodejs": "sandboxctl-nodejs"}
 SAFE_RUNTIMES = ("runsc",)
+BACKENDS = ("runsc", "docker")
+# The kind of sandbox a Python run whose code imports the preloaded modules gets: restored from a snapshot
+# of an interpreter that has imported them already (runsc backend only).
+PRELOADED = "python-preloaded"
 
 
 @dataclass(frozen=True)
 class SandboxConfig:
-    """How every sandbox container is created."""
+    """How every sandbox is made, whichever backend makes it."""
 
-    runtime: str = "runsc"
+    backend: str = "runsc"
+    runtime: str = "runsc"  # the docker backend's runtime name; the runsc backend is gVisor by construction
     allow_insecure_runtime: bool = False
     memory_mb: int = 512
     cpus: float = 1.0
-    pids_limit: int = 512  # a backstop only: 64 crashes a runsc sandbox; nproc below does the real capping
+    # A backstop only: with too few host pids a runsc sandbox crashes (64 always, 512 under a fork bomb on the
+    # ptrace platform, whose every sandboxed task is a host thread); nproc below does the real capping.
+    pids_limit: int = 4096
     nproc: int = 64
     nofile: int = 1024
     tmp_size_mb: int = 64
@@ -27,9 +35,20 @@ class SandboxConfig:
     # RLIMIT_AS counts address space, not memory: numpy, pandas and matplotlib map ~200 MB more than they
     # touch, and every thread reserves a stack. The per-run limit is memory_mb plus this headroom.
     address_space_headroom_mb: int = 256
+    # The runsc backend: the binary, its state folder, the gVisor platform, where root file systems and
+    # snapshots are kept.
+    runsc_path: str = "/usr/bin/runsc"
+    runsc_root: Path = Path("/run/sandboxctl/runsc")
+    runsc_platform: str = "ptrace"
+    bundle_dir: Path = Path("/run/sandboxctl/bundles")
+    rootfs_dir: Path = Path("/var/lib/sandboxctl/rootfs")
+    snapshot_dir: Path = Path("/var/lib/sandboxctl/snapshots")
+    image_cache_dir: Path = Path("/var/cache/sandboxctl")
 
     def __post_init__(self) -> None:
-        if self.runtime not in SAFE_RUNTIMES and not self.allow_insecure_runtime:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if self.backend == "docker" and self.runtime not in SAFE_RUNTIMES and not self.allow_insecure_runtime:
             raise ValueError(
                 f"runtime {self.runtime!r} is not a gVisor runtime; set the explicit insecure flag to use it"
             )
@@ -38,7 +57,11 @@ class SandboxConfig:
 
     @property
     def insecure(self) -> bool:
-        return self.runtime not in SAFE_RUNTIMES
+        return self.backend == "docker" and self.runtime not in SAFE_RUNTIMES
+
+    @property
+    def preload_modules(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.python_preload.split(",") if name.strip())
 
 
 @dataclass(frozen=True)
@@ -54,17 +77,29 @@ class JobLimits:
 
 
 @dataclass(frozen=True)
+class KindSize:
+    """How many warm sandboxes of one kind to keep: at least `minimum`, more as demand rises, never above
+    `maximum`."""
+
+    minimum: int
+    maximum: int
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     """How many warm sandboxes a worker keeps, and how fast it may make them."""
 
     name: str  # this worker instance: node name plus a boot id, so a restarted worker is a new owner
     site: str = "default"  # the deployment; reaping never looks at another deployment's sandboxes
-    size: dict[str, int] = field(default_factory=lambda: {language: 2 for language in LANGUAGES})
+    size: dict[str, KindSize] = field(
+        default_factory=lambda: {language: KindSize(2, 8) for language in LANGUAGES}
+    )
     acquire_timeout: float = 10.0
-    creators: int = 3
+    creators: int = 2
     max_creations_per_second: float = 8.0
     health_interval: float = 1.0
     refill_delay: float = 0.05  # after a run ends, before its replacement starts (lets the result go out first)
     max_refill_delay: float = 0.25  # a long run's slot is refilled this long after it started, whatever happens
     sweep_interval: float = 15.0  # how often orphans (of dead instances, or lost by this one) are looked for
     lost_min_age: float = 60.0  # a container of this pool it does not know is lost only when older (creation races)
+    demand_window: float = 30.0  # acquisitions over this many seconds set the demand of a kind

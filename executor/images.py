@@ -1,8 +1,9 @@
-"""Sandbox images built without a registry: debootstrap a minimal Debian, bake the runner in, docker import.
+"""Sandbox root file systems built without a registry: debootstrap a minimal Debian and bake the runner in.
 
 The debootstrapped root file system is cached as a tar keyed by its package list, so a change to the
-runner only costs a re-import. Each image carries a label with the hash of everything that went into it;
-a build is skipped when an image with the current hash exists.
+runner only costs a re-extract. The runsc backend uses it extracted into a folder named for the hash of
+everything that went into it (`ensure_rootfs`); the docker backend imports it as an image carrying that
+hash as a label (`build_image`). Either is skipped when the current one exists.
 """
 
 import hashlib
@@ -72,18 +73,54 @@ def build_image(
     if not force and image_is_current(client, language):
         say(f"{IMAGE_NAMES[language]} is current ({content_hash(language)})")
         return False
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    rootfs_tar = cache_dir / f"rootfs-{language}-{rootfs_hash(language)}.tar"
-    if not rootfs_tar.exists():
-        say(f"debootstrapping {language} root file system (a minute or two)")
-        make_rootfs_tar(language, rootfs_tar, mirror)
+    base = rootfs_tar(language, cache_dir, mirror, say)
     say(f"importing {IMAGE_NAMES[language]}")
     with tempfile.TemporaryDirectory(dir=cache_dir) as scratch:
         image_tar = Path(scratch) / "image.tar"
-        shutil.copyfile(rootfs_tar, image_tar)
+        shutil.copyfile(base, image_tar)
         append_runner(image_tar, Path(scratch) / "stage")
         import_tar(client, language, image_tar)
     return True
+
+
+def rootfs_tar(language: str, cache_dir: Path, mirror: str | None = None,
+               say: Callable[[str], None] = log.info) -> Path:
+    """The debootstrapped root file system of `language` as a tar, made if it is not cached yet."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tar = cache_dir / f"rootfs-{language}-{rootfs_hash(language)}.tar"
+    if not tar.exists():
+        say(f"debootstrapping {language} root file system (a minute or two)")
+        make_rootfs_tar(language, tar, mirror)
+    return tar
+
+
+def ensure_rootfs(language: str, cache_dir: Path, rootfs_dir: Path, mirror: str | None = None,
+                  say: Callable[[str], None] = log.info) -> Path:
+    """The folder the runsc backend mounts read-only as `language`'s root, extracted if it is not current."""
+    target = rootfs_dir / f"{language}-{content_hash(language)}"
+    if target.is_dir():
+        return target
+    base = rootfs_tar(language, cache_dir, mirror, say)
+    say(f"extracting the {language} root file system for runsc")
+    rootfs_dir.mkdir(parents=True, exist_ok=True)
+    rootfs_dir.chmod(0o711)
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    subprocess.run(["tar", "-C", str(partial), "--numeric-owner", "-xpf", str(base)], check=True)
+    install_runner(partial / "opt" / "sandboxctl")
+    partial.rename(target)
+    for stale in rootfs_dir.glob(f"{language}-*"):
+        if stale != target:
+            shutil.rmtree(stale, ignore_errors=True)
+    return target
+
+
+def install_runner(target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RUNNER_FILES:
+        shutil.copyfile(RUNNER_DIR / name, target / name)
+        (target / name).chmod(0o444)
 
 
 def make_rootfs_tar(language: str, destination: Path, mirror: str | None) -> None:
@@ -118,11 +155,7 @@ def prepare_matplotlib(root: Path) -> None:
 
 
 def append_runner(image_tar: Path, stage: Path) -> None:
-    target = stage / "opt" / "sandboxctl"
-    target.mkdir(parents=True)
-    for name in RUNNER_FILES:
-        shutil.copyfile(RUNNER_DIR / name, target / name)
-        (target / name).chmod(0o444)
+    install_runner(stage / "opt" / "sandboxctl")
     # docker import refuses duplicate paths, so append only the runner's own folder, named as the rootfs names.
     command = ["tar", "-C", str(stage), "--owner=0", "--group=0", "--numeric-owner", "-rf", str(image_tar),
                "./opt/sandboxctl"]

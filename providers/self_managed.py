@@ -2,13 +2,13 @@
 
 import logging
 import threading
+from pathlib import Path
 
-import docker
 from django.conf import settings
 
-from executor.config import JobLimits, PoolConfig, SandboxConfig
+from executor.config import PRELOADED, JobLimits, KindSize, PoolConfig, SandboxConfig
 from executor.pool import PoolExhausted, SandboxPool
-from executor.sandbox import RunReport, Sandbox, SandboxError
+from executor.sandbox import RunReport, SandboxError
 from providers.base import (
     ExecutionResult,
     Limits,
@@ -30,13 +30,38 @@ _pool_lock = threading.Lock()
 
 def sandbox_config() -> SandboxConfig:
     return SandboxConfig(
+        backend=settings.SANDBOX_BACKEND,
         runtime=settings.SANDBOX_RUNTIME,
         allow_insecure_runtime=settings.SANDBOX_ALLOW_INSECURE_RUNTIME,
         memory_mb=settings.SANDBOX_MEMORY_MAX_MB,
         cpus=settings.SANDBOX_CPUS,
-        python_preload=settings.SANDBOX_PYTHON_PRELOAD,
+        python_preload=settings.SANDBOX_PYTHON_PRELOAD if settings.SANDBOX_BACKEND == "runsc" else "",
         labels={"sandboxctl.worker-host": settings.SANDBOX_WORKER_HOST},
+        runsc_path=settings.SANDBOX_RUNSC_PATH,
+        runsc_platform=settings.SANDBOX_RUNSC_PLATFORM,
+        runsc_root=Path(settings.SANDBOX_RUNSC_STATE_DIR) / "runsc",
+        bundle_dir=Path(settings.SANDBOX_RUNSC_STATE_DIR) / "bundles",
+        rootfs_dir=settings.SANDBOX_ROOTFS_DIR,
+        snapshot_dir=settings.SANDBOX_SNAPSHOT_DIR,
+        image_cache_dir=settings.SANDBOX_IMAGE_CACHE_DIR,
     )
+
+
+def make_backend(config: SandboxConfig, owner: str):
+    if config.backend == "docker":
+        from executor.docker_sandbox import DockerBackend
+
+        return DockerBackend(config, settings.SANDBOX_SITE, owner)
+    from executor.runsc_sandbox import RunscBackend
+
+    return RunscBackend(config, settings.SANDBOX_SITE, owner)
+
+
+def pool_sizes(languages: tuple[str, ...], config: SandboxConfig) -> dict[str, KindSize]:
+    minimum = {"python": settings.SANDBOX_POOL_SIZE_PYTHON, "nodejs": settings.SANDBOX_POOL_SIZE_NODEJS,
+               PRELOADED: settings.SANDBOX_POOL_SIZE_PYTHON_PRELOADED}
+    kinds = list(languages) + ([PRELOADED] if "python" in languages and config.preload_modules else [])
+    return {kind: KindSize(minimum[kind], max(minimum[kind], settings.SANDBOX_POOL_MAX)) for kind in kinds}
 
 
 def live_owners() -> set[str]:
@@ -56,20 +81,19 @@ def start_pool(name: str, languages: tuple[str, ...]) -> SandboxPool:
     global _pool
     with _pool_lock:
         if _pool is None:
-            sizes = {"python": settings.SANDBOX_POOL_SIZE_PYTHON, "nodejs": settings.SANDBOX_POOL_SIZE_NODEJS}
+            sandbox = sandbox_config()
+            if sandbox.insecure:
+                log.critical("INSECURE: sandboxes run with runtime %r, not gVisor", sandbox.runtime)
             config = PoolConfig(
                 name=name,
                 site=settings.SANDBOX_SITE,
-                size={language: sizes[language] for language in languages},
+                size=pool_sizes(languages, sandbox),
                 acquire_timeout=settings.SANDBOX_POOL_ACQUIRE_TIMEOUT,
                 creators=settings.SANDBOX_POOL_CREATORS,
                 max_creations_per_second=settings.SANDBOX_POOL_MAX_CREATIONS_PER_SECOND,
                 sweep_interval=settings.SANDBOX_POOL_SWEEP_INTERVAL,
             )
-            sandbox = sandbox_config()
-            if sandbox.insecure:
-                log.critical("INSECURE: sandboxes run with runtime %r, not gVisor", sandbox.runtime)
-            _pool = SandboxPool(docker.from_env(timeout=30), sandbox, config, live_owners=live_owners)
+            _pool = SandboxPool(make_backend(sandbox, name), config, live_owners=live_owners)
             _pool.start()
         return _pool
 
@@ -90,11 +114,6 @@ class SelfManagedProvider(SandboxProvider):
     name = "self_managed"
     label = "Self-managed gVisor pool"
     description = "Warm single-use gVisor (runsc) containers on the worker hosts; no network, no secrets."
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._in_use: dict[str, Sandbox] = {}
-        self._lock = threading.Lock()
 
     @classmethod
     def get_config_schema(cls) -> list[ConfigField]:
@@ -132,37 +151,28 @@ class SelfManagedProvider(SandboxProvider):
     def queue_for(self, language: str) -> str:
         return f"sandbox.{language}"
 
-    def create_instance(self, language: str) -> str:
+    def run(self, code: str, language: str, limits: Limits, arguments: dict, should_stop=None) -> ExecutionResult:
+        """One run in a fresh sandbox of this worker's pool (the kind chosen from the code), removed afterwards."""
         pool = current_pool()
         if pool is None:
             raise ProviderError("this worker has no sandbox pool", retryable=True)
         try:
-            sandbox = pool.acquire(language)
+            sandbox = pool.acquire(language, code=code)
         except PoolExhausted as exc:
             raise ProviderError(str(exc), code="pool_exhausted", retryable=True) from exc
         except SandboxError as exc:
             raise ProviderError(str(exc)) from exc
-        with self._lock:
-            self._in_use[sandbox.id] = sandbox
-        return sandbox.id
-
-    def execute_code(
-        self, instance_id: str, code: str, language: str, limits: Limits, arguments: dict, should_stop=None
-    ) -> ExecutionResult:
-        sandbox = self._in_use[instance_id]
-        job_limits = JobLimits(timeout=limits.timeout, memory_mb=limits.memory_mb, output_limit=limits.output_limit)
-        report = sandbox.run(code, arguments, job_limits, should_stop=should_stop)
-        return classify(report, limits, language)
-
-    def destroy_instance(self, instance_id: str) -> None:
-        with self._lock:
-            sandbox = self._in_use.pop(instance_id, None)
-        pool = current_pool()
-        if sandbox is not None:
-            if pool is not None:
-                pool.release(sandbox)
-            else:
-                sandbox.destroy()
+        try:
+            job_limits = JobLimits(timeout=limits.timeout, memory_mb=limits.memory_mb,
+                                   output_limit=limits.output_limit)
+            report = sandbox.run(code, arguments, job_limits, should_stop=should_stop)
+        except SandboxError as exc:
+            raise ProviderError(f"the sandbox failed: {exc}") from exc
+        finally:
+            pool.release(sandbox)
+        result = classify(report, limits, language)
+        result.sandbox_id = sandbox.id
+        return result
 
     def health_check(self) -> bool:
         """Each language is served by a live worker that can make sandboxes (read from heartbeats: the pools

@@ -78,3 +78,10 @@ def env_rate(name: str, default: str) -> str:
     if not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", raw):
         raise _bad(name, raw, 'a rate such as "1200/min"')
     return raw
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = _raw(name) or default
+    if raw not in choices:
+        raise _bad(name, raw, f"one of {', '.join(choices)}")
+    return raw

@@ -132,3 +132,11 @@ def test_fuzzed_headers_never_answer_500(api):
         response = api.post("/api/v1/executions", json={"language": "python", "code": "x = 1", "wait": False},
                             headers={"Idempotency-Key": key.encode("utf-8").decode("latin-1")})
         assert response.status_code in (202, 400)
+
+
+@pytest.mark.parametrize("name,value", [("status", "\x00"), ("status", "nope"), ("language", "cobol"),
+                                        ("provider", "x\u202e")])
+def test_unknown_list_filters_are_400_naming_the_filter(api, name, value):
+    response = api.get("/api/v1/executions", params={name: value})
+    assert response.status_code == 400
+    assert name in response.json()

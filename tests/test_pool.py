@@ -1,50 +1,51 @@
-"""The warm pool on its own (no Django): single use, refill, health, exhaustion, orphans, shutdown."""
+"""The warm pool on its own (no Django), on the runsc backend: single use, refill, demand, health,
+exhaustion, orphans, shutdown, and the lockdown of every sandbox."""
 
+import json
 import time
 import uuid
+from pathlib import Path
 
-import docker
 import pytest
 
-from executor.config import JobLimits, PoolConfig, SandboxConfig
-from executor.pool import POOL_LABEL, SITE_LABEL, PoolExhausted, SandboxPool
+from executor.config import PRELOADED, JobLimits, KindSize, PoolConfig, SandboxConfig
+from executor.pool import PoolExhausted, SandboxPool, imported_packages
+from executor.runsc_sandbox import CGROUP_ROOT, RunscBackend, owner_key
 
 
-@pytest.fixture
-def client():
-    return docker.from_env()
+def make_pool(size=None, config: SandboxConfig | None = None, live_owners=None, **overrides) -> SandboxPool:
+    name = f"test-{uuid.uuid4().hex[:8]}#1"
+    site = overrides.pop("site", f"site{uuid.uuid4().hex[:8]}")
+    backend = RunscBackend(config or SandboxConfig(python_preload=""), site, name)
+    pool_config = PoolConfig(name=name, site=site, size=size or {"python": KindSize(2, 4)}, **overrides)
+    return SandboxPool(backend, pool_config, live_owners=live_owners)
 
 
-def containers_of(client, name: str) -> list:
-    return client.containers.list(all=True, sparse=True, filters={"label": f"{POOL_LABEL}={name}"})
-
-
-def make_pool(client, **overrides) -> SandboxPool:
-    config = PoolConfig(name=f"test-{uuid.uuid4().hex[:8]}", **{"size": {"python": 2}, **overrides})
-    return SandboxPool(client, SandboxConfig(), config)
+def sandboxes_of(pool: SandboxPool) -> set[str]:
+    return {found.id for found in pool.backend.find()}
 
 
 def wait_until(predicate, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
 @pytest.fixture
-def pool(client):
-    pool = make_pool(client)
+def pool():
+    pool = make_pool()
     pool.start()
     yield pool
     pool.shutdown()
 
 
-def test_pool_warms_up_to_its_size(pool):
+def test_pool_warms_up_to_its_minimum(pool):
     wait_until(lambda: pool.depth() == {"python": 2})
     assert pool.warm_up_seconds is not None
 
 
-def test_each_sandbox_runs_once_and_is_replaced(pool, client):
+def test_each_sandbox_runs_once_and_is_replaced(pool):
     wait_until(lambda: pool.depth()["python"] == 2)
     used = set()
     for _ in range(3):
@@ -54,24 +55,37 @@ def test_each_sandbox_runs_once_and_is_replaced(pool, client):
         report = sandbox.run("def main():\n    return 1", {}, JobLimits())
         assert report.result["ok"]
         pool.release(sandbox)
-    wait_until(lambda: pool.depth()["python"] == 2)
-    live = {container.id[:12] for container in containers_of(client, pool.config.name)}
-    assert not used & live, "used sandboxes are removed"
+    wait_until(lambda: pool.depth()["python"] >= 2 and not used & sandboxes_of(pool))
 
 
-def test_sandbox_killed_from_outside_is_replaced(pool, client):
+def test_sandbox_killed_from_outside_is_replaced(pool):
     wait_until(lambda: pool.depth()["python"] == 2)
-    victim = containers_of(client, pool.config.name)[0]
-    victim.kill()
-    wait_until(lambda: victim.id not in {c.id for c in containers_of(client, pool.config.name)}, timeout=15)
+    victim = next(iter(sandboxes_of(pool)))
+    pool.backend.cli("kill", victim, "KILL")
+    wait_until(lambda: victim not in sandboxes_of(pool), timeout=15)
     wait_until(lambda: pool.depth()["python"] == 2)
     sandbox = pool.acquire("python")
     assert sandbox.run("def main():\n    return 2", {}, JobLimits()).result["ok"]
     pool.release(sandbox)
 
 
-def test_empty_pool_waits_a_bounded_time_then_reports_exhaustion(client):
-    pool = make_pool(client, size={"python": 1}, max_creations_per_second=0.05, acquire_timeout=0.5)
+def test_demand_grows_the_pool_within_its_maximum():
+    pool = make_pool(size={"python": KindSize(1, 3)}, demand_window=5.0)
+    pool.start()
+    try:
+        wait_until(lambda: pool.depth()["python"] == 1)
+        assert pool.targets() == {"python": 1}
+        for _ in range(12):
+            sandbox = pool.acquire("python")
+            pool.release(sandbox)
+        assert pool.targets()["python"] == 3, "12 runs in 5 s ask for more than the minimum, capped at 3"
+        wait_until(lambda: pool.depth()["python"] == 3)
+    finally:
+        pool.shutdown()
+
+
+def test_empty_pool_waits_a_bounded_time_then_reports_exhaustion():
+    pool = make_pool(size={"python": KindSize(1, 1)}, max_creations_per_second=0.05, acquire_timeout=0.5)
     pool.start()
     try:
         wait_until(lambda: pool.depth()["python"] == 1)
@@ -85,73 +99,76 @@ def test_empty_pool_waits_a_bounded_time_then_reports_exhaustion(client):
         pool.shutdown()
 
 
-def stray(client, owner: str, site: str):
-    return client.containers.run(
-        "sandboxctl-python", ["sleep", "300"], runtime="runsc", network_mode="none", detach=True,
-        labels={POOL_LABEL: owner, SITE_LABEL: site},
-    )
+def stray(owner: str, site: str) -> str:
+    """A waiting sandbox started on its own by another (dead or live) worker instance."""
+    backend = RunscBackend(SandboxConfig(python_preload=""), site, owner)
+    sandbox = backend.make("python")
+    sandbox.start()
+    return sandbox.id
 
 
-def test_only_sandboxes_of_dead_owners_of_the_same_site_are_reaped(client):
-    site = f"site-{uuid.uuid4().hex[:8]}"
-    pool = SandboxPool(client, SandboxConfig(), PoolConfig(name="me#1", site=site, size={"python": 1}),
-                       live_owners=lambda: {"me#1", "alive#2"})
-    dead, alive, elsewhere = stray(client, "dead#3", site), stray(client, "alive#2", site), stray(client, "dead#3", "x")
+def test_only_sandboxes_of_dead_owners_of_the_same_site_are_reaped():
+    site = f"site{uuid.uuid4().hex[:8]}"
+    pool = make_pool(size={"python": KindSize(1, 1)}, site=site, live_owners=lambda: {"alive#2"})
+    dead, alive, elsewhere = stray("dead#3", site), stray("alive#2", site), stray("dead#3", "elsewhere")
+    other_site = RunscBackend(SandboxConfig(), "elsewhere", "x")
     try:
         pool.start()
-        left = {container.id for container in client.containers.list(all=True, sparse=True)}
-        assert dead.id not in left, "a dead instance's sandbox is an orphan"
-        assert alive.id in left, "a live instance's sandboxes are its own business"
-        assert elsewhere.id in left, "another deployment's sandboxes are never touched"
+        assert dead not in sandboxes_of(pool), "a dead instance's sandbox is an orphan"
+        assert alive in sandboxes_of(pool), "a live instance's sandboxes are its own business"
+        assert elsewhere in {found.id for found in other_site.find()}, "another site's are never touched"
     finally:
         pool.shutdown()
-        for container in (alive, elsewhere):
-            container.remove(force=True)
+        pool.backend.remove(alive)
+        other_site.remove(elsewhere)
 
 
-def test_a_sandbox_the_pool_lost_track_of_is_swept_once_old(client):
-    pool = make_pool(client, size={"python": 1}, lost_min_age=0.0)
-    lost = stray(client, pool.config.name, pool.config.site)
+def test_a_sandbox_the_pool_lost_track_of_is_swept_once_old():
+    pool = make_pool(size={"python": KindSize(1, 1)}, lost_min_age=0.0)
+    lost = stray(pool.config.name, pool.config.site)
     pool.start()
     try:
-        assert lost.id not in {container.id for container in containers_of(client, pool.config.name)}
+        assert lost not in sandboxes_of(pool)
     finally:
         pool.shutdown()
 
 
-def test_shutdown_removes_every_sandbox_warm_or_in_use(client):
-    pool = make_pool(client)
+def test_shutdown_removes_every_sandbox_warm_or_in_use():
+    pool = make_pool()
     pool.start()
     wait_until(lambda: pool.depth()["python"] == 2)
-    pool.acquire("python")  # in use, never released
+    in_use = pool.acquire("python")  # in use, never released
     pool.shutdown()
-    assert containers_of(client, pool.config.name) == []
+    assert sandboxes_of(pool) == set()
+    assert not (pool.backend.config.bundle_dir / in_use.id).exists()
+    assert not Path(CGROUP_ROOT, "memory", "sandboxctl", in_use.id).exists()
 
 
-def test_sandbox_containers_are_locked_down(pool, client):
+def test_sandboxes_are_locked_down(pool):
     wait_until(lambda: pool.depth()["python"] >= 1)
-    attrs = client.containers.get(containers_of(client, pool.config.name)[0].id).attrs
-    host = attrs["HostConfig"]
-    assert host["Runtime"] == "runsc"
-    assert host["NetworkMode"] == "none"
-    assert host["ReadonlyRootfs"] is True
-    assert host["CapDrop"] == ["ALL"]
-    assert "no-new-privileges" in host["SecurityOpt"]
-    assert host["Memory"] == host["MemorySwap"] > 0
-    assert host["PidsLimit"] >= 512
-    assert {"Name": "nproc", "Soft": 64, "Hard": 64} in host["Ulimits"]
-    assert host["Binds"] in (None, [])
-    assert host["LogConfig"]["Type"] == "none"
+    sandbox_id = next(iter(sandboxes_of(pool)))
+    spec = json.loads((pool.backend.config.bundle_dir / sandbox_id / "config.json").read_text())
+    process = spec["process"]
+    assert spec["root"]["readonly"] is True
+    assert {"type": "network"} in spec["linux"]["namespaces"] and {"type": "pid"} in spec["linux"]["namespaces"]
+    assert process["noNewPrivileges"] is True
     # The supervisor is the sandbox's root with three capabilities; user code runs as 65534 (tests/security).
-    assert attrs["Config"]["User"] == "0:0"
-    assert sorted(host["CapAdd"]) == ["KILL", "SETGID", "SETUID"]
-    assert attrs["Config"]["Labels"]["sandboxctl.language"] == "python"
+    assert process["user"] == {"uid": 0, "gid": 0}
+    assert set(process["capabilities"]["bounding"]) == {"CAP_SETUID", "CAP_SETGID", "CAP_KILL"}
+    assert {"type": "RLIMIT_NPROC", "hard": 64, "soft": 64} in process["rlimits"]
+    assert not [mount for mount in spec["mounts"] if mount["type"] == "bind"], "no bind mounts"
+    assert all(not entry.startswith(("DATABASE", "CELERY", "SECRET", "SANDBOXCTL")) for entry in process["env"])
+    assert "--network=none" in pool.backend.runsc("run")
+    memory = Path(CGROUP_ROOT, "memory", "sandboxctl", sandbox_id)
+    assert int((memory / "memory.limit_in_bytes").read_text()) == 512 * 1024 * 1024
+    assert int(Path(CGROUP_ROOT, "pids", "sandboxctl", sandbox_id, "pids.max").read_text()) >= 512
+    assert owner_key(pool.config.name) in sandbox_id
 
 
 def test_insecure_runtime_needs_the_explicit_flag():
     with pytest.raises(ValueError, match="not a gVisor runtime"):
-        SandboxConfig(runtime="runc")
-    assert SandboxConfig(runtime="runc", allow_insecure_runtime=True).insecure
+        SandboxConfig(backend="docker", runtime="runc")
+    assert SandboxConfig(backend="docker", runtime="runc", allow_insecure_runtime=True).insecure
 
 
 def test_pids_limit_below_512_is_refused():
@@ -169,3 +186,29 @@ def test_a_cancelled_run_is_killed_at_the_next_check(pool):
     pool.release(sandbox)
     assert report.cancelled is True
     assert time.monotonic() - started < 2
+
+
+def test_code_importing_the_preloaded_modules_gets_a_restored_sandbox():
+    config = SandboxConfig(python_preload="numpy,pandas,matplotlib.pyplot")
+    pool = make_pool(size={"python": KindSize(1, 2), PRELOADED: KindSize(1, 2)}, config=config)
+    pool.start()
+    try:
+        assert pool.backend.snapshots.wait(60), pool.backend.snapshots.failure()
+        wait_until(lambda: pool.depth()[PRELOADED] >= 1)
+        assert pool.kind_for("python", "import pandas as pd\ndef main():\n    return 1") == PRELOADED
+        assert pool.kind_for("python", "from matplotlib import pyplot") == PRELOADED
+        assert pool.kind_for("python", "def main():\n    return 'numpy'") == "python"
+        assert pool.kind_for("nodejs", "import numpy") == "nodejs"
+        sandbox = pool.acquire("python", code="import numpy\ndef main():\n    return 1")
+        started = time.monotonic()
+        report = sandbox.run("import sys\ndef main():\n    return 'pandas' in sys.modules", {}, JobLimits())
+        pool.release(sandbox)
+        assert json.loads(report.result["value_json"]) is True, "the snapshot's interpreter has them imported"
+        assert time.monotonic() - started < 1.0
+    finally:
+        pool.shutdown()
+
+
+def test_imported_packages_reads_import_statements():
+    code = "import os, numpy as np\nfrom pandas.io import json\n  import matplotlib.pyplot\nx = 'import scipy'"
+    assert imported_packages(code) == {"os", "numpy", "pandas", "matplotlib"}

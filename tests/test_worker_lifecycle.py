@@ -5,19 +5,19 @@ import os
 import signal
 import time
 
-import docker
 import pytest
 from django.core.management import call_command
 from django.db import connection
 from kombu import Connection
 
 from conftest import latest_beat, start_worker, stop_worker, worker_env
-from executor.pool import POOL_LABEL, SITE_LABEL
+from executor.config import SandboxConfig
+from executor.runsc_sandbox import RunscBackend, owner_key
 from sandboxctl.executions.models import Execution
 from sandboxctl.executions.tasks import run_execution
 
 NAME = "lifecycle@localhost"
-SITE = "lifecycle-test-site"
+SITE = "lifecycletestsite"
 
 
 @pytest.fixture
@@ -26,10 +26,17 @@ def broker_url():
     return os.environ["CELERY_BROKER_URL"].rsplit("/", 1)[0] + "/14"
 
 
-def containers(**labels) -> set[str]:
-    filters = [f"{SITE_LABEL}={SITE}"] + [f"{key}={value}" for key, value in labels.items()]
-    found = docker.from_env().containers.list(all=True, sparse=True, filters={"label": filters})
-    return {container.id for container in found}
+def containers(owner: str | None = None) -> set[str]:
+    found = RunscBackend(SandboxConfig(), SITE, "observer").find()
+    return {item.id for item in found if owner is None or item.owner == owner_key(owner)}
+
+
+def stray(site: str, owner: str):
+    """A waiting sandbox of another worker instance, started here on its own."""
+    backend = RunscBackend(SandboxConfig(python_preload=""), site, owner)
+    sandbox = backend.make("python")
+    sandbox.start()
+    return backend, sandbox.id
 
 
 def wait_until(predicate, timeout: float = 60, what: str = "condition") -> None:
@@ -60,24 +67,17 @@ def test_worker_lifecycle(api, user, broker_url, tmp_path, settings, workers):
     redis.Redis.from_url(broker_url).flushdb()
     env = worker_env(connection.settings_dict["NAME"], CELERY_BROKER_URL=broker_url, SANDBOX_POOL_SIZE_PYTHON="1",
                      SANDBOX_SITE=SITE, SANDBOX_WORKER_STALE_AFTER="3")
-    orphan = docker.from_env().containers.run(
-        "sandboxctl-python", ["sleep", "300"], runtime="runsc", network_mode="none", detach=True,
-        labels={POOL_LABEL: f"{NAME}#deadbeef", SITE_LABEL: SITE},
-    )
-    bystander = docker.from_env().containers.run(
-        "sandboxctl-python", ["sleep", "300"], runtime="runsc", network_mode="none", detach=True,
-        labels={POOL_LABEL: f"{NAME}#deadbeef", SITE_LABEL: "another-deployment"},
-    )
+    _, orphan = stray(SITE, f"{NAME}#deadbeef")
+    elsewhere, bystander = stray("anotherdeployment", f"{NAME}#deadbeef")
     try:
         worker = start_worker(NAME, env, tmp_path / "first.log", "sandbox.python")
         workers.append(worker)
         wait_until(lambda: warm(worker), what="warm pool")
         first_instance = latest_beat(NAME).worker
-        assert orphan.id not in containers(), "sandboxes of a dead instance are reaped at start"
-        bystander.reload()
-        assert bystander.status == "running", "another deployment's sandboxes are never touched"
+        assert orphan not in containers(), "sandboxes of a dead instance are reaped at start"
+        assert bystander in {item.id for item in elsewhere.find()}, "another deployment's are never touched"
     finally:
-        bystander.remove(force=True)
+        elsewhere.remove(bystander)
 
     execution = Execution.objects.create(
         provider="self_managed", language="python",
@@ -89,7 +89,7 @@ def test_worker_lifecycle(api, user, broker_url, tmp_path, settings, workers):
     wait_until(lambda: Execution.objects.get(pk=execution.pk).status == "running", what="run start")
     worker.send_signal(signal.SIGKILL)
     worker.wait()
-    left_behind = containers(**{POOL_LABEL: first_instance})
+    left_behind = containers(first_instance)
     assert left_behind, "a killed worker cannot clean up"
 
     settings.SANDBOX_WORKER_STALE_AFTER = 1

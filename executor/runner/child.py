@@ -26,6 +26,18 @@ def seed_matplotlib_cache() -> None:
             copy.write(source.read())
 
 
+def reseed() -> None:
+    """A sandbox restored from a snapshot is a clone: every generator seeded before the snapshot would give
+    every run the same numbers. Seed them again from the kernel, which a restore does not clone (a module
+    first imported after the restore seeds itself)."""
+    random = sys.modules.get("random")
+    if random is not None:
+        random.seed()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+
+
 def preload() -> None:
     # Heavy imports done before the job arrives are paid during warm-up, not on the request path.
     for name in filter(None, os.environ.get("SANDBOX_PRELOAD", "").split(",")):
@@ -123,6 +135,7 @@ def main(result_fd: int) -> None:
     preload()
     os.write(result_fd, b"R")
     job = json.loads(sys.stdin.buffer.read())
+    reseed()
     os.makedirs("artifacts", exist_ok=True)  # code may save into artifacts/ without creating it
     sys.stdin.close()
     os.close(0)

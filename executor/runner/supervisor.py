@@ -31,7 +31,7 @@ sys.path.insert(0, RUNNER_DIR)  # -I leaves the script's folder off the path; th
 
 from confine import confine_child, keep_only_capabilities  # noqa: E402
 from rules import ARTIFACT_TYPES, extension, name_problem  # noqa: E402
-from wire import DONE, HEADER, JOB, READY, STDERR, STDOUT, encode_frame  # noqa: E402
+from wire import DONE, HEADER, JOB, PING, READY, STDERR, STDOUT, encode_frame  # noqa: E402
 
 WORK_DIR = "/work"
 ARTIFACT_DIR = os.path.join(WORK_DIR, "artifacts")
@@ -68,10 +68,17 @@ def read_exact(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_job() -> dict:
-    kind, length = HEADER.unpack(read_exact(0, HEADER.size))
-    if kind != JOB:
-        raise ValueError(f"unexpected frame type {kind!r}")
+def read_job(channel: "Channel") -> dict:
+    """Answer PINGs (a restored sandbox is asked whether it is there) until the one job arrives."""
+    while True:
+        kind, length = HEADER.unpack(read_exact(0, HEADER.size))
+        if kind == PING:
+            read_exact(0, length)
+            channel.send(READY, b"")
+            continue
+        if kind != JOB:
+            raise ValueError(f"unexpected frame type {kind!r}")
+        break
     job = json.loads(read_exact(0, length))
     # Nothing more comes on stdin: put /dev/null there so /proc/1/fd/0 leads nowhere.
     null = os.open(os.devnull, os.O_RDONLY)
@@ -369,17 +376,18 @@ def main() -> None:
     keep_only_capabilities(CAP_KILL)  # SETUID/SETGID were for the child's drop to nobody; it is done
     wait_ready(res_r, err_r)
     channel.send(READY, b"")
-    job = read_job()
+    job = read_job(channel)
     channel.key = bytes.fromhex(job.pop("key"))
     with os.fdopen(stdin_w, "wb") as child_stdin:
         child_stdin.write(json.dumps(job["payload"]).encode())
     report = pump(channel, pid, out_r, err_r, res_r, job)
     report["artifacts"], report["rejected_artifacts"] = collect_artifacts(job["artifacts"])
     channel.send(DONE, json.dumps(report).encode())
-    # Stay until the worker removes the sandbox: a container that exits right after writing can lose the
-    # tail of its output on the way out (the report included), which would look like a crash.
-    while True:
-        signal.pause()
+    if job.get("linger"):
+        # Through dockerd's attach stream, a container that exits right after writing can lose the tail of
+        # its output (the report included); there the worker removes the sandbox instead.
+        while True:
+            signal.pause()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 A frame is 1 type byte, a 4-byte big-endian payload length, the payload and, once the job's key is
 known, a 16-byte tag: HMAC-SHA256 over an 8-byte sequence number and the frame's header and payload.
 The sequence number makes a frame impossible to replay, drop or reorder without the tag failing.
+Before the job, the host may send PING (a sandbox restored from a snapshot cannot announce itself): the
+supervisor answers READY.
 Standard library only: this file runs inside the sandbox image and is imported by the worker as
 `executor.runner.wire`.
 """
@@ -14,7 +16,7 @@ import struct
 HEADER = struct.Struct(">cI")
 TAG_SIZE = 16
 KEY_SIZE = 32
-READY, STDOUT, STDERR, DONE, JOB = b"R", b"O", b"E", b"D", b"J"
+READY, STDOUT, STDERR, DONE, JOB, PING = b"R", b"O", b"E", b"D", b"J", b"P"
 
 
 def frame_tag(key: bytes, sequence: int, frame: bytes) -> bytes:

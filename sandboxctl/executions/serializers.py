@@ -4,6 +4,8 @@ from django.conf import settings
 from rest_framework import exceptions, serializers
 
 from executor.verify import JSON_MAX_DEPTH, SURROGATES, json_depth
+from providers.base import Status
+from providers.registry import PROVIDERS
 from sandboxctl.executions.callbacks import literal_host_problem
 from sandboxctl.executions.models import Execution
 
@@ -97,6 +99,14 @@ def check_code(value: str) -> str:
     if size > settings.SANDBOX_CODE_MAX_BYTES:
         raise PayloadTooLarge({"code": [f"is {size} bytes; the limit is {settings.SANDBOX_CODE_MAX_BYTES}"]})
     return value
+
+
+class ExecutionFilter(serializers.Serializer):
+    """The list's filters: known values only, so a stray byte in a query string is a 400, not a database error."""
+
+    status = serializers.ChoiceField(choices=[status.value for status in Status], required=False)
+    language = serializers.ChoiceField(choices=sorted(set(LANGUAGE_ALIASES.values())), required=False)
+    provider = serializers.ChoiceField(choices=list(PROVIDERS), required=False)
 
 
 class ExecutionSerializer(serializers.ModelSerializer):

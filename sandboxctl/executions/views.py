@@ -13,7 +13,12 @@ from sandboxctl.executions import ragflow
 from sandboxctl.executions.admission import TooManyQueued
 from sandboxctl.executions.auth import BearerTokenAuthentication
 from sandboxctl.executions.models import Execution
-from sandboxctl.executions.serializers import ExecutionRequestSerializer, ExecutionSerializer, RagflowRunSerializer
+from sandboxctl.executions.serializers import (
+    ExecutionFilter,
+    ExecutionRequestSerializer,
+    ExecutionSerializer,
+    RagflowRunSerializer,
+)
 from sandboxctl.executions.service import (
     IdempotencyConflict,
     Submission,
@@ -69,12 +74,10 @@ class ExecutionListCreateView(generics.ListAPIView):
     serializer_class = ExecutionSerializer
 
     def get_queryset(self):
-        queryset = visible_executions(self.request)
-        for name in FILTERS:
-            value = self.request.query_params.get(name)
-            if value:
-                queryset = queryset.filter(**{name: value})
-        return queryset
+        filters = ExecutionFilter(data={name: value for name in FILTERS
+                                        if (value := self.request.query_params.get(name))})
+        filters.is_valid(raise_exception=True)
+        return visible_executions(self.request).filter(**filters.validated_data)
 
     @extend_schema(
         request=ExecutionRequestSerializer,

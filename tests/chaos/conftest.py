@@ -19,12 +19,12 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import docker
 import psycopg
 import pytest
 import requests
 
-from executor.pool import SITE_LABEL
+from executor.config import SandboxConfig
+from executor.runsc_sandbox import RunscBackend
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {"succeeded", "failed", "timeout", "memory_limit", "output_limit", "cancelled", "sandbox_error"}
@@ -70,7 +70,7 @@ class Stack:
         self.data = tmp / "data"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.site = f"chaos-{uuid.uuid4().hex[:8]}"
+        self.site = f"chaos{uuid.uuid4().hex[:8]}"
         self.database = "sandboxctl_chaos"
         self.token = f"chaos-{uuid.uuid4().hex}"
         self.receiver = receiver
@@ -182,8 +182,11 @@ class Stack:
                 "SELECT id::text, status, attempts, callback_status, callback_attempts, callback_error "
                 "FROM executions_execution WHERE id::text = ANY(%s)", [ids[:5]]).fetchall()
 
+    def sandboxes(self) -> RunscBackend:
+        return RunscBackend(SandboxConfig(), self.site, "chaos-observer")
+
     def containers(self) -> list:
-        return docker.from_env().containers.list(all=True, sparse=True, filters={"label": f"{SITE_LABEL}={self.site}"})
+        return self.sandboxes().find()
 
     def processes(self) -> list[int]:
         """Every process whose environment names this stack's data folder: what must not outlive it."""
@@ -238,6 +241,6 @@ def stack(tmp_path):
         try:
             stack.stop()
         finally:
-            for container in stack.containers():
-                container.remove(force=True)
+            for found in stack.containers():
+                stack.sandboxes().remove(found.id)
             receiver.server.shutdown()

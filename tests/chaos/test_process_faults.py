@@ -21,7 +21,7 @@ def wait_only_live_instance_containers(stack, timeout: float = 30) -> None:
     """Orphans of a dead instance are swept once its heartbeat is stale."""
     deadline = time.monotonic() + timeout
     while True:
-        owners = {container.attrs["Labels"].get("sandboxctl.pool") for container in stack.containers()}
+        owners = {found.owner for found in stack.containers()}
         if len(owners) <= 1:
             return
         assert time.monotonic() < deadline, f"sandboxes of more than one instance remain: {owners}"
@@ -60,8 +60,9 @@ def test_sandbox_killed_from_outside_mid_run(stack):
     [execution_id] = [stack.submit("import time\ndef main():\n    time.sleep(6)")["id"]]
     wait_running(stack, [execution_id])
     time.sleep(0.5)
-    for container in stack.containers():
-        container.kill()
+    sandboxes = stack.sandboxes()
+    for found in stack.containers():
+        sandboxes.cli("kill", found.id, "KILL")
     done = stack.assert_every_run_ended_once([execution_id])
     assert done[execution_id]["status"] == "sandbox_error"
     assert done[execution_id]["error"]["message"].startswith("sandbox exited unexpectedly")

@@ -43,7 +43,7 @@ def test_dockerd_restarted_mid_run(stack):
     time.sleep(1)
     restart_dockerd()
     done = stack.assert_every_run_ended_once(ids)
-    assert {body["status"] for body in done.values()} <= {"succeeded", "sandbox_error"}
+    assert {body["status"] for body in done.values()} == {"succeeded"}, "sandboxes do not go through dockerd"
     assert stack.wait_ready(30) <= 30
     assert stack.submit("def main():\n    return 'after'", wait=True)["result"]["value"] == "after"
     stack.assert_leaves_nothing_behind()

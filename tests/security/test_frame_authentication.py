@@ -6,12 +6,12 @@ part of code that got hold of the stream but not the key, or that replays and re
 """
 
 import json
+import uuid
 
-import docker
 import pytest
 
 from executor.config import JobLimits, SandboxConfig
-from executor.sandbox import Sandbox
+from executor.runsc_sandbox import RunscBackend, RunscSandbox
 from providers.base import Limits, Status
 from providers.self_managed import classify
 
@@ -47,21 +47,21 @@ time.sleep(30)
 """
 
 
-class HostileSandbox(Sandbox):
+class HostileSandbox(RunscSandbox):
     """A real runsc sandbox whose supervisor is the hostile program above."""
 
-    def __init__(self, client, mode: str) -> None:
-        super().__init__(client, "python", SandboxConfig(ready_timeout=60))
+    def __init__(self, mode: str) -> None:
+        backend = RunscBackend(SandboxConfig(python_preload="", ready_timeout=60), f"hostile{uuid.uuid4().hex[:6]}",
+                               "hostile#1")
+        super().__init__(backend, "python", "python")
         self.mode = mode
 
-    def _create_options(self) -> dict:
-        options = super()._create_options()
-        options["command"] = ["python3", "-I", "-c", HOSTILE, self.mode]
-        return options
+    def command(self) -> list[str]:
+        return ["python3", "-I", "-c", HOSTILE, self.mode]
 
 
 def run_hostile(mode: str):
-    sandbox = HostileSandbox(docker.from_env(), mode)
+    sandbox = HostileSandbox(mode)
     try:
         sandbox.start()
         return sandbox.run("def main():\n    return 1", {}, JobLimits(timeout=3))

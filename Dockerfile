@@ -6,7 +6,6 @@ COPY sandboxctl sandboxctl
 COPY providers providers
 COPY executor executor
 COPY conf conf
-COPY templates templates
 COPY manage.py ./
 RUN pip install --no-cache-dir .
 ENV SANDBOXCTL_DATA_DIR=/data PYTHONUNBUFFERED=1

@@ -1,4 +1,4 @@
-.PHONY: run test lint images bench
+.PHONY: run test test-fast lint images bench
 
 run:
 	bash scripts/run.sh
@@ -6,8 +6,13 @@ run:
 test:
 	bash scripts/test.sh
 
+# Pure logic, serializers, state machine and API validation on SQLite: no root, Docker, Postgres or Redis.
+test-fast:
+	bash scripts/test_fast.sh
+
 lint:
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports
 
 images:
 	.venv/bin/python manage.py build_images

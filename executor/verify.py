@@ -67,6 +67,8 @@ def strict_json(text: str, max_depth: int = JSON_MAX_DEPTH):
         value = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise NotJSON(f"nested deeper than {max_depth} levels") from None
+    except json.JSONDecodeError as exc:
+        raise NotJSON(f"malformed JSON ({exc.msg})") from None
     if json_depth(value, max_depth) > max_depth:
         raise NotJSON(f"nested deeper than {max_depth} levels")
     return storable(value)

@@ -87,8 +87,7 @@ class AliyunCodeInterpreterProvider(SaaSProvider):
         status = getattr(exc, "status_code", None) or None
         message = getattr(exc, "message", None) or str(exc)
         network = status is None and "Request error" in message
-        return ServiceFailure(message=message, status_code=status, network=network,
-                              timed_out=network and "timed out" in message.lower())
+        return ServiceFailure(message=message, status_code=status, network=network)
 
     def create_instance(self, language: str) -> str:
         _, SandboxClient, *_ = load_sdk()
@@ -97,7 +96,7 @@ class AliyunCodeInterpreterProvider(SaaSProvider):
                             template_name=self.config.get("template_name", ""),
                             sandbox_idle_timeout_seconds=SERVICE_TIMEOUT_CAP * 4, config=config)
         if not sandbox.sandbox_id:
-            raise ProviderError(f"{self.label}: the service returned no sandbox id", retryable=True)
+            raise ProviderError(f"{self.label}: the service returned no sandbox id")
         return sandbox.sandbox_id
 
     def execute_code(self, instance_id: str, code: str, language: str, limits: Limits,

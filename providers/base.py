@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 
+from executor.config import LANGUAGES
 from executor.verify import NotJSON, check_outcome, strict_json
 from providers.schema import ConfigField, validate, with_defaults
 
@@ -27,14 +28,12 @@ class Status(StrEnum):
     OUTPUT_LIMIT = "output_limit"
     CANCELLED = "cancelled"
     SANDBOX_ERROR = "sandbox_error"
-    REJECTED = "rejected"
 
     @property
     def is_terminal(self) -> bool:
         return self not in (Status.QUEUED, Status.RUNNING)
 
 
-LANGUAGES = ("python", "nodejs")
 
 
 @dataclass(frozen=True)
@@ -66,12 +65,11 @@ class ExecutionResult:
 
 
 class ProviderError(Exception):
-    """The sandbox service failed. `retryable`: another attempt may work (pool empty, 5xx, network)."""
+    """The sandbox service failed; `code` names how (the run ends sandbox_error with it)."""
 
-    def __init__(self, message: str, code: str = "sandbox_error", retryable: bool = False) -> None:
+    def __init__(self, message: str, code: str = "sandbox_error") -> None:
         super().__init__(message)
         self.code = code
-        self.retryable = retryable
 
 
 class SandboxProvider:

@@ -4,7 +4,7 @@ import json
 
 from django.db import transaction
 
-from providers import secrets
+from providers import encryption
 from providers.models import SystemSetting
 from providers.registry import provider_class
 from providers.schema import with_defaults
@@ -41,7 +41,7 @@ def load(provider: str) -> dict:
     """The configuration with secrets decrypted, for the provider itself only."""
     config = _stored(provider)
     for name in _secret_names(provider) & set(config):
-        config[name] = secrets.decrypt(config[name])
+        config[name] = encryption.decrypt(config[name])
     return config
 
 
@@ -49,7 +49,7 @@ def masked(provider: str) -> dict:
     """The configuration as an API or page may show it."""
     config = load(provider)
     for name in _secret_names(provider) & set(config):
-        config[name] = secrets.mask(config[name])
+        config[name] = encryption.mask(config[name])
     return config
 
 
@@ -65,7 +65,7 @@ def merge_secrets(provider: str, submitted: dict) -> tuple[dict, dict[str, list[
     errors: dict[str, list[str]] = {}
     for name in _secret_names(provider):
         value = merged.get(name)
-        if (value in (None, "") or str(value).startswith(secrets.MASK)) and name in stored:
+        if (value in (None, "") or str(value).startswith(encryption.MASK)) and name in stored:
             if changed:
                 errors[name] = [f"re-enter {name} when changing {', '.join(changed)}"]
             else:
@@ -84,7 +84,7 @@ def save(provider: str, config: dict, activate: bool) -> None:
     stored = dict(config)
     for name in _secret_names(provider) & set(stored):
         if stored[name] not in (None, ""):
-            stored[name] = secrets.encrypt(str(stored[name]))
+            stored[name] = encryption.encrypt(str(stored[name]))
     with transaction.atomic():
         SystemSetting.objects.update_or_create(
             name=setting_name(provider),

@@ -1,6 +1,4 @@
-"""Runtime configuration lives in the database only (seeded from conf/system_settings.json)."""
-
-import json
+"""Runtime configuration lives in the database only (seeded from providers/system_settings.json)."""
 
 from django.db import models
 
@@ -9,8 +7,6 @@ class SystemSetting(models.Model):
     class DataType(models.TextChoices):
         STRING = "string"
         JSON = "json"
-        INTEGER = "integer"
-        BOOLEAN = "boolean"
 
     name = models.CharField(max_length=128, primary_key=True)
     value = models.TextField(blank=True, default="")
@@ -23,15 +19,6 @@ class SystemSetting(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    def parsed(self) -> object:
-        if self.data_type == self.DataType.JSON:
-            return json.loads(self.value or "{}")
-        if self.data_type == self.DataType.INTEGER:
-            return int(self.value)
-        if self.data_type == self.DataType.BOOLEAN:
-            return self.value.lower() in ("1", "true", "yes")
-        return self.value
 
 
 class WorkerHeartbeat(models.Model):

@@ -70,7 +70,6 @@ class ServiceFailure:
     message: str
     status_code: int | None = None
     network: bool = False
-    timed_out: bool = False
 
 
 class SaaSProvider(SandboxProvider):
@@ -86,10 +85,10 @@ class SaaSProvider(SandboxProvider):
                                  code="credentials_rejected")
         if failure.status_code is not None and failure.status_code >= 500:
             return ProviderError(f"{self.label}: service error {failure.status_code} while {action}: "
-                                 f"{failure.message}", code="service_error", retryable=True)
+                                 f"{failure.message}", code="service_error")
         if failure.network:
             return ProviderError(f"{self.label}: cannot reach the service while {action}: {failure.message}",
-                                 code="service_unreachable", retryable=True)
+                                 code="service_unreachable")
         return ProviderError(f"{self.label}: {action} failed: {failure.message}", code="service_error")
 
     def result_from(self, stdout: str, stderr: str, marker: str, limits, duration: float,

@@ -155,11 +155,11 @@ class SelfManagedProvider(SandboxProvider):
         """One run in a fresh sandbox of this worker's pool (the kind chosen from the code), removed afterwards."""
         pool = current_pool()
         if pool is None:
-            raise ProviderError("this worker has no sandbox pool", retryable=True)
+            raise ProviderError("this worker has no sandbox pool")
         try:
             sandbox = pool.acquire(language, code=code)
         except PoolExhausted as exc:
-            raise ProviderError(str(exc), code="pool_exhausted", retryable=True) from exc
+            raise ProviderError(str(exc), code="pool_exhausted") from exc
         except SandboxError as exc:
             raise ProviderError(str(exc)) from exc
         try:

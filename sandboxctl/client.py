@@ -13,7 +13,7 @@ import requests
 
 
 @dataclass
-class ExecutionResult:
+class RunResult:
     stdout: str
     stderr: str
     exit_code: int | None
@@ -42,7 +42,7 @@ def execute_code(
     base_url: str | None = None,
     token: str | None = None,
     memory_mb: int | None = None,
-) -> ExecutionResult:
+) -> RunResult:
     """Run `code` (calling its `main(**arguments)`) and wait for the result."""
     base_url = (base_url or os.environ.get("SANDBOXCTL_URL", "http://localhost:8000")).rstrip("/")
     token = token or os.environ.get("SANDBOXCTL_TOKEN", "")
@@ -60,7 +60,7 @@ def execute_code(
     if response.status_code >= 400 and response.status_code != 503:
         raise SandboxctlError(f"sandboxctl refused the request: {payload}", response.status_code, payload)
     metadata = {key: value for key, value in payload.items() if key not in ("stdout", "stderr", "exit_code")}
-    return ExecutionResult(
+    return RunResult(
         stdout=payload.get("stdout", ""),
         stderr=payload.get("stderr", ""),
         exit_code=payload.get("exit_code"),

@@ -7,28 +7,25 @@ from pathlib import Path
 import dj_database_url
 from kombu import Exchange, Queue
 
+from executor import config as executor_config
 from sandboxctl.env import env_bool, env_choice, env_float, env_int, env_list, env_networks, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("SANDBOXCTL_DATA_DIR", str(BASE_DIR / "data")))
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str("SECRET_KEY", "") or env_str("SANDBOXCTL_SECRET_KEY", "")
-if not SECRET_KEY:
-    # A stable per-installation key, so sessions survive restarts without a key in the repository.
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    key_file = DATA_DIR / "secret_key"
-    if not key_file.exists():
-        from django.core.management.utils import get_random_secret_key
-
-        key_file.write_text(get_random_secret_key())
-        key_file.chmod(0o600)
-    SECRET_KEY = key_file.read_text().strip()
+# Unset, a stable per-installation key kept in the data folder, written once by `manage.py bootstrap`
+# (settings never write files). Still empty, Django refuses to start anything that needs it.
+SECRET_KEY_FILE = DATA_DIR / "secret_key"
+SECRET_KEY = env_str("SECRET_KEY", "") or env_str("SANDBOXCTL_SECRET_KEY", "") or (
+    SECRET_KEY_FILE.read_text().strip() if SECRET_KEY_FILE.is_file() else ""
+)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
+    "sandboxctl.console.apps.ConsoleConfig",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -60,7 +57,7 @@ WSGI_APPLICATION = "sandboxctl.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -92,8 +89,7 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STATIC_ROOT = DATA_DIR / "static"  # created by `manage.py bootstrap`
 # Static files (admin, the settings page, API docs) are served by the app itself, straight from the packages.
 WHITENOISE_USE_FINDERS = True
 
@@ -221,10 +217,8 @@ SANDBOX_RAGFLOW_TRUSTED_NETWORKS = env_networks("SANDBOX_RAGFLOW_TRUSTED_NETWORK
 SANDBOXCTL_METRICS_TOKEN = env_str("SANDBOXCTL_METRICS_TOKEN", "")
 
 # Each queue has its own direct exchange and routing key, so a task reaches exactly one queue.
-CELERY_TASK_QUEUES = [
-    Queue(name, Exchange(name, type="direct"), routing_key=name)
-    for name in ("sandbox.python", "sandbox.nodejs", "sandbox.saas", "control", "callbacks")
-]
+_queues = [f"sandbox.{language}" for language in executor_config.LANGUAGES] + ["sandbox.saas", "control", "callbacks"]
+CELERY_TASK_QUEUES = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in _queues]
 CELERY_TASK_DEFAULT_QUEUE = "control"
 CELERY_BEAT_SCHEDULE = {
     "reconcile-executions": {

@@ -2,12 +2,12 @@ from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from providers.admin_page import sandbox_settings
-from sandboxctl import provider_api
+from sandboxctl.console import provider_api
+from sandboxctl.console.admin_page import sandbox_settings
 from sandboxctl.executions import metrics, views
 
 urlpatterns = [
-    path("api/v1/executions", views.ExecutionListCreateView.as_view(), name="execution-list"),
+    path("api/v1/executions", views.ExecutionListView.as_view(), name="execution-list"),
     path("api/v1/executions/<uuid:pk>", views.ExecutionDetailView.as_view(), name="execution-detail"),
     path("api/v1/executions/<uuid:pk>/cancel", views.ExecutionCancelView.as_view(), name="execution-cancel"),
     path("run", views.RagflowRunView.as_view(), name="ragflow-run"),

@@ -78,25 +78,12 @@ start_dockerd() {
   die "dockerd did not start; see /var/log/sandboxctl-dockerd.log"
 }
 
-make_venv() {
-  local stamp=.venv/.installed
-  local want
-  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    return 0
-  fi
-  say "installing Python dependencies into .venv"
-  [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[dev]'
-  echo "$want" > "$stamp"
-}
 
 apt_install docker.io debootstrap redis-server
 install_runsc
 register_runsc
 start_dockerd
-make_venv
+bash scripts/venv.sh
 say "building sandbox images if missing"
 .venv/bin/python manage.py build_images
 .venv/bin/python manage.py migrate --noinput -v0

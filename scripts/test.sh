@@ -47,4 +47,5 @@ export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/san
 export CELERY_BROKER_URL="${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/15}"
 bash scripts/setup.sh
 .venv/bin/ruff check .
+.venv/bin/lint-imports
 exec .venv/bin/pytest "$@"

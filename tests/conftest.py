@@ -1,4 +1,8 @@
-"""Shared fixtures: a real Celery worker (threads pool, real runsc sandboxes) on the test database and Redis."""
+"""Shared fixtures: a real Celery worker (threads pool, real runsc sandboxes) on the test database and Redis.
+
+Two tiers: tests/unit/ is the fast tier (`make test-fast`: SQLite, no root, Docker or network); every other
+test is marked `stack` here and needs the real things that `make test` starts.
+"""
 
 import os
 import signal
@@ -40,6 +44,14 @@ def _flush_with_retries(original):
 
 
 TransactionTestCase._fixture_teardown = _flush_with_retries(TransactionTestCase._fixture_teardown)
+
+UNIT_TESTS = Path(__file__).resolve().parent / "unit"
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if UNIT_TESTS not in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.stack)
 
 
 def worker_env(database_name: str, **extra: str) -> dict:
@@ -100,6 +112,8 @@ def sandbox_worker(django_db_setup, django_db_blocker, tmp_path_factory):
 def close_stray_connections(django_db_setup, django_db_blocker):
     """The web side's LISTEN connection lives in a daemon thread; close it so the test database can go."""
     yield
+    if connection.vendor != "postgresql":
+        return
     with django_db_blocker.unblock(), connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

@@ -23,7 +23,7 @@ def test_sync_run_returns_the_finished_execution(api):
     assert body["truncated"] == {"stdout": False, "stderr": False}
     row = Execution.objects.get(pk=body["id"])
     assert row.provider == "self_managed"
-    assert row.worker_host.startswith("pytest-worker@")
+    assert row.worker.startswith("pytest-worker@")
     assert row.sandbox_id and row.started_at and row.finished_at
     assert row.queue_wait is not None and row.attempts == 1
 

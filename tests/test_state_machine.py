@@ -17,14 +17,14 @@ def test_only_one_delivery_can_claim_a_run(queued):
     assert Execution.claim(queued.pk, "worker-a") is not None
     assert Execution.claim(queued.pk, "worker-b") is None
     row = Execution.objects.get(pk=queued.pk)
-    assert (row.status, row.worker_host, row.attempts) == ("running", "worker-a", 1)
+    assert (row.status, row.worker, row.attempts) == ("running", "worker-a", 1)
 
 
 def test_a_second_delivery_of_the_task_does_not_execute_again(queued):
     assert Execution.claim(queued.pk, "worker-a")
     run_execution(str(queued.pk))  # the duplicate delivery, run synchronously here
     row = Execution.objects.get(pk=queued.pk)
-    assert (row.status, row.worker_host, row.attempts, row.stdout) == ("running", "worker-a", 1, "")
+    assert (row.status, row.worker, row.attempts, row.stdout) == ("running", "worker-a", 1, "")
 
 
 def test_terminal_states_never_change(queued):

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from django.db import migrations
 
-SEED = Path(__file__).resolve().parents[2] / "conf" / "system_settings.json"
+SEED = Path(__file__).resolve().parents[1] / "system_settings.json"
 
 
 def seed(apps, schema_editor):

@@ -14,7 +14,7 @@ class ExecutionAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("caller",)
     fieldsets = (
-        (None, {"fields": ("id", "status", "language", "provider", "caller", "token", "worker_host", "sandbox_id")}),
+        (None, {"fields": ("id", "status", "language", "provider", "caller", "token", "worker", "sandbox_id")}),
         ("Code", {"fields": ("code", "code_sha256", "pretty_arguments", "limits", "requested_limits")}),
         ("Outcome", {"fields": ("exit_code", "pretty_result", "stdout", "stdout_truncated", "stderr",
                                 "stderr_truncated", "error_code", "error_message", "artifact_list",

@@ -45,6 +45,9 @@ class ApiToken(models.Model):
         return token, key
 
 
+NOTHING_RETURNED = {"present": False, "value": None}
+
+
 class Execution(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     provider = models.CharField(max_length=64, db_index=True)
@@ -75,7 +78,7 @@ class Execution(models.Model):
     queue_wait = models.DurationField(null=True, blank=True)
     memory_used_kb = models.IntegerField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
-    worker_host = models.CharField(max_length=255, blank=True, default="")  # the worker instance that claimed it
+    worker = models.CharField(max_length=255, blank=True, default="")  # the worker instance that claimed it
     queue = models.CharField(max_length=64, blank=True, default="")
     dispatched_at = models.DateTimeField(null=True, blank=True)
     sandbox_id = models.CharField(max_length=128, blank=True, default="")
@@ -113,19 +116,21 @@ class Execution(models.Model):
 
     def returned(self) -> dict:
         """What main() returned, as the API shows it: {"present": bool, "value": …}."""
-        return {"present": self.result_present, "value": self.result if self.result_present else None}
+        if not self.result_present:
+            return dict(NOTHING_RETURNED)
+        return {"present": True, "value": self.result}
 
     # State machine. Every transition is one conditional UPDATE, so two deliveries of the same task,
     # or a cancel racing a finish, cannot both win.
 
     @classmethod
-    def claim(cls, execution_id, worker_host: str) -> "Execution | None":
+    def claim(cls, execution_id, worker: str) -> "Execution | None":
         """queued → running. None when another delivery already took it or it is no longer queued."""
         now = timezone.now()
         claimed = cls.objects.filter(pk=execution_id, status=Status.QUEUED).update(
             status=Status.RUNNING,
             started_at=now,
-            worker_host=worker_host,
+            worker=worker,
             attempts=models.F("attempts") + 1,
             queue_wait=models.ExpressionWrapper(now - models.F("created_at"), output_field=models.DurationField()),
         )
@@ -191,7 +196,7 @@ class Execution(models.Model):
 
     def requeue(self) -> bool:
         """running → queued, only for a run whose worker vanished (the reconciler's single retry)."""
-        done = Execution.objects.filter(pk=self.pk, status=Status.RUNNING, worker_host=self.worker_host).update(
+        done = Execution.objects.filter(pk=self.pk, status=Status.RUNNING, worker=self.worker).update(
             status=Status.QUEUED, started_at=None, dispatched_at=timezone.now()
         )
         self.refresh_from_db()

@@ -20,7 +20,7 @@ from rest_framework import authentication, exceptions
 
 from providers.base import Status
 from sandboxctl.executions.accounts import service_account
-from sandboxctl.executions.models import Execution
+from sandboxctl.executions.models import NOTHING_RETURNED, Execution
 
 RAGFLOW_ACCOUNT = "ragflow"
 RAGFLOW_PATHS = ("/run", "/healthz", "/")
@@ -88,7 +88,7 @@ def to_ragflow(execution: Execution) -> dict:
         return {"status": "success", "stdout": execution.stdout, "stderr": execution.stderr, "exit_code": 0,
                 "detail": None, "artifacts": execution.artifacts, "result": {**execution.returned(), "type": "json"},
                 **common}
-    failure = {"stdout": "", "artifacts": [], "result": {"present": False, "value": None, "type": "json"},
+    failure = {"stdout": "", "artifacts": [], "result": {**NOTHING_RETURNED, "type": "json"},
                "detail": execution.error_code or status.value, **common}
     if status in LIMITS:
         limit, exit_code, reason = LIMITS[status]

@@ -4,7 +4,7 @@ from django.conf import settings
 from rest_framework import exceptions, serializers
 
 from executor.verify import JSON_MAX_DEPTH, SURROGATES, json_depth
-from providers.base import Status
+from providers.base import LANGUAGES, Status
 from providers.registry import PROVIDERS
 from sandboxctl.executions.callbacks import literal_host_problem
 from sandboxctl.executions.models import Execution
@@ -38,10 +38,20 @@ def has_lone_surrogate(value) -> bool:
     return False
 
 
-def check_arguments(value) -> dict:
+class JSONObjectField(serializers.JSONField):
+    """A JSON object (a dict); any other JSON value is refused naming the field."""
+
+    default_error_messages = {"not_an_object": "must be a JSON object"}
+
+    def to_internal_value(self, data) -> dict:
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            self.fail("not_an_object")
+        return value
+
+
+def check_arguments(value: dict) -> dict:
     """`arguments`: a JSON object of bounded depth and size, with valid Unicode text throughout."""
-    if not isinstance(value, dict):
-        raise serializers.ValidationError("must be a JSON object")
     if json_depth(value, JSON_MAX_DEPTH) > JSON_MAX_DEPTH:
         raise serializers.ValidationError(f"must be nested at most {JSON_MAX_DEPTH} levels deep")
     if has_lone_surrogate(value):
@@ -57,7 +67,7 @@ def check_arguments(value) -> dict:
 class ExecutionRequestSerializer(serializers.Serializer):
     language = StrictCharField()
     code = StrictCharField(trim_whitespace=False, allow_blank=True)
-    arguments = serializers.JSONField(required=False, default=dict)
+    arguments = JSONObjectField(required=False, default=dict)
     # Above the server's maximum these are clamped to it; the upper bounds only keep numbers sane.
     timeout = serializers.FloatField(required=False, allow_null=True, min_value=0.001, max_value=1e9)
     memory_mb = serializers.IntegerField(required=False, allow_null=True, max_value=10**9)
@@ -146,8 +156,8 @@ class RagflowRunSerializer(serializers.Serializer):
     """The request body of RAGFlow's executor_manager `/run`."""
 
     code_b64 = StrictCharField()
-    language = serializers.ChoiceField(choices=["python", "nodejs"])
-    arguments = serializers.JSONField(required=False, default=dict)
+    language = serializers.ChoiceField(choices=LANGUAGES)
+    arguments = JSONObjectField(required=False, default=dict)
 
     def validate_code_b64(self, value: str) -> str:
         import base64

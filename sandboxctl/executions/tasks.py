@@ -180,7 +180,7 @@ def recover_runs_of_lost_workers(now) -> dict:
     grace = timedelta(seconds=settings.SANDBOX_WORKER_STALE_AFTER)
     counts = {"requeued": 0, "worker_lost": 0}
     for execution in Execution.objects.filter(status=Status.RUNNING, started_at__lt=now - grace):
-        if execution.worker_host in alive:
+        if execution.worker in alive:
             continue
         if execution.attempts < 2 and execution.requeue():
             counts["requeued"] += dispatch(execution)

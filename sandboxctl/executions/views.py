@@ -70,7 +70,7 @@ def pool_exhausted(execution: Execution) -> bool:
     return execution.status == Status.SANDBOX_ERROR and execution.error_code == "pool_exhausted"
 
 
-class ExecutionListCreateView(generics.ListAPIView):
+class ExecutionListView(generics.ListAPIView):
     serializer_class = ExecutionSerializer
 
     def get_queryset(self):

@@ -17,6 +17,8 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
+from providers.base import LANGUAGES
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 2.0
@@ -32,7 +34,7 @@ def instance_name(node_name: str) -> str:
 
 
 def sandbox_languages(queues: list[str]) -> tuple[str, ...]:
-    return tuple(language for language in ("python", "nodejs") if f"sandbox.{language}" in queues)
+    return tuple(language for language in LANGUAGES if f"sandbox.{language}" in queues)
 
 
 @signals.worker_init.connect

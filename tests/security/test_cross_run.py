@@ -58,3 +58,32 @@ def test_only_the_runs_own_processes_are_visible(api):
     )
     names = api.run(code)["result"]["value"]
     assert set(names) <= {"python3"}, names
+
+
+def _twice(api, code: str, language: str = "python") -> tuple:
+    first, second = api.run(code, language=language), api.run(code, language=language)
+    assert first["status"] == second["status"] == "succeeded", (first, second)
+    return first["result"]["value"], second["result"]["value"]
+
+
+def test_restored_data_science_sandboxes_do_not_share_random_state(api):
+    # numpy routes the run to a sandbox restored from a snapshot: a clone of one interpreter, generators included.
+    code = (
+        "import random, uuid, os\n"
+        "import numpy as np\n"
+        "def main():\n"
+        "    return [random.random(), float(np.random.random()), str(uuid.uuid4()), os.urandom(8).hex()]"
+    )
+    first, second = _twice(api, code)
+    assert all(a != b for a, b in zip(first, second, strict=True)), (first, second)
+
+
+def test_plain_python_runs_do_not_share_random_state(api):
+    first, second = _twice(api, "import random\ndef main():\n    return random.random()")
+    assert first != second
+
+
+def test_node_runs_do_not_share_random_state(api):
+    code = "function main() { return [Math.random(), require('crypto').randomUUID()]; }"
+    first, second = _twice(api, code, language="nodejs")
+    assert first[0] != second[0] and first[1] != second[1], (first, second)

@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from providers import secrets
+from providers import encryption
 from providers.models import SystemSetting
 
 
@@ -17,8 +17,8 @@ class Command(BaseCommand):
             config = json.loads(row.value or "{}")
             changed = False
             for name, value in config.items():
-                if isinstance(value, str) and value.startswith(secrets.PREFIX):
-                    config[name] = secrets.rotate(value)
+                if isinstance(value, str) and value.startswith(encryption.PREFIX):
+                    config[name] = encryption.rotate(value)
                     changed = True
                     rotated += 1
             if changed:

@@ -1,8 +1,12 @@
-"""Create the `admin` superuser and the agents' bootstrap API token from the environment, if they are set."""
+"""Prepare an installation: its secret key file and static folder, then the `admin` superuser and the
+agents' bootstrap API token from the environment, if they are set. Safe to run at every start."""
+
+import os
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
+from django.core.management.utils import get_random_secret_key
 
 from sandboxctl.executions.accounts import service_account
 from sandboxctl.executions.models import ApiToken, hash_token
@@ -15,6 +19,7 @@ class Command(BaseCommand):
             "of the non-staff service account 'agent'.")
 
     def handle(self, *args, **options):
+        self._data_dir()
         password, token_key = settings.SANDBOXCTL_ADMIN_PASSWORD, settings.SANDBOXCTL_BOOTSTRAP_TOKEN
         if not (password or token_key):
             self.stdout.write("no SANDBOXCTL_ADMIN_PASSWORD or SANDBOXCTL_BOOTSTRAP_TOKEN set; nothing to do")
@@ -23,6 +28,20 @@ class Command(BaseCommand):
             self._admin(password)
         if token_key:
             self._bootstrap_token(token_key)
+
+    def _data_dir(self) -> None:
+        settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+        key_file = settings.SECRET_KEY_FILE
+        if settings.SECRET_KEY or key_file.exists():
+            return
+        # A stable per-installation key, so sessions and stored secrets survive restarts without a key in
+        # the repository. Created with its final mode: never readable by others, not even for a moment.
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(get_random_secret_key())
+        settings.SECRET_KEY = key_file.read_text().strip()
+        self.stdout.write(f"secret key created in {key_file}")
 
     def _bootstrap_token(self, key: str) -> None:
         agent = service_account(AGENT_ACCOUNT)

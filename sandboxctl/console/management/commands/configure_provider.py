@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from providers import config_store
 from providers.registry import PROVIDERS, provider_class
 from providers.schema import with_defaults
+from sandboxctl.console.probe import run_probe
 
 # The only place AGENTRUN_* and E2B_* variables are read: at run time the stored settings are used.
 FROM_ENV = {
@@ -47,8 +48,6 @@ class Command(BaseCommand):
             details = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in errors.items())
             raise CommandError(f"invalid settings for {provider}: {details}")
         if not skip_test:
-            from sandboxctl.probe import run_probe
-
             outcome = run_probe(provider, config, get_user_model().objects.filter(is_superuser=True).first())
             if not outcome["success"]:
                 raise CommandError(f"test run failed: {outcome['message']}")

@@ -9,23 +9,19 @@ from rest_framework.views import APIView
 
 from providers import config_store, manager
 from providers.registry import PROVIDERS, provider_class
-from sandboxctl.probe import run_probe
+from sandboxctl.console.probe import run_probe
+from sandboxctl.executions.serializers import JSONObjectField
 
 HEALTH_CACHE_SECONDS = 10
 
 
 class ProviderChoice(serializers.Serializer):
     provider_type = serializers.CharField()
-    config = serializers.JSONField(required=False, default=dict)
+    config = JSONObjectField(required=False, default=dict)
 
     def validate_provider_type(self, value: str) -> str:
         if value not in PROVIDERS:
             raise serializers.ValidationError(f"unknown provider; one of: {', '.join(PROVIDERS)}")
-        return value
-
-    def validate_config(self, value) -> dict:
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("must be a JSON object")
         return value
 
     def validate(self, data: dict) -> dict:

@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LANGUAGES = ("python", "nodejs")
+# The in-sandbox runner: baked into self-managed images, and shipped inside the SaaS driver program.
+RUNNER_DIR = Path(__file__).parent / "runner"
 IMAGE_NAMES = {"python": "sandboxctl-python", "nodejs": "sandboxctl-nodejs"}
 SAFE_RUNTIMES = ("runsc",)
 BACKENDS = ("runsc", "docker")

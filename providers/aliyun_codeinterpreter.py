@@ -1,7 +1,10 @@
 """Aliyun AgentRun Code Interpreter, through agentrun-sdk's data-plane API (optional extra `aliyun`).
 
-Each run creates a sandbox from the configured template, connects to it, executes the driver program
-and deletes the sandbox. Every SDK call gets an explicit Config built from the stored settings: the
+Each run creates a sandbox from the configured template under an id derived from the run (a retried or
+lost create names the same sandbox), waits for its health as the SDK's own lifecycle does, executes the
+driver program and deletes the sandbox. The data-plane classes are used directly: they raise ClientError
+and ServerError carrying the HTTP status and the service's error code, where the higher-level client
+folds every refusal into status 0. Every call gets an explicit Config built from the stored settings: the
 SDK would otherwise fall back to AGENTRUN_* environment variables (and it loads a `.env` when imported,
 which is why it is imported lazily, only when this provider is used).
 """
@@ -10,24 +13,47 @@ import math
 import os
 import time
 
-from providers.base import ExecutionResult, Limits, ProviderError
-from providers.saas import SaaSProvider, ServiceFailure, driver_program, new_marker
+from providers.base import Limits, ProviderError
+from providers.saas import (
+    REQUEST_TIMEOUT,
+    SUMMARY,
+    Failure,
+    SaaSProvider,
+    ServiceError,
+    failure_for_status,
+    retry_after_seconds,
+)
 from providers.schema import ConfigField
 
 REGIONS = ("cn-hangzhou", "cn-beijing", "cn-shanghai", "cn-shenzhen", "cn-guangzhou")
-SERVICE_TIMEOUT_CAP = 30  # the service's own hard limit per execution, in seconds
-REQUEST_GRACE = 15  # HTTP timeout beyond the execution's own
+# The service's own limit per execution. The SDK's `timeout` for execute_code is in seconds: its default,
+# 30, is this limit (agentrun/sandbox/api/code_interpreter_data.py).
+SERVICE_TIMEOUT_CAP = 30
+READY_POLL = 0.25
+READY_WAIT = 20.0  # at most, for a new sandbox's health to say ok
+PROBE_SANDBOX = "sandboxctl-health-probe"  # never created: a signed lookup answers 404 when credentials work
+# The data plane's own error codes (the `code` field of its answers), by kind.
+CODES = {
+    Failure.CREDENTIALS_REJECTED: ("Forbidden", "Unauthorized", "InvalidAccessKeyId", "SignatureDoesNotMatch"),
+    Failure.RATE_LIMITED: ("Throttling", "TooManyRequests"),
+    Failure.SERVICE_UNAVAILABLE: ("ServiceUnavailable", "InternalError", "SystemBusy"),
+    Failure.SANDBOX_LOST: ("NotFound", "SandboxNotFound"),
+}
 
 
 def load_sdk():
     os.environ.setdefault("DISABLE_BREAKING_CHANGES_WARNING", "1")
     try:
-        from agentrun.sandbox import Sandbox, SandboxClient, TemplateType
+        from agentrun.sandbox.api import CodeInterpreterDataAPI, SandboxDataAPI
         from agentrun.utils.config import Config
-        from agentrun.utils.exception import AgentRunError, ClientError, ServerError
+        from agentrun.utils.exception import HTTPError
     except ImportError as exc:
         raise ProviderError("agentrun-sdk is not installed: pip install 'sandboxctl[aliyun]'") from exc
-    return Sandbox, SandboxClient, TemplateType, Config, (AgentRunError, ClientError, ServerError)
+    return SandboxDataAPI, CodeInterpreterDataAPI, Config, HTTPError
+
+
+def sandbox_id_for(run_id: str) -> str | None:
+    return f"sandboxctl-{run_id}" if run_id else None
 
 
 class AliyunCodeInterpreterProvider(SaaSProvider):
@@ -60,7 +86,7 @@ class AliyunCodeInterpreterProvider(SaaSProvider):
             f"https://{self.config.get('account_id')}.agentrun-data.{self.config.get('region')}.aliyuncs.com"
         )
 
-    def sdk_config(self, timeout: float):
+    def sdk_config(self, timeout: float = REQUEST_TIMEOUT):
         *_, Config, _ = load_sdk()
         region = self.config.get("region", "cn-hangzhou")
         return Config(
@@ -69,83 +95,121 @@ class AliyunCodeInterpreterProvider(SaaSProvider):
             security_token="",
             account_id=self.config.get("account_id", ""),
             region_id=region,
-            timeout=int(math.ceil(timeout)) + REQUEST_GRACE,
+            timeout=int(math.ceil(timeout)),
             data_endpoint=self.data_endpoint(),
             control_endpoint=f"https://agentrun.{region}.aliyuncs.com",
         )
 
-    def call(self, action: str, function, *args, **kwargs):
-        """One SDK call; its failures become ProviderErrors that say whether a retry could help."""
-        *_, errors = load_sdk()
+    def call(self, action: str, function, *args, sandbox_call: bool = False, **kwargs) -> dict:
+        """One data-plane call: its answer's `data`, or a ServiceError from the HTTP status or error code."""
+        *_, HTTPError = load_sdk()
         try:
-            return function(*args, **kwargs)
-        except errors as exc:
-            raise self.provider_error(self.failure_of(exc), action) from exc
+            answer = function(*args, **kwargs)
+        except HTTPError as exc:
+            kind = self.kind_of_code(exc.error_code, sandbox_call) or failure_for_status(exc.status_code, sandbox_call)
+            detail = f"HTTP {exc.status_code or 'no answer'}" + (f", {exc.error_code}" if exc.error_code else "")
+            raise ServiceError(kind, f"{self.label}: {SUMMARY[kind]} while {action} ({detail})",
+                               retry_after_seconds(exc.response_headers)) from exc
+        if not isinstance(answer, dict):
+            raise ServiceError(Failure.BAD_RESPONSE, f"{self.label}: {action}: the answer is not an object")
+        code = answer.get("code")
+        if code not in (None, "SUCCESS"):
+            kind = self.kind_of_code(str(code), sandbox_call) or Failure.BAD_RESPONSE
+            raise ServiceError(kind, f"{self.label}: {SUMMARY[kind]} while {action} ({code})")
+        data = answer.get("data", answer)
+        if not isinstance(data, dict):
+            raise ServiceError(Failure.BAD_RESPONSE, f"{self.label}: {action}: unexpected answer")
+        return data
 
     @staticmethod
-    def failure_of(exc: Exception) -> ServiceFailure:
-        status = getattr(exc, "status_code", None) or None
-        message = getattr(exc, "message", None) or str(exc)
-        network = status is None and "Request error" in message
-        return ServiceFailure(message=message, status_code=status, network=network)
+    def kind_of_code(code: str | None, sandbox_call: bool) -> Failure | None:
+        for kind, codes in CODES.items():
+            if code in codes and (kind != Failure.SANDBOX_LOST or sandbox_call):
+                return kind
+        return None
 
-    def create_instance(self, language: str) -> str:
-        _, SandboxClient, *_ = load_sdk()
-        config = self.sdk_config(SERVICE_TIMEOUT_CAP)
-        sandbox = self.call("creating a sandbox", SandboxClient(config=config).create_sandbox,
-                            template_name=self.config.get("template_name", ""),
-                            sandbox_idle_timeout_seconds=SERVICE_TIMEOUT_CAP * 4, config=config)
-        if not sandbox.sandbox_id:
-            raise ProviderError(f"{self.label}: the service returned no sandbox id")
-        return sandbox.sandbox_id
-
-    def execute_code(self, instance_id: str, code: str, language: str, limits: Limits,
-                     arguments: dict, should_stop=None) -> ExecutionResult:
-        Sandbox, _, TemplateType, *_ = load_sdk()
-        config = self.sdk_config(limits.timeout)
-        sandbox = self.call("connecting to the sandbox", Sandbox.connect, instance_id,
-                            template_type=TemplateType.CODE_INTERPRETER, config=config)
-        marker = new_marker()
-        program = driver_program(code, language, arguments, marker)
-        started = time.monotonic()
+    def create_instance(self, language: str, run_id: str = "", timeout: float = REQUEST_TIMEOUT) -> str:
+        SandboxDataAPI, *_ = load_sdk()
+        config = self.sdk_config(timeout)
+        wanted = sandbox_id_for(run_id)
         try:
-            response = self.call("executing code", sandbox.context.execute, code=program,
-                                 language=self.language_names[language], timeout=int(math.ceil(limits.timeout)))
-        except ProviderError as exc:
-            if "timed out" in str(exc).lower():
-                return self.timed_out(limits, time.monotonic() - started)
+            data = self.call("creating a sandbox", SandboxDataAPI(config=config).create_sandbox,
+                             template_name=self.config.get("template_name", ""), sandbox_id=wanted,
+                             sandbox_idle_timeout_seconds=SERVICE_TIMEOUT_CAP * 4, config=config)
+        except ServiceError as exc:
+            if wanted and getattr(exc.__cause__, "status_code", None) == 409:
+                return wanted  # an earlier attempt whose answer was lost made it already
             raise
-        return self.parse(response, marker, limits, time.monotonic() - started)
+        sandbox_id = data.get("sandboxId")
+        if not isinstance(sandbox_id, str) or not sandbox_id:
+            raise ServiceError(Failure.BAD_RESPONSE, f"{self.label}: the service returned no sandbox id")
+        return sandbox_id
 
-    def parse(self, response: dict, marker: str, limits: Limits, duration: float) -> ExecutionResult:
-        # The data plane wraps answers as {"code": "SUCCESS", "data": {...}}; accept a bare body too.
-        body = response.get("data", response) if isinstance(response, dict) else {}
-        if isinstance(response, dict) and response.get("code") not in (None, "SUCCESS"):
-            raise ProviderError(f"{self.label}: execution refused: {response.get('message', response.get('code'))}")
-        stdout, stderr, errors, status = [], [], [], "ok"
-        for item in body.get("results") or []:
+    def wait_ready(self, instance_id: str, deadline: float) -> None:
+        """As the SDK's lifecycle does: execute only once the sandbox's health says ok (bounded)."""
+        _, CodeInterpreterDataAPI, *_ = load_sdk()
+        api = CodeInterpreterDataAPI(instance_id, config=self.sdk_config())
+        until = min(deadline, time.monotonic() + READY_WAIT)
+        while True:
+            data = self.call("waiting for the sandbox", api.check_health, sandbox_call=True)
+            if str(data.get("status", "")).lower() == "ok":
+                return
+            if time.monotonic() + READY_POLL >= until:
+                raise ServiceError(Failure.SERVICE_UNAVAILABLE, f"{self.label}: the sandbox never became ready")
+            time.sleep(READY_POLL)
+
+    def execute(self, instance_id: str, program: str, language: str, limits: Limits) -> tuple[str, str, str]:
+        _, CodeInterpreterDataAPI, *_ = load_sdk()
+        # The driver stops the code at limits.timeout; the service's own limit sits just past it.
+        service_timeout = min(int(math.ceil(limits.timeout)) + 2, SERVICE_TIMEOUT_CAP)
+        api = CodeInterpreterDataAPI(instance_id, config=self.sdk_config(service_timeout + 5))
+        data = self.call("executing code", api.execute_code, code=program, context_id=None,
+                         language=self.language_names[language], timeout=service_timeout, sandbox_call=True)
+        return self.parse(data)
+
+    def parse(self, data: dict) -> tuple[str, str, str]:
+        """Both shapes the SDK reads: a `results` list of typed items, or flat stdout/stderr/exitCode."""
+        results = data.get("results")
+        if results is None and ("stdout" in data or "stderr" in data):
+            return str(data.get("stdout") or ""), str(data.get("stderr") or ""), ""
+        if not isinstance(results, list):
+            raise ServiceError(Failure.BAD_RESPONSE, f"{self.label}: the execution answer has no results")
+        stdout, stderr, error = [], [], ""
+        for item in results:
+            if not isinstance(item, dict):
+                raise ServiceError(Failure.BAD_RESPONSE, f"{self.label}: unexpected item in the results")
             kind = item.get("type")
             if kind == "stdout":
-                stdout.append(item.get("text", ""))
+                stdout.append(str(item.get("text", "")))
             elif kind == "stderr":
-                stderr.append(item.get("text", ""))
+                stderr.append(str(item.get("text", "")))
             elif kind == "error":
-                errors.append(item.get("text") or f"{item.get('name', 'Error')}: {item.get('value', '')}")
-            elif kind == "endOfExecution":
-                status = str(item.get("status", "ok")).lower()
-        if "timeout" in status or any("timeout" in error.lower() for error in errors):
-            return self.timed_out(limits, duration, "".join(stdout), "".join(stderr))
-        stderr_text = "".join(stderr) + "".join(f"{error}\n" for error in errors)
-        return self.result_from("".join(stdout), stderr_text, marker, limits, duration,
-                                execution_error="; ".join(errors) or (status if status != "ok" else ""))
+                error = str(item.get("name") or "Error")
+                stderr.append(str(item.get("traceback") or item.get("text") or ""))
+            elif kind == "endOfExecution" and str(item.get("status", "ok")).lower() == "timeout":
+                error = "timeout"
+        return "".join(stdout), "".join(stderr), error
 
     def destroy_instance(self, instance_id: str) -> None:
-        _, SandboxClient, *_ = load_sdk()
-        config = self.sdk_config(SERVICE_TIMEOUT_CAP)
+        SandboxDataAPI, *_ = load_sdk()
+        config = self.sdk_config()
         try:
-            self.call("deleting the sandbox", SandboxClient(config=config).delete_sandbox, instance_id, config=config)
-        except ProviderError:
-            pass  # the sandbox expires on its own after its idle timeout; the run's result stands
+            self.call("deleting the sandbox", SandboxDataAPI(config=config).delete_sandbox, instance_id,
+                      config=config, sandbox_call=True)
+        except ServiceError as exc:
+            if exc.kind != Failure.SANDBOX_LOST:
+                raise  # gone already is what we wanted
 
-    def health_url(self) -> str:
-        return self.data_endpoint()
+    def find_instances(self, run_id: str) -> list[str]:
+        wanted = sandbox_id_for(run_id)
+        return [wanted] if wanted else []
+
+    def probe(self) -> None:
+        SandboxDataAPI, *_ = load_sdk()
+        config = self.sdk_config()
+        try:
+            self.call("checking the credentials", SandboxDataAPI(config=config).get_sandbox, PROBE_SANDBOX,
+                      config=config, sandbox_call=True)
+        except ServiceError as exc:
+            if exc.kind != Failure.SANDBOX_LOST:
+                raise  # 404 for a sandbox that never existed: the signed request was accepted

@@ -7,7 +7,7 @@ ProviderError only when the sandbox service itself failed, saying whether a retr
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 
@@ -62,6 +62,25 @@ class ExecutionResult:
     error_code: str = ""
     error_message: str = ""
     sandbox_id: str = ""
+
+
+@dataclass(frozen=True)
+class Health:
+    """A provider's answer to "can it run code now?", with the reason an operator can act on."""
+
+    healthy: bool
+    reason: str = ""
+    latency_ms: float | None = None
+
+
+class SandboxLedger(Protocol):
+    """Where a run records the remote sandbox it made, so one whose delete failed is deleted later."""
+
+    def creating(self) -> None: ...
+
+    def created(self, instance_id: str) -> None: ...
+
+    def released(self) -> None: ...
 
 
 class ProviderError(Exception):
@@ -129,35 +148,25 @@ class SandboxProvider:
     def queue_for(self, language: str) -> str:
         return self.queue
 
-    def create_instance(self, language: str) -> str:
-        raise NotImplementedError
-
-    def execute_code(
-        self, instance_id: str, code: str, language: str, limits: Limits, arguments: dict,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> ExecutionResult:
-        """Run in the instance. `should_stop`, when given, is polled while the run is quiet: True cancels it
-        (providers that cannot interrupt a remote call may ignore it; the run then ends at its deadline)."""
-        raise NotImplementedError
-
-    def destroy_instance(self, instance_id: str) -> None:
-        raise NotImplementedError
-
-    def health_check(self) -> bool:
+    def health_check(self) -> Health:
         raise NotImplementedError
 
     def run(
         self, code: str, language: str, limits: Limits, arguments: dict,
-        should_stop: Callable[[], bool] | None = None,
+        should_stop: Callable[[], bool] | None = None, run_id: str = "", ledger: SandboxLedger | None = None,
     ) -> ExecutionResult:
-        """One complete run in a fresh instance, destroyed afterwards whatever happens."""
-        instance_id = self.create_instance(language)
-        try:
-            result = self.execute_code(instance_id, code, language, limits, arguments, should_stop=should_stop)
-        finally:
-            self.destroy_instance(instance_id)
-        result.sandbox_id = result.sandbox_id or instance_id
-        return result
+        """One complete run in a fresh sandbox that is never reused. `should_stop`, when given, is polled
+        while the run is quiet: True cancels it (providers that cannot interrupt a remote call may ignore
+        it; the run then ends at its deadline). `run_id` names the run to the service (idempotent creates,
+        tags); `ledger` records a remote sandbox until it is deleted."""
+        raise NotImplementedError
+
+    def destroy_instance(self, instance_id: str) -> None:
+        """Delete a sandbox a run left behind (SaaS); quiet when it is gone, ProviderError when not deleted."""
+        raise NotImplementedError
+
+    def find_instances(self, run_id: str) -> list[str]:
+        return []
 
 
 def apply_outcome(result: ExecutionResult, outcome: dict | None, limits: Limits) -> None:

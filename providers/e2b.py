@@ -1,27 +1,67 @@
 """E2B code interpreter sandboxes, through e2b-code-interpreter (optional extra `e2b`).
 
-Each run creates a sandbox, runs the driver program with `run_code` and kills the sandbox. The SDK is
-given every connection setting explicitly, so E2B_* environment variables never decide where code goes.
+Each run creates a sandbox (idempotency key and metadata tag: the run's id), runs the driver program with
+`run_code` and kills the sandbox. The SDK is given every connection setting explicitly, so E2B_*
+environment variables never decide where code goes. Failures map from the SDK's exception types and the
+HTTP status of the code interpreter's own answers (saas.Failure).
 """
 
-import re
-import time
-
-from providers.base import ExecutionResult, Limits, ProviderError
-from providers.saas import SaaSProvider, ServiceFailure, driver_program, new_marker
+from providers.base import Limits, ProviderError
+from providers.saas import (
+    REQUEST_TIMEOUT,
+    SUMMARY,
+    Failure,
+    SaaSProvider,
+    ServiceError,
+    failure_for_status,
+)
 from providers.schema import ConfigField
 
 SANDBOX_LIFETIME_GRACE = 60  # seconds the remote sandbox may outlive the run if killing it fails
+RUN_TAG = "sandboxctl_run"
 
 
 def load_sdk():
     try:
-        import httpx
-        from e2b import AuthenticationException, SandboxException, TimeoutException
-        from e2b_code_interpreter import Sandbox
+        import e2b
+        import e2b_code_interpreter
     except ImportError as exc:
         raise ProviderError("e2b-code-interpreter is not installed: pip install 'sandboxctl[e2b]'") from exc
-    return Sandbox, AuthenticationException, SandboxException, TimeoutException, httpx
+    return e2b, e2b_code_interpreter
+
+
+def sandbox_class():
+    """The SDK's Sandbox, noting the HTTP status of each code-interpreter answer: on `/execute` the SDK keeps
+    only a message, and the status is what tells a rejected key from a lost sandbox."""
+    _, interpreter = load_sdk()
+
+    class Sandbox(interpreter.Sandbox):
+        last_status: int | None = None
+
+        @property
+        def _client(self):
+            client = super()._client
+            client.event_hooks["response"].append(self._note_status)
+            return client
+
+        def _note_status(self, response) -> None:
+            self.last_status = response.status_code
+
+    return Sandbox
+
+
+def answered_status(exc: BaseException) -> int | None:
+    """The HTTP status of the answer an SDK call failed to read. For an error body that is not JSON (an HTML
+    page from a proxy) the SDK's generated client raises a bare JSONDecodeError while parsing; the answer
+    it was parsing is still in that frame."""
+    frame = exc.__traceback__
+    status = None
+    while frame is not None:
+        response = frame.tb_frame.f_locals.get("response")
+        if isinstance(getattr(response, "status_code", None), int):
+            status = response.status_code
+        frame = frame.tb_next
+    return status
 
 
 class E2BProvider(SaaSProvider):
@@ -49,75 +89,97 @@ class E2BProvider(SaaSProvider):
     def timeout_cap(self) -> float:
         return float(self.config.get("timeout", 60))
 
-    def connection(self) -> dict:
+    def connection(self, request_timeout: float = REQUEST_TIMEOUT) -> dict:
         return {
             "api_key": self.config.get("api_key", ""),
             "domain": self.config.get("domain", "e2b.app"),
             "api_url": self.config.get("api_url") or f"https://api.{self.config.get('domain', 'e2b.app')}",
             "sandbox_url": self.config.get("sandbox_url") or None,
             "debug": False,
-            "request_timeout": 30.0,
+            "request_timeout": request_timeout,
+            "retries": 0,  # retries and their deadline are ours (saas.SaaSProvider.retrying)
         }
 
-    def call(self, action: str, function, *args, **kwargs):
-        _, AuthenticationException, SandboxException, TimeoutException, httpx = load_sdk()
-        try:
-            return function(*args, **kwargs)
-        except AuthenticationException as exc:
-            raise self.provider_error(ServiceFailure(str(exc), status_code=401), action) from exc
-        except TimeoutException:
-            raise
-        except SandboxException as exc:
-            raise self.provider_error(ServiceFailure(str(exc), status_code=self.status_of(exc)), action) from exc
-        except httpx.HTTPError as exc:
-            raise self.provider_error(ServiceFailure(str(exc) or type(exc).__name__, network=True), action) from exc
+    def service_error(self, exc: Exception, action: str, status: int | None = None,
+                      sandbox_call: bool = False) -> ServiceError:
+        """Map an SDK exception, by its type and then by the HTTP status, to a ServiceError."""
+        import httpx
 
-    @staticmethod
-    def status_of(exc: Exception) -> int | None:
-        status = getattr(exc, "status_code", None)
-        if status is None:
-            found = re.match(r"(\d{3}):", str(exc))
-            status = int(found.group(1)) if found else None
-        return status
+        e2b, _ = load_sdk()
+        status = status if status is not None else getattr(exc, "status_code", None) or answered_status(exc)
+        if isinstance(exc, e2b.AuthenticationException):
+            kind = Failure.CREDENTIALS_REJECTED
+        elif isinstance(exc, e2b.RateLimitException):
+            kind = Failure.RATE_LIMITED
+        elif isinstance(exc, e2b.exceptions.ServiceBusyException):
+            kind = Failure.SERVICE_UNAVAILABLE
+        elif isinstance(exc, e2b.NotFoundException) and sandbox_call:
+            kind = Failure.SANDBOX_LOST
+        elif status is not None and status >= 300:
+            kind = failure_for_status(status, sandbox_call)
+        elif isinstance(exc, httpx.TransportError | OSError | e2b.TimeoutException):
+            kind = Failure.SERVICE_UNAVAILABLE  # no answer: DNS, refused, reset, timed out
+        else:
+            kind = Failure.BAD_RESPONSE  # an answer the SDK could not read: not JSON, wrong shape
+        return ServiceError(kind, f"{self.label}: {SUMMARY[kind]} while {action} ({type(exc).__name__})")
 
-    def create_instance(self, language: str) -> str:
-        Sandbox, *_ = load_sdk()
+    def create_instance(self, language: str, run_id: str = "", timeout: float = REQUEST_TIMEOUT) -> str:
         lifetime = int(self.timeout_cap()) + SANDBOX_LIFETIME_GRACE
-        sandbox = self.call("creating a sandbox", Sandbox.create, template=self.config.get("template"),
-                            timeout=lifetime, **self.connection())
+        tags = {RUN_TAG: run_id} if run_id else None
+        try:
+            # No internet from the sandbox: untrusted code never sees the network, on any provider.
+            sandbox = sandbox_class().create(template=self.config.get("template"), timeout=lifetime, metadata=tags,
+                                             idempotency_key=run_id or None, allow_internet_access=False,
+                                             **self.connection(timeout))
+        except Exception as exc:
+            raise self.service_error(exc, "creating a sandbox") from exc
+        if not getattr(sandbox, "sandbox_id", None):
+            raise ServiceError(Failure.BAD_RESPONSE, f"{self.label}: the service returned no sandbox id")
         self._sandboxes[sandbox.sandbox_id] = sandbox
         return sandbox.sandbox_id
 
-    def execute_code(self, instance_id: str, code: str, language: str, limits: Limits,
-                     arguments: dict, should_stop=None) -> ExecutionResult:
-        _, _, _, TimeoutException, _ = load_sdk()
+    def execute(self, instance_id: str, program: str, language: str, limits: Limits) -> tuple[str, str, str]:
+        e2b, _ = load_sdk()
         sandbox = self._sandboxes[instance_id]
-        marker = new_marker()
-        program = driver_program(code, language, arguments, marker)
-        started = time.monotonic()
-        stdout: list[str] = []
-        stderr: list[str] = []
+        sandbox.last_status = None
         try:
-            execution = self.call("executing code", sandbox.run_code, program, language=self.language_names[language],
-                                  timeout=limits.timeout, on_stdout=lambda m: stdout.append(m.line),
-                                  on_stderr=lambda m: stderr.append(m.line))
-        except TimeoutException:
-            return self.timed_out(limits, time.monotonic() - started, "".join(stdout), "".join(stderr))
-        error = ""
-        if execution.error is not None:
-            error = f"{execution.error.name}: {execution.error.value}"
-        stderr_text = "".join(execution.logs.stderr) + (f"{execution.error.traceback}\n" if error else "")
-        return self.result_from("".join(execution.logs.stdout), stderr_text, marker, limits,
-                                time.monotonic() - started, execution_error=error)
+            execution = sandbox.run_code(program, language=self.language_names[language],
+                                         timeout=limits.timeout + 5, request_timeout=REQUEST_TIMEOUT)
+        except e2b.TimeoutException as exc:
+            # The SDK raises this for its own deadline, for a 502 (sandbox gone) and for a killed sandbox.
+            if sandbox.last_status == 502 or isinstance(exc, getattr(e2b, "SandboxNotFoundException", ())):
+                raise ServiceError(Failure.SANDBOX_LOST, f"{self.label}: the sandbox was lost mid-run") from exc
+            raise ServiceError(Failure.SERVICE_UNAVAILABLE, f"{self.label}: executing code timed out") from exc
+        except Exception as exc:
+            raise self.service_error(exc, "executing code", sandbox.last_status, sandbox_call=True) from exc
+        error = execution.error.name if execution.error is not None else ""
+        stderr = "".join(execution.logs.stderr)
+        if execution.error is not None and execution.error.traceback:
+            stderr += f"{execution.error.traceback}\n"
+        return "".join(execution.logs.stdout), stderr, error
 
     def destroy_instance(self, instance_id: str) -> None:
         sandbox = self._sandboxes.pop(instance_id, None)
-        if sandbox is None:
-            return
         try:
-            self.call("killing the sandbox", sandbox.kill)
-        except ProviderError:
-            pass  # the sandbox's own timeout ends it shortly; the run's result stands
+            if sandbox is not None:
+                sandbox.kill()
+            else:
+                sandbox_class().kill(instance_id, **self.connection())
+        except Exception as exc:
+            if sandbox is not None:
+                self._sandboxes[instance_id] = sandbox
+            raise self.service_error(exc, "deleting the sandbox", sandbox_call=True) from exc
 
-    def health_url(self) -> str:
-        return self.connection()["api_url"] + "/health"
+    def find_instances(self, run_id: str) -> list[str]:
+        e2b, _ = load_sdk()
+        try:
+            listing = sandbox_class().list(query=e2b.SandboxQuery(metadata={RUN_TAG: run_id}), **self.connection())
+            return [info.sandbox_id for info in listing.next_items()]
+        except Exception as exc:
+            raise self.service_error(exc, "listing sandboxes") from exc
+
+    def probe(self) -> None:
+        try:
+            sandbox_class().list(limit=1, **self.connection()).next_items()
+        except Exception as exc:
+            raise self.service_error(exc, "listing sandboxes") from exc

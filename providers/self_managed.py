@@ -11,6 +11,7 @@ from executor.pool import PoolExhausted, SandboxPool
 from executor.sandbox import RunReport, SandboxError
 from providers.base import (
     ExecutionResult,
+    Health,
     Limits,
     ProviderError,
     SandboxProvider,
@@ -151,7 +152,8 @@ class SelfManagedProvider(SandboxProvider):
     def queue_for(self, language: str) -> str:
         return f"sandbox.{language}"
 
-    def run(self, code: str, language: str, limits: Limits, arguments: dict, should_stop=None) -> ExecutionResult:
+    def run(self, code: str, language: str, limits: Limits, arguments: dict, should_stop=None, run_id: str = "",
+            ledger=None) -> ExecutionResult:
         """One run in a fresh sandbox of this worker's pool (the kind chosen from the code), removed afterwards."""
         pool = current_pool()
         if pool is None:
@@ -174,16 +176,19 @@ class SelfManagedProvider(SandboxProvider):
         result.sandbox_id = sandbox.id
         return result
 
-    def health_check(self) -> bool:
+    def health_check(self) -> Health:
         """Each language is served by a live worker that can make sandboxes (read from heartbeats: the pools
         live in the workers). A pool drained by load is healthy; one whose creations fail is not."""
         from providers.heartbeats import live_workers
 
         beats = list(live_workers())
-        return all(
-            any(language in beat.pool_depth and language not in beat.pool_failing for beat in beats)
-            for language in self.languages
-        )
+        if not beats:
+            return Health(False, "no live worker: start one (make run starts one)")
+        unserved = [language for language in self.languages
+                    if not any(language in beat.pool_depth and language not in beat.pool_failing for beat in beats)]
+        if unserved:
+            return Health(False, f"no worker can make {' or '.join(unserved)} sandboxes now")
+        return Health(True, f"{len(beats)} live worker{'s' if len(beats) != 1 else ''}")
 
 
 def classify(report: RunReport, limits: Limits, language: str) -> ExecutionResult:

@@ -227,3 +227,33 @@ def aliyun_settings(endpoint: str, **overrides) -> dict:
 def e2b_settings(url: str, **overrides) -> dict:
     return {"api_key": "e2b_test_key_0001", "domain": "e2b.test", "template": "code-interpreter-v1", "timeout": 30,
             "api_url": url, "sandbox_url": url, **overrides}
+
+
+class SaaS:
+    """One SaaS provider wired to its local fake, for tests that hold for every SaaS provider."""
+
+    def __init__(self, name: str, fake) -> None:
+        self.name, self.fake = name, fake
+
+    def settings(self, **overrides) -> dict:
+        builder = e2b_settings if self.name == "e2b" else aliyun_settings
+        return builder(self.fake.url, **overrides)
+
+    def provider(self, **overrides):
+        from providers.registry import provider_class
+
+        instance = provider_class(self.name)()
+        instance.initialize(self.settings(**overrides))
+        return instance
+
+    def alive(self) -> list[str]:
+        return list(self.fake.sandboxes)
+
+    def bad_credentials(self) -> dict:
+        return {"api_key": "e2b_wrong_key"} if self.name == "e2b" else {"access_key_id": "LTAI-wrong"}
+
+
+@pytest.fixture(params=["e2b", "aliyun_codeinterpreter"])
+def saas(request) -> SaaS:
+    fixture = "e2b_fake" if request.param == "e2b" else "agentrun_fake"
+    return SaaS(request.param, request.getfixturevalue(fixture))

@@ -15,11 +15,14 @@ def test_next_execution_follows_the_switch(api, staff_api, e2b_fake, agentrun_fa
     assert first["provider"] == "self_managed" and first["result"]["value"] == 1
 
     activate(staff_api, "e2b", e2b_settings(e2b_fake.url))
-    on_e2b = api.run("function main(args) { return args; }", language="nodejs", arguments={"x": [True, None]})
+    on_e2b = api.run("function main(args) { console.log('on e2b'); return args; }", language="nodejs",
+                     arguments={"x": [True, None]})
     assert (on_e2b["provider"], on_e2b["status"]) == ("e2b", "succeeded")
     assert on_e2b["result"]["value"] == {"x": [True, None]}
-    assert on_e2b["stdout"] == "hello from the fake\n"
-    assert e2b_fake.killed
+    assert on_e2b["stdout"] == "on e2b\n"
+    assert e2b_fake.killed and not e2b_fake.sandboxes
+    row = Execution.objects.get(pk=on_e2b["id"])
+    assert row.sandbox_id == e2b_fake.killed[0] and row.sandbox_released, "the execution records its sandbox"
 
     activate(staff_api, "aliyun_codeinterpreter", aliyun_settings(agentrun_fake.url))
     on_aliyun = api.run("def main(**kwargs):\n    return kwargs", arguments={"y": "日本"})
@@ -34,7 +37,7 @@ def test_next_execution_follows_the_switch(api, staff_api, e2b_fake, agentrun_fa
 
 def test_saas_failures_end_as_sandbox_error_with_the_reason(api, staff_api, e2b_fake):
     activate(staff_api, "e2b", e2b_settings(e2b_fake.url))
-    e2b_fake.mode = "auth"
+    e2b_fake.fail("create", status=401)
     body = api.run("def main():\n    return 1")
     assert body["status"] == "sandbox_error"
     assert body["error"]["code"] == "credentials_rejected"

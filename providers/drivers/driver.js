@@ -1,37 +1,40 @@
-// The program a SaaS interpreter runs: fixed text, with only base64 data and a hex marker filled in below.
-(async (codeB64, argumentsB64, marker) => {
-  const code = Buffer.from(codeB64, "base64").toString("utf8");
-  const args = JSON.parse(Buffer.from(argumentsB64, "base64").toString("utf8"));
-  const report = (outcome) =>
-    console.log("\n" + marker + Buffer.from(JSON.stringify(outcome)).toString("base64") + marker);
-  const failure = (err) => ({ ok: false, error: { type: (err && err.name) || "Error", message: String(err && err.message || err).slice(0, 2000) } });
-  const sandboxModule = { exports: {} };
-  let main;
-  try {
-    const load = new Function("module", "exports", "require", code + "\n;return typeof main === 'undefined' ? undefined : main;");
-    const topLevel = load(sandboxModule, sandboxModule.exports, typeof require === "undefined" ? undefined : require);
-    main = sandboxModule.exports.main !== undefined ? sandboxModule.exports.main : topLevel;
-  } catch (err) {
-    console.error(err && err.stack ? err.stack : String(err));
-    return report(failure(err));
+// The program a SaaS interpreter runs: fixed text; below, only base64 data, a hex marker and a number are
+// filled in. It writes sandboxctl's own runner (executor/runner/child.js, the one self-managed sandboxes
+// run) to a private folder and starts it as a separate process: the user's code runs there, never in this
+// process. main()'s outcome comes back on a pipe (fd 3); this process relays the output and prints one
+// report under the run's marker, which only this process ever holds.
+((runnerB64, jobB64, marker, timeout) => {
+  const load = (name) => (typeof require === "function" ? require(name) : process.getBuiltinModule(name));
+  const childProcess = load("child_process");
+  const fs = load("fs");
+  const os = load("os");
+  const path = load("path");
+  const folder = fs.mkdtempSync(path.join(os.tmpdir(), "sandboxctl-"));
+  const runner = path.join(folder, "runner.js");
+  fs.writeFileSync(runner, Buffer.from(runnerB64, "base64"));
+  const started = Date.now();
+  const run = childProcess.spawnSync(process.execPath, [runner, "3"], {
+    cwd: folder,
+    input: Buffer.from(jobB64, "base64"),
+    stdio: ["pipe", "pipe", "pipe", "pipe"],
+    timeout: Math.ceil(timeout * 1000),
+    killSignal: "SIGKILL",
+    maxBuffer: 256 * 1024 * 1024,
+  });
+  const text = (buffer) => (buffer ? buffer.toString("utf8") : "");
+  process.stdout.write(text(run.stdout));
+  process.stderr.write(text(run.stderr));
+  const result = run.output ? text(run.output[3]) : "";
+  let outcome = null;
+  if (result.startsWith("R") && result.length > 1) {
+    try {
+      outcome = JSON.parse(result.slice(1));
+    } catch (err) {
+      outcome = null;
+    }
   }
-  if (main === undefined) {
-    if (Object.keys(args).length) return report({ ok: false, error: { type: "MissingMain", message: "code must define main() when arguments are given" } });
-    return report({ ok: true, script: true });
-  }
-  if (typeof main !== "function") return report({ ok: false, error: { type: "MainNotCallable", message: "main is not callable" } });
-  let value;
-  try {
-    value = await main(args);
-  } catch (err) {
-    console.error(err && err.stack ? err.stack : String(err));
-    return report(failure(err));
-  }
-  try {
-    const text = JSON.stringify(value === undefined ? null : value);
-    if (text === undefined) throw new TypeError("main() returned a value that is not JSON");
-    report({ ok: true, value_json: text });
-  } catch (err) {
-    report({ ok: false, error: { type: "ResultNotSerializable", message: String(err.message) } });
-  }
-})("{code}", "{arguments}", "{marker}");
+  const timedOut = Boolean(run.error && run.error.code === "ETIMEDOUT");
+  const report = { outcome, timed_out: timedOut, exit_code: run.status, duration: (Date.now() - started) / 1000 };
+  console.log("\n" + marker + Buffer.from(JSON.stringify(report)).toString("base64") + marker);
+  fs.rmSync(folder, { recursive: true, force: true });
+})("{runner}", "{job}", "{marker}", {timeout});

@@ -1,46 +1,65 @@
-# The program a SaaS interpreter runs: fixed text, with only base64 data and a hex marker filled in below.
-def _sandboxctl_driver(code_b64, arguments_b64, marker):
-    import ast, base64, json, sys, traceback
-    code = base64.b64decode(code_b64).decode("utf-8")
-    arguments = json.loads(base64.b64decode(arguments_b64).decode("utf-8"))
+# The program a SaaS interpreter runs: fixed text; below, only base64 data, a hex marker and a number are
+# filled in. It writes sandboxctl's own runner (executor/runner/child.py, the one self-managed sandboxes
+# run) to a private folder and starts it as a separate process in its own session: the user's code runs
+# there, never in this process. main()'s outcome comes back on a pipe; this process relays the output and
+# prints one report under the run's marker, which only this process ever holds.
+def _sandboxctl_driver(runner_b64, job_b64, marker, timeout):
+    import base64, json, os, shutil, signal, subprocess, sys, tempfile, threading, time
 
-    def report(outcome):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        payload = base64.b64encode(json.dumps(outcome).encode()).decode()
-        print("\n" + marker + payload + marker, flush=True)
+    folder = tempfile.mkdtemp(prefix="sandboxctl-")
+    runner = os.path.join(folder, "runner.py")
+    with open(runner, "wb") as handle:
+        handle.write(base64.b64decode(runner_b64))
+    read_end, write_end = os.pipe()
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-I", runner, str(write_end)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, pass_fds=(write_end,), cwd=folder, start_new_session=True)
+    os.close(write_end)
+    captured = {"stdout": [], "stderr": [], "result": []}
 
-    def convert(value):
-        for method in ("tolist", "item"):
-            if callable(getattr(value, method, None)):
-                return getattr(value, method)()
-        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    def drain(descriptor, name):
+        while True:
+            chunk = os.read(descriptor, 65536)
+            if not chunk:
+                return
+            captured[name].append(chunk)
 
+    streams = ((process.stdout.fileno(), "stdout"), (process.stderr.fileno(), "stderr"), (read_end, "result"))
+    readers = [threading.Thread(target=drain, args=stream, daemon=True) for stream in streams]
+    for reader in readers:
+        reader.start()
     try:
-        tree = ast.parse(code, filename="main.py")
-        has_main = any(getattr(node, "name", None) == "main" or any(
-            getattr(target, "id", None) == "main" for target in getattr(node, "targets", [])) for node in tree.body)
-        if not has_main and arguments:
-            return report({"ok": False, "error": {"type": "MissingMain",
-                                                  "message": "code must define main() when arguments are given"}})
-        namespace = {"__name__": "__sandbox__" if has_main else "__main__"}
-        exec(compile(tree, "main.py", "exec"), namespace)
-        if not has_main:
-            return report({"ok": True, "script": True})
-        main = namespace.get("main")
-        if not callable(main):
-            return report({"ok": False, "error": {"type": "MainNotCallable", "message": "main is not callable"}})
-        value = main(**arguments)
-        if hasattr(value, "__await__"):
-            import asyncio
-            value = asyncio.run(value)
-    except BaseException as exc:
-        traceback.print_exc()
-        return report({"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)[:2000]}})
+        process.stdin.write(base64.b64decode(job_b64))
+        process.stdin.close()
+    except OSError:
+        pass
+    timed_out = False
     try:
-        value_json = json.dumps(value, default=convert, allow_nan=False, ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        return report({"ok": False, "error": {"type": "ResultNotSerializable", "message": str(exc)}})
-    report({"ok": True, "value_json": value_json})
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # whatever the code left running ends with the run
+    except OSError:
+        pass
+    process.wait()
+    for reader in readers:
+        reader.join(5)
+    duration = time.monotonic() - started
+    sys.stdout.write(b"".join(captured["stdout"]).decode("utf-8", "replace"))
+    sys.stderr.write(b"".join(captured["stderr"]).decode("utf-8", "replace"))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    result, outcome = b"".join(captured["result"]), None
+    if result[:1] == b"R" and len(result) > 1:
+        try:
+            outcome = json.loads(result[1:])
+        except ValueError:
+            outcome = None
+    report = {"outcome": outcome, "timed_out": timed_out, "exit_code": process.returncode, "duration": duration}
+    print("\n" + marker + base64.b64encode(json.dumps(report).encode()).decode() + marker, flush=True)
+    shutil.rmtree(folder, ignore_errors=True)
 
-_sandboxctl_driver("{code}", "{arguments}", "{marker}")
+
+_sandboxctl_driver("{runner}", "{job}", "{marker}", {timeout})

@@ -1,6 +1,7 @@
 """Staff-only REST API for choosing and configuring the sandbox provider (used by the admin settings page)."""
 
 from django.core.cache import cache
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAdminUser
@@ -46,19 +47,22 @@ def describe(name: str, active: str) -> dict:
         "description": cls.description,
         "languages": list(cls.get_supported_languages()),
         "configured": instance.is_configured(),
-        "healthy": cached_health(name, instance),
+        **cached_health(name, instance),
         "active": active == name,
     }
 
 
-def cached_health(name: str, instance) -> bool:
-    # Health checks may touch the network: remember each answer briefly, per version of the settings.
+def cached_health(name: str, instance) -> dict:
+    """{healthy, health_reason, health_checked_at}. Health checks may touch the network: each answer is
+    remembered briefly, per version of the settings."""
     key = f"provider-health:{name}:{config_store.version(name)}"
-    healthy = cache.get(key)
-    if healthy is None:
-        healthy = bool(instance.health_check())
-        cache.set(key, healthy, HEALTH_CACHE_SECONDS)
-    return healthy
+    answer = cache.get(key)
+    if answer is None:
+        health = instance.health_check()
+        answer = {"healthy": health.healthy, "health_reason": health.reason,
+                  "health_checked_at": timezone.now().isoformat()}
+        cache.set(key, answer, HEALTH_CACHE_SECONDS)
+    return answer
 
 
 class AdminAPIView(APIView):

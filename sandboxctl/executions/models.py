@@ -82,6 +82,8 @@ class Execution(models.Model):
     queue = models.CharField(max_length=64, blank=True, default="")
     dispatched_at = models.DateTimeField(null=True, blank=True)
     sandbox_id = models.CharField(max_length=128, blank=True, default="")
+    # False while a remote (SaaS) sandbox of this run may still exist; the reconciler deletes it.
+    sandbox_released = models.BooleanField(default=True, db_index=True)
     token = models.ForeignKey(ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     caller = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
@@ -201,3 +203,20 @@ class Execution(models.Model):
         )
         self.refresh_from_db()
         return bool(done)
+
+
+class SandboxRecord:
+    """The run's ledger of its remote sandbox (providers.base.SandboxLedger), written as it happens, so a
+    sandbox whose delete failed, or whose create answer was lost, is still found and deleted later."""
+
+    def __init__(self, execution_id) -> None:
+        self.rows = Execution.objects.filter(pk=execution_id)
+
+    def creating(self) -> None:
+        self.rows.update(sandbox_released=False)
+
+    def created(self, instance_id: str) -> None:
+        self.rows.update(sandbox_id=instance_id)
+
+    def released(self) -> None:
+        self.rows.update(sandbox_released=True)

@@ -22,7 +22,7 @@ from providers.base import Limits, ProviderError, Status
 from providers.heartbeats import live_workers
 from providers.models import WorkerHeartbeat
 from sandboxctl.executions import admission, callbacks
-from sandboxctl.executions.models import Execution
+from sandboxctl.executions.models import Execution, SandboxRecord
 from sandboxctl.executions.signals import execution_ended
 from sandboxctl.executions.worker import worker_name
 
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 DATABASE_RETRY_FOR = 30.0  # a database restart takes seconds; a finished run must not be lost to one
 CALLBACK_QUEUE = "callbacks"
 HEARTBEAT_KEEP = timedelta(days=1)
+# A worker deletes its run's remote sandbox as the run ends; the reconciler takes over after this long.
+LEFTOVER_GRACE = 30.0
 
 
 def with_database_retry(action, what: str):
@@ -73,7 +75,8 @@ def run_execution(execution_id: str) -> None:
     failure = None
     try:
         outcome = provider.run(execution.code, execution.language, limits, execution.arguments,
-                               should_stop=execution.was_cancelled)
+                               should_stop=execution.was_cancelled, run_id=run_id(execution),
+                               ledger=SandboxRecord(execution.pk))
     except ProviderError as exc:
         log.warning("execution %s: provider %s failed: %s", execution_id, provider.name, exc)
         failure = (exc.code, str(exc))
@@ -123,6 +126,7 @@ def reconcile() -> dict:
         **recover_runs_of_lost_workers(now),
         "overdue": end_overdue_runs(now),
         "callbacks_resent": resend_lost_callbacks(now),
+        "sandboxes_released": release_leftover_sandboxes(now),
         "heartbeats_forgotten": WorkerHeartbeat.objects.filter(seen_at__lt=now - HEARTBEAT_KEEP).delete()[0],
     }
 
@@ -212,3 +216,35 @@ def resend_lost_callbacks(now) -> int:
             break
         sent += 1
     return sent
+
+
+def run_id(execution: Execution) -> str:
+    """Names one attempt of a run to a SaaS service (idempotent create, tags): a retried attempt never
+    gets the sandbox an earlier attempt made."""
+    return f"{execution.pk}-{execution.attempts}"
+
+
+def release_leftover_sandboxes(now) -> int:
+    """Delete remote sandboxes that ended runs left behind (a failed delete, a lost create answer), until the
+    service deletes them or says they are gone."""
+    released = 0
+    finished_before = now - timedelta(seconds=LEFTOVER_GRACE)
+    for execution in Execution.objects.filter(sandbox_released=False, finished_at__lt=finished_before)[:50]:
+        released += release_sandboxes_of(execution)
+    return released
+
+
+def release_sandboxes_of(execution: Execution) -> bool:
+    provider = manager.provider(execution.provider)
+    try:
+        found = {execution.sandbox_id} - {""}
+        for attempt in range(1, execution.attempts + 1):
+            found.update(provider.find_instances(f"{execution.pk}-{attempt}"))
+        for instance_id in sorted(found):
+            provider.destroy_instance(instance_id)
+    except ProviderError as exc:
+        log.warning("execution %s: its sandboxes are not deleted yet: %s", execution.pk, exc)
+        return False
+    Execution.objects.filter(pk=execution.pk).update(sandbox_released=True)
+    log.info("execution %s: deleted the sandboxes it left behind: %s", execution.pk, sorted(found) or "none")
+    return True

@@ -1,16 +1,19 @@
-"""A local stand-in for AgentRun's data plane, speaking its wire protocol; it executes nothing.
+"""A local stand-in for AgentRun's data plane, speaking its wire protocol.
 
-Endpoints (under the data endpoint): POST /sandboxes, GET /sandboxes/{id}, POST /sandboxes/{id}/contexts/execute,
-GET /sandboxes/{id}/health, DELETE /sandboxes/{id}; answers in the {"code": "SUCCESS", "data": …} envelope.
-Requests must carry the SDK's RAM signature (Agentrun-Authorization) made with the expected AccessKey ID.
-Modes: success (main() returns its arguments), user_error, timeout, auth, server_error.
+Endpoints (under the data endpoint): POST /sandboxes (a client-chosen sandboxId that exists answers 409),
+GET /sandboxes/{id}, GET /sandboxes/{id}/health, POST /sandboxes/{id}/contexts/execute (runs the driver
+program in a real Python or Node.js process), DELETE /sandboxes/{id}; answers in the {"code": "SUCCESS",
+"data": …} envelope. Requests must carry the SDK's RAM signature (Agentrun-Authorization) made with the
+expected AccessKey ID. Faults per operation (create, get, health, execute, delete) come from
+FakeServer.fail; `execute_mode` "flat" answers in the flat {stdout, stderr, exitCode} shape, "timeout" as the
+service does when its own limit stops the code; `not_ready_polls` makes new sandboxes start unready.
 """
 
 import json
 import re
 import uuid
 
-from tests.fakes.base import FakeServer, driver_inputs, outcome_line
+from tests.fakes.base import FakeServer, run_program
 
 SANDBOX_PATH = re.compile(r"^/sandboxes/([^/]+)(/.*)?$")
 
@@ -20,6 +23,9 @@ class FakeAgentRun(FakeServer):
         self.access_key_id = access_key_id
         self.sandboxes: dict[str, dict] = {}
         self.deleted: list[str] = []
+        self.execute_mode = "run"
+        self.not_ready_polls = 0
+        self.executed_before_ready = False
         super().__init__()
 
     def envelope(self, data) -> dict:
@@ -27,54 +33,65 @@ class FakeAgentRun(FakeServer):
 
     def handle(self, request, body: bytes) -> None:
         signature = request.headers.get("Agentrun-Authorization", "")
-        if self.mode == "auth" or f"Credential={self.access_key_id}/" not in signature:
+        if f"Credential={self.access_key_id}/" not in signature:
             return self.reply(request, 403, {"code": "Forbidden", "message": "signature does not match",
                                              "requestId": uuid.uuid4().hex})
-        if self.mode == "server_error":
-            return self.reply(request, 503, {"code": "ServiceUnavailable", "message": "try again later"})
         path = request.path.split("?")[0].rstrip("/") or "/"
         if request.command == "POST" and path == "/sandboxes":
-            return self.create(request, json.loads(body))
+            if not self.answered_by_fault(request, "create"):
+                self.create(request, json.loads(body))
+            return None
         found = SANDBOX_PATH.match(path)
+        operation = self.operation(request.command, found.group(2) if found else None)
+        if self.answered_by_fault(request, operation):
+            return None
         if not found or found.group(1) not in self.sandboxes:
             return self.reply(request, 404, {"code": "NotFound", "message": "sandbox not found"})
-        sandbox_id, rest = found.group(1), found.group(2) or ""
-        if request.command == "GET" and rest == "":
-            return self.reply(request, 200, self.envelope(self.sandboxes[sandbox_id]))
-        if request.command == "GET" and rest == "/health":
-            return self.reply(request, 200, self.envelope({"status": "ok"}))
-        if request.command == "DELETE" and rest == "":
+        sandbox_id = found.group(1)
+        sandbox = self.sandboxes[sandbox_id]
+        if operation == "get":
+            return self.reply(request, 200, self.envelope(sandbox))
+        if operation == "health":
+            sandbox["polls"] += 1
+            ready = sandbox["polls"] > self.not_ready_polls
+            return self.reply(request, 200, {"status": "ok" if ready else "starting"})
+        if operation == "delete":
             self.deleted.append(sandbox_id)
             return self.reply(request, 200, self.envelope(self.sandboxes.pop(sandbox_id)))
-        if request.command == "POST" and rest == "/contexts/execute":
+        if operation == "execute":
+            if sandbox["polls"] <= self.not_ready_polls:
+                self.executed_before_ready = True
             return self.reply(request, 200, self.envelope(self.execute(json.loads(body))))
         return self.reply(request, 404, {"code": "NotFound", "message": f"no route {path}"})
 
+    @staticmethod
+    def operation(method: str, rest: str | None) -> str:
+        return {("GET", ""): "get", ("GET", None): "get", ("GET", "/health"): "health", ("DELETE", ""): "delete",
+                ("DELETE", None): "delete", ("POST", "/contexts/execute"): "execute"}.get((method, rest), "other")
+
     def create(self, request, body: dict) -> None:
-        sandbox_id = f"sbx-{uuid.uuid4().hex[:12]}"
+        sandbox_id = body.get("sandboxId") or f"sbx-{uuid.uuid4().hex[:12]}"
+        if sandbox_id in self.sandboxes:
+            return self.reply(request, 409, {"code": "SandboxAlreadyExists", "message": "sandbox exists"})
         self.sandboxes[sandbox_id] = {
             "sandboxId": sandbox_id,
             "templateName": body["templateName"],
             "sandboxIdleTimeoutSeconds": body.get("sandboxIdleTimeoutSeconds"),
             "status": "READY",
+            "polls": 0,
         }
-        self.reply(request, 200, self.envelope(self.sandboxes[sandbox_id]))
+        return self.reply(request, 200, self.envelope(self.sandboxes[sandbox_id]))
 
     def execute(self, body: dict) -> dict:
-        _, arguments, marker = driver_inputs(body["code"])
         context = {"contextId": f"ctx-{uuid.uuid4().hex[:8]}", "language": body.get("language")}
-        if self.mode == "timeout":
-            results = [{"type": "stdout", "text": "started\n"},
-                       {"type": "error", "name": "TimeoutError", "text": "execution timeout"},
-                       {"type": "endOfExecution", "status": "timeout"}]
-        elif self.mode == "user_error":
-            trace = 'Traceback (most recent call last):\n  File "main.py", line 2, in main\nValueError: bad input\n'
-            outcome = {"ok": False, "error": {"type": "ValueError", "message": "bad input"}}
-            results = [{"type": "stderr", "text": trace}, {"type": "stdout", "text": outcome_line(marker, outcome)},
-                       {"type": "endOfExecution", "status": "ok"}]
-        else:
-            outcome = {"ok": True, "value_json": arguments}
-            results = [{"type": "stdout", "text": "hello from the fake\n"},
-                       {"type": "stdout", "text": outcome_line(marker, outcome)},
-                       {"type": "endOfExecution", "status": "ok"}]
-        return {**context, "results": results}
+        if self.execute_mode == "timeout":
+            return {**context, "results": [{"type": "stdout", "text": "started\n"},
+                                           {"type": "error", "name": "TimeoutError", "text": "execution timeout"},
+                                           {"type": "endOfExecution", "status": "timeout"}]}
+        language = "python" if body.get("language") == "python" else "nodejs"
+        # The service's `timeout` is in seconds, as the SDK documents: the fake's interpreter keeps to it.
+        stdout, stderr = run_program(language, body["code"], timeout=float(body.get("timeout", 30)) + 1)
+        if self.execute_mode == "flat":
+            return {"stdout": stdout, "stderr": stderr, "exitCode": 0}
+        return {**context, "results": [{"type": "stdout", "text": stdout}, {"type": "stderr", "text": stderr},
+                                       {"type": "endOfExecution", "status": "ok"}]}

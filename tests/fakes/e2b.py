@@ -1,68 +1,108 @@
-"""A local stand-in for E2B's API and code-interpreter endpoint, speaking their wire protocol; it executes nothing.
+"""A local stand-in for E2B's API and code-interpreter endpoint, speaking their wire protocol.
 
-API: POST /v2/sandboxes (X-API-Key), DELETE /sandboxes/{id}. Sandbox: POST /execute answering NDJSON lines
-(stdout, stderr, error, end_of_execution). Modes: success, user_error, timeout (stalls), auth, server_error.
+API (X-API-Key): POST /v2/sandboxes (Idempotency-Key: the same key answers the same sandbox), GET
+/v2/sandboxes?metadata=…, DELETE /sandboxes/{id}. Sandbox: POST /execute runs the driver program in a real
+Python or Node.js process and streams its output as NDJSON (stdout, stderr, error, end_of_execution).
+Faults per operation (create, list, delete, execute) come from FakeServer.fail; `execute_mode` adds what
+only an interpreter does: "stall" (never finishes) and "interrupt" (the kernel is interrupted).
 """
 
 import json
 import re
 import time
+import urllib.parse
 import uuid
+from datetime import UTC, datetime, timedelta
 
-from tests.fakes.base import FakeServer, driver_inputs, outcome_line
+from tests.fakes.base import FakeServer, run_program
 
 
 class FakeE2B(FakeServer):
     def __init__(self, api_key: str) -> None:
         self.api_key = api_key
-        self.sandboxes: set[str] = set()
+        self.sandboxes: dict[str, dict] = {}
+        self.by_key: dict[str, str] = {}
         self.killed: list[str] = []
+        self.created: list[dict] = []
+        self.execute_mode = "run"
         super().__init__()
 
     def handle(self, request, body: bytes) -> None:
-        path = request.path.split("?")[0]
+        path, _, query = request.path.partition("?")
         if request.command == "POST" and path == "/execute":
             return self.execute(request, json.loads(body))
-        if self.mode == "auth" or request.headers.get("X-API-Key") != self.api_key:
+        if request.headers.get("X-API-Key") != self.api_key:
             return self.reply(request, 401, {"code": 401, "message": "Invalid API key"})
-        if self.mode == "server_error":
-            return self.reply(request, 502, {"code": 502, "message": "upstream unavailable"})
         if request.command == "POST" and path == "/v2/sandboxes":
-            sandbox_id = f"i{uuid.uuid4().hex[:16]}"
-            self.sandboxes.add(sandbox_id)
-            template = json.loads(body).get("templateID")
-            return self.reply(request, 201, {"templateID": template, "sandboxID": sandbox_id, "clientID": "fake",
-                                             "envdVersion": "0.2.4", "envdAccessToken": "envd-token"})
+            if not self.answered_by_fault(request, "create"):
+                self.create(request, json.loads(body))
+            return None
+        if request.command == "GET" and path == "/v2/sandboxes":
+            if not self.answered_by_fault(request, "list"):
+                self.list(request, urllib.parse.parse_qs(query))
+            return None
         found = re.match(r"^/sandboxes/([^/]+)$", path)
         if request.command == "DELETE" and found:
+            if self.answered_by_fault(request, "delete"):
+                return None
+            if self.sandboxes.pop(found.group(1), None) is None:
+                return self.reply(request, 404, {"code": 404, "message": "sandbox not found"})
             self.killed.append(found.group(1))
-            self.sandboxes.discard(found.group(1))
             return self.reply(request, 204)
         return self.reply(request, 404, {"code": 404, "message": f"no route {path}"})
 
+    def create(self, request, body: dict) -> None:
+        key = request.headers.get("Idempotency-Key")
+        sandbox_id = self.by_key.get(key) if key else None
+        if sandbox_id is None or sandbox_id not in self.sandboxes:
+            sandbox_id = f"i{uuid.uuid4().hex[:16]}"
+            self.sandboxes[sandbox_id] = {"templateID": body.get("templateID"), "metadata": body.get("metadata") or {},
+                                          "started": datetime.now(UTC)}
+            self.created.append({"id": sandbox_id, **body})
+            if key:
+                self.by_key[key] = sandbox_id
+        self.reply(request, 201, {"templateID": body.get("templateID"), "sandboxID": sandbox_id, "clientID": "fake",
+                                  "envdVersion": "0.2.4", "envdAccessToken": "envd-token"})
+
+    def list(self, request, query: dict) -> None:
+        wanted = dict(urllib.parse.parse_qsl(query.get("metadata", [""])[0]))
+        listed = [
+            {"templateID": sandbox["templateID"], "sandboxID": sandbox_id, "clientID": "fake",
+             "startedAt": sandbox["started"].isoformat(),
+             "endAt": (sandbox["started"] + timedelta(hours=1)).isoformat(),
+             "cpuCount": 2, "memoryMB": 512, "diskSizeMB": 1024, "state": "running", "envdVersion": "0.2.4",
+             "metadata": sandbox["metadata"]}
+            for sandbox_id, sandbox in self.sandboxes.items()
+            if all(sandbox["metadata"].get(name) == value for name, value in wanted.items())
+        ]
+        self.reply(request, 200, listed)
+
     def execute(self, request, body: dict) -> None:
-        _, arguments, marker = driver_inputs(body["code"])
+        if request.headers.get("E2b-Sandbox-Id") not in self.sandboxes:
+            return self.reply(request, 502, b"sandbox not found", "text/plain")
+        if self.answered_by_fault(request, "execute"):
+            return None
         now = time.time()
-        if self.mode == "timeout":
+        if self.execute_mode == "stall":
             lines = [{"type": "stdout", "text": "started\n", "timestamp": now}]
-        elif self.mode == "user_error":
-            outcome = {"ok": False, "error": {"type": "ValueError", "message": "bad input"}}
-            lines = [{"type": "stderr", "text": "ValueError: bad input\n", "timestamp": now},
-                     {"type": "stdout", "text": outcome_line(marker, outcome), "timestamp": now},
+        elif self.execute_mode == "interrupt":
+            lines = [{"type": "error", "name": "KeyboardInterrupt", "value": "", "traceback": "KeyboardInterrupt"},
                      {"type": "end_of_execution"}]
+        elif self.execute_mode == "garbage":
+            lines = ["this is not json"]
         else:
-            outcome = {"ok": True, "value_json": arguments}
-            lines = [{"type": "stdout", "text": "hello from the fake\n", "timestamp": now},
-                     {"type": "stdout", "text": outcome_line(marker, outcome), "timestamp": now},
-                     {"type": "end_of_execution"}]
+            language = "python" if body.get("language") == "python" else "nodejs"
+            stdout, stderr = run_program(language, body["code"])
+            lines = [{"type": "stdout", "text": stdout, "timestamp": now},
+                     {"type": "stderr", "text": stderr, "timestamp": now}, {"type": "end_of_execution"}]
         request.send_response(200)
         request.send_header("Content-Type", "application/x-ndjson")
         request.send_header("Transfer-Encoding", "chunked")
         request.end_headers()
         for line in lines:
-            chunk = (json.dumps(line) + "\n").encode()
+            chunk = ((line if isinstance(line, str) else json.dumps(line)) + "\n").encode()
             request.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
             request.wfile.flush()
-        if self.mode == "timeout":
-            time.sleep(5)  # never finishes within the run's deadline
+        if self.execute_mode == "stall":
+            time.sleep(30)  # never finishes within the run's deadline
         request.wfile.write(b"0\r\n\r\n")

@@ -43,7 +43,7 @@
     cards.replaceChildren();
     for (const provider of state.providers) {
       const dot = element("span", { class: `dot ${provider.healthy ? "healthy" : "unhealthy"}`,
-        title: provider.healthy ? "healthy" : "not healthy" });
+        title: provider.health_reason || (provider.healthy ? "healthy" : "not healthy") });
       const title = element("h3", {}, [dot, document.createTextNode(provider.label)]);
       if (provider.active) title.appendChild(element("span", { class: "badge", text: "active" }));
       const card = element("button", {

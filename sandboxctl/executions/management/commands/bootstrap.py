@@ -5,6 +5,7 @@ import os
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand
 from django.core.management.utils import get_random_secret_key
 
@@ -32,8 +33,11 @@ class Command(BaseCommand):
     def _data_dir(self) -> None:
         settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)
         key_file = settings.SECRET_KEY_FILE
-        if settings.SECRET_KEY or key_file.exists():
+        try:
+            settings.SECRET_KEY  # noqa: B018 - set from the environment or read from key_file
             return
+        except ImproperlyConfigured:
+            pass
         # A stable per-installation key, so sessions and stored secrets survive restarts without a key in
         # the repository. Created with its final mode: never readable by others, not even for a moment.
         key_file.parent.mkdir(parents=True, exist_ok=True)

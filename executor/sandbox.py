@@ -134,6 +134,9 @@ class Sandbox:
         """What the sandbox said outside the protocol (its stderr), for error messages."""
         return ""
 
+    def to_foreground(self) -> None:
+        """It is about to run a job: from now on it competes for CPU as an equal (see the runsc backend)."""
+
     # Session (shared)
 
     def start(self) -> None:
@@ -179,6 +182,7 @@ class Sandbox:
                 "max_total_bytes": limits.artifact_max_total_bytes,
             },
         }
+        self.to_foreground()
         started = time.monotonic()
         self._send(encode_frame(JOB, json.dumps(job, ensure_ascii=False).encode()))
         report = RunReport()

@@ -1,9 +1,12 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from sandboxctl.console import provider_api
 from sandboxctl.console.admin_page import sandbox_settings
+from sandboxctl.console.dashboard import dashboard
 from sandboxctl.executions import metrics, views
 
 urlpatterns = [
@@ -22,5 +25,7 @@ urlpatterns = [
     path("api/v1/sandbox/config", provider_api.SandboxConfigView.as_view(), name="sandbox-config"),
     path("api/v1/sandbox/test", provider_api.SandboxTestView.as_view(), name="sandbox-test"),
     path("admin/sandbox-settings/", admin.site.admin_view(sandbox_settings), name="sandbox-settings"),
+    path("admin/dashboard/", admin.site.admin_view(dashboard), name="dashboard"),
+    path("favicon.ico", RedirectView.as_view(url=static("console/favicon.svg"), permanent=True)),
     path("admin/", admin.site.urls),
 ]

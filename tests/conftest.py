@@ -5,6 +5,7 @@ test is marked `stack` here and needs the real things that `make test` starts.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -257,3 +258,51 @@ class SaaS:
 def saas(request) -> SaaS:
     fixture = "e2b_fake" if request.param == "e2b" else "agentrun_fake"
     return SaaS(request.param, request.getfixturevalue(fixture))
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture
+def signed_in_browser(live_server, transactional_db, django_user_model, request, tmp_path, monkeypatch):
+    """open(path, width=1280) → a page of a signed-in superuser in headless Chromium. Each page's screenshot
+    is kept at the end (copied to SANDBOXCTL_SCREENSHOT_DIR when set)."""
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the ORM calls in tests are still synchronous.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    django_user_model.objects.create_superuser("admin", "admin@example.com", "admin-password-1")
+    pages = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+        def open_page(path: str, width: int = 1280):
+            page = browser.new_page(viewport={"width": width, "height": 1000})
+            page.set_default_timeout(30_000)
+            page.goto(f"{live_server.url}/admin/login/?next={path}")
+            page.fill("#id_username", "admin")
+            page.fill("#id_password", "admin-password-1")
+            page.click("input[type=submit]")
+            page.wait_for_load_state()
+            pages.append(page)
+            return page
+
+        yield open_page
+        target = os.environ.get("SANDBOXCTL_SCREENSHOT_DIR")
+        for number, page in enumerate(pages):
+            name = f"{request.node.name}-{number}.png".replace("/", "_").replace("[", "_").replace("]", "")
+            page.screenshot(path=str(tmp_path / name), full_page=True)
+            if target:
+                shutil.copy(tmp_path / name, Path(target) / name)
+        browser.close()
+
+
+@pytest.fixture
+def browser_page(signed_in_browser):
+    page = signed_in_browser("/admin/sandbox-settings/")
+    page.wait_for_selector(".card[data-provider=self_managed]")
+    return page

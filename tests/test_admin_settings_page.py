@@ -1,42 +1,9 @@
 """The admin settings page in a real headless Chromium: switch provider, validation errors, test, save, reload."""
 
-import os
-import shutil
-
-import pytest
 from playwright.sync_api import expect
 
 from conftest import e2b_settings
 from providers import config_store
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]
-
-
-@pytest.fixture
-def browser_page(live_server, transactional_db, django_user_model, tmp_path, monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the ORM calls below are still synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    django_user_model.objects.create_superuser("admin", "admin@example.com", "admin-password-1")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(30_000)
-        page.goto(f"{live_server.url}/admin/login/?next=/admin/sandbox-settings/")
-        page.fill("#id_username", "admin")
-        page.fill("#id_password", "admin-password-1")
-        page.click("input[type=submit]")
-        page.wait_for_selector(".card[data-provider=self_managed]")
-        yield page
-        page.screenshot(path=str(tmp_path / "settings.png"), full_page=True)
-        if os.environ.get("SANDBOXCTL_SCREENSHOT_DIR"):
-            shutil.copy(tmp_path / "settings.png", os.environ["SANDBOXCTL_SCREENSHOT_DIR"])
-        browser.close()
 
 
 def select_provider(page, name: str) -> None:

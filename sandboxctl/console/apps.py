@@ -10,4 +10,4 @@ class ConsoleConfig(AppConfig):
 
     name = "sandboxctl.console"
     label = "console"
-    verbose_name = "Console"
+    verbose_name = "Console records"

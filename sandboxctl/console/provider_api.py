@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from providers import config_store, manager
 from providers.registry import PROVIDERS, provider_class
+from sandboxctl.console.models import ProviderActivation
 from sandboxctl.console.probe import run_probe
 from sandboxctl.executions.serializers import JSONObjectField
 
@@ -36,6 +37,8 @@ class ProviderChoice(serializers.Serializer):
 
 class SaveSettings(ProviderChoice):
     set_active = serializers.BooleanField(required=False, default=False)
+    # Making a provider active runs its probe first; a failing probe blocks it unless this is true.
+    activate_anyway = serializers.BooleanField(required=False, default=False)
 
 
 def describe(name: str, active: str) -> dict:
@@ -100,7 +103,16 @@ class SandboxConfigView(AdminAPIView):
         serializer = SaveSettings(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        config_store.save(data["provider_type"], data["config"], activate=data["set_active"])
+        name, config = data["provider_type"], data["config"]
+        switching = data["set_active"] and config_store.active_name() != name
+        probe = run_probe(name, config, request.user) if switching else None
+        if probe is not None and not probe["success"] and not data["activate_anyway"]:
+            return Response({"detail": f"not activated: the probe failed: {probe['message']}",
+                             "code": "probe_failed", "probe": probe}, status=status.HTTP_409_CONFLICT)
+        config_store.save(name, config, activate=data["set_active"])
+        if probe is not None:
+            ProviderActivation.objects.create(provider=name, activated_by=request.user, probe_success=probe["success"],
+                                              probe_message=probe["message"][:2000], forced=not probe["success"])
         return Response({
             "provider_type": config_store.active_name(),
             "saved": data["provider_type"],

@@ -1,29 +1,74 @@
+"""Execution history in Django admin: read-only, readable (monospace, highlighted code, folded output, charts
+the code drew shown as pictures) and downloadable by staff."""
+
+import base64
 import json
 
 from django.contrib import admin, messages
-from django.utils.html import format_html
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.http import content_disposition_header
+from django.utils.safestring import mark_safe
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import JavascriptLexer, PythonLexer
 
 from sandboxctl.executions.models import ApiToken, Execution
+
+FOLD_AFTER_LINES = 300
+INLINE_IMAGES = ("image/png", "image/jpeg", "image/svg+xml")
+LEXERS = {"python": PythonLexer, "nodejs": JavascriptLexer}
+
+
+def seconds(value) -> str:
+    """One way to show a duration everywhere in the history: seconds with three decimals."""
+    if value is None:
+        return "—"
+    if hasattr(value, "total_seconds"):
+        value = value.total_seconds()
+    return f"{value:.3f} s"
+
+
+def folded(text: str, download_url: str) -> str:
+    """Monospace with whitespace kept; past FOLD_AFTER_LINES lines the rest is behind "show all" and a link."""
+    if not text:
+        return "—"
+    lines = text.splitlines(keepends=True)
+    if len(lines) <= FOLD_AFTER_LINES:
+        return format_html('<pre class="run-output">{}</pre>', text)
+    head, rest = "".join(lines[:FOLD_AFTER_LINES]), "".join(lines[FOLD_AFTER_LINES:])
+    return format_html(
+        '<pre class="run-output">{}</pre><details class="run-fold"><summary>show all ({} more lines)</summary>'
+        '<pre class="run-output">{}</pre></details><p><a href="{}" download>download the whole output</a></p>',
+        head, len(lines) - FOLD_AFTER_LINES, rest, download_url,
+    )
 
 
 @admin.register(Execution)
 class ExecutionAdmin(admin.ModelAdmin):
-    list_display = ("id", "status", "language", "provider", "duration", "caller", "created_at")
-    list_filter = ("status", "language", "provider", ("created_at", admin.DateFieldListFilter))
-    search_fields = ("id", "code_sha256", "caller__username", "idempotency_key")
+    list_display = ("short_id", "status", "error", "language", "provider", "duration", "waited", "caller",
+                    "created_at")
+    list_filter = ("status", "language", "provider", "error_code", ("created_at", admin.DateFieldListFilter))
+    search_fields = ("id", "code_sha256", "caller__username", "idempotency_key", "error_code", "error_message")
     date_hierarchy = "created_at"
     list_select_related = ("caller",)
     fieldsets = (
-        (None, {"fields": ("id", "status", "language", "provider", "caller", "token", "worker", "sandbox_id")}),
-        ("Code", {"fields": ("code", "code_sha256", "pretty_arguments", "limits", "requested_limits")}),
-        ("Outcome", {"fields": ("exit_code", "pretty_result", "stdout", "stdout_truncated", "stderr",
+        (None, {"fields": ("outcome_banner", "id", "status", "language", "provider", "caller", "token", "worker",
+                           "sandbox_id", "sandbox_released")}),
+        ("Code", {"fields": ("highlighted_code", "code_sha256", "pretty_arguments", "limits", "requested_limits")}),
+        ("Outcome", {"fields": ("exit_code", "pretty_result", "stdout_view", "stdout_truncated", "stderr_view",
                                 "stderr_truncated", "error_code", "error_message", "artifact_list",
                                 "rejected_artifacts")}),
-        ("Timing", {"fields": ("created_at", "started_at", "finished_at", "execution_time", "queue_wait",
-                               "memory_used_kb", "attempts")}),
+        ("Timing", {"fields": ("created_at", "started_at", "finished_at", "run_time", "waited", "memory_used_kb",
+                               "attempts")}),
         ("Delivery", {"fields": ("idempotency_key", "callback_url", "callback_status", "callback_attempts",
                                  "callback_error")}),
     )
+
+    class Media:
+        css = {"all": ("executions/history.css",)}
 
     def get_readonly_fields(self, request, obj=None):
         return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
@@ -34,24 +79,114 @@ class ExecutionAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-    @admin.display(description="duration (s)", ordering="execution_time")
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<uuid:pk>/output/<str:stream>.txt", view(self.download_output), name="executions_output"),
+            path("<uuid:pk>/artifacts/<int:index>/", view(self.download_artifact), name="executions_artifact"),
+            *super().get_urls(),
+        ]
+
+    # Downloads (staff only, through admin_view). Always attachments with no sniffing, so an html or svg the
+    # code wrote is never rendered on the admin's origin.
+
+    def download_output(self, request, pk, stream: str):
+        if stream not in ("stdout", "stderr", "code"):
+            raise Http404("no such stream")
+        execution = get_object_or_404(Execution, pk=pk)
+        return attachment(getattr(execution, stream).encode("utf-8"), f"{execution.pk}-{stream}.txt",
+                          "text/plain; charset=utf-8")
+
+    def download_artifact(self, request, pk, index: int):
+        execution = get_object_or_404(Execution, pk=pk)
+        if not 0 <= index < len(execution.artifacts):
+            raise Http404("no such artifact")
+        artifact = execution.artifacts[index]
+        return attachment(base64.b64decode(artifact.get("content_b64", "")), artifact.get("name", "artifact"),
+                          "application/octet-stream")
+
+    # List columns.
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, execution: Execution):
+        return format_html('<span class="run-id" title="{}">{}</span>', execution.pk, str(execution.pk)[:8])
+
+    @admin.display(description="error", ordering="error_code")
+    def error(self, execution: Execution):
+        if not execution.error_code:
+            return "—"
+        return format_html('<span title="{}">{}</span>', execution.error_message, execution.error_code)
+
+    @admin.display(description="run time", ordering="execution_time")
     def duration(self, execution: Execution):
-        return None if execution.execution_time is None else round(execution.execution_time, 3)
+        return seconds(execution.execution_time)
+
+    @admin.display(description="run time")
+    def run_time(self, execution: Execution):
+        return seconds(execution.execution_time)
+
+    @admin.display(description="queue wait", ordering="queue_wait")
+    def waited(self, execution: Execution):
+        return seconds(execution.queue_wait)
+
+    # Detail.
+
+    @admin.display(description="outcome")
+    def outcome_banner(self, execution: Execution):
+        kind = "ok" if execution.status == "succeeded" else "pending" if not execution.is_terminal else "problem"
+        text = execution.status if not execution.error_code else (
+            f"{execution.status}: {execution.error_code} — {execution.error_message}")
+        return format_html('<div class="run-banner {}" role="status">{}</div>', kind, text)
+
+    @admin.display(description="code")
+    def highlighted_code(self, execution: Execution):
+        lexer = LEXERS.get(execution.language, PythonLexer)()
+        html = highlight(execution.code, lexer, HtmlFormatter(cssclass="run-code", nowrap=False))
+        return mark_safe(html)  # Pygments escapes the code it formats
 
     @admin.display(description="arguments")
     def pretty_arguments(self, execution: Execution):
-        return format_html("<pre>{}</pre>", json.dumps(execution.arguments, indent=2, ensure_ascii=False))
+        return format_html('<pre class="run-output">{}</pre>', json.dumps(execution.arguments, indent=2,
+                                                                           ensure_ascii=False))
 
     @admin.display(description="result")
     def pretty_result(self, execution: Execution):
         if not execution.result_present:
             return "—"
-        return format_html("<pre>{}</pre>", json.dumps(execution.result, indent=2, ensure_ascii=False))
+        return format_html('<pre class="run-output">{}</pre>', json.dumps(execution.result, indent=2,
+                                                                           ensure_ascii=False))
+
+    @admin.display(description="stdout")
+    def stdout_view(self, execution: Execution):
+        return folded(execution.stdout, reverse("admin:executions_output", args=[execution.pk, "stdout"]))
+
+    @admin.display(description="stderr")
+    def stderr_view(self, execution: Execution):
+        return folded(execution.stderr, reverse("admin:executions_output", args=[execution.pk, "stderr"]))
 
     @admin.display(description="artifacts")
     def artifact_list(self, execution: Execution):
-        rows = [f"{a['name']} ({a['mime_type']}, {a['size']} bytes)" for a in execution.artifacts]
-        return ", ".join(rows) or "—"
+        if not execution.artifacts:
+            return "—"
+        items = []
+        for index, artifact in enumerate(execution.artifacts):
+            url = reverse("admin:executions_artifact", args=[execution.pk, index])
+            picture = ""
+            if artifact.get("mime_type") in INLINE_IMAGES:
+                # An <img> never runs scripts, so even an svg the code wrote is safe to show this way.
+                picture = format_html('<img class="run-artifact" alt="{}" src="data:{};base64,{}">',
+                                      artifact["name"], artifact["mime_type"], artifact.get("content_b64", ""))
+            items.append((picture, url, artifact["name"], artifact.get("mime_type", ""), artifact.get("size", 0)))
+        return format_html('<ul class="run-artifacts">{}</ul>', format_html_join(
+            "", '<li>{}<a href="{}" download>{}</a> ({}, {} bytes)</li>', items))
+
+
+def attachment(content: bytes, name: str, content_type: str) -> HttpResponse:
+    response = HttpResponse(content, content_type=content_type)
+    response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=name)
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    return response
 
 
 @admin.register(ApiToken)

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from providers import config_store
 from providers.registry import PROVIDERS, provider_class
 from providers.schema import with_defaults
+from sandboxctl.console.models import ProviderActivation
 from sandboxctl.console.probe import run_probe
 
 # The only place AGENTRUN_* and E2B_* variables are read: at run time the stored settings are used.
@@ -53,6 +54,10 @@ class Command(BaseCommand):
                 raise CommandError(f"test run failed: {outcome['message']}")
             self.stdout.write(f"test run succeeded in {outcome['details'].get('execution_time')}s")
         config_store.save(provider, config, activate=activate)
+        if activate:
+            how = "configure_provider --skip-test" if skip_test else "configure_provider"
+            ProviderActivation.objects.create(provider=provider, activated_by=None, probe_success=not skip_test,
+                                              probe_message=how, forced=skip_test)
         state = "saved and active" if activate else "saved"
         self.stdout.write(self.style.SUCCESS(f"{PROVIDERS[provider].label}: {state}"))
 

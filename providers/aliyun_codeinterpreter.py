@@ -190,26 +190,24 @@ class AliyunCodeInterpreterProvider(SaaSProvider):
                 error = "timeout"
         return "".join(stdout), "".join(stderr), error
 
-    def destroy_instance(self, instance_id: str) -> None:
+    def about_one_sandbox(self, action: str, method: str, sandbox_id: str) -> None:
+        """A data-plane call addressing one sandbox, for which "no such sandbox" is the answer we want."""
         SandboxDataAPI, *_ = load_sdk()
         config = self.sdk_config()
         try:
-            self.call("deleting the sandbox", SandboxDataAPI(config=config).delete_sandbox, instance_id,
-                      config=config, sandbox_call=True)
+            self.call(action, getattr(SandboxDataAPI(config=config), method), sandbox_id, config=config,
+                      sandbox_call=True)
         except ServiceError as exc:
             if exc.kind != Failure.SANDBOX_LOST:
-                raise  # gone already is what we wanted
+                raise
+
+    def destroy_instance(self, instance_id: str) -> None:
+        self.about_one_sandbox("deleting the sandbox", "delete_sandbox", instance_id)  # gone already is fine
 
     def find_instances(self, run_id: str) -> list[str]:
         wanted = sandbox_id_for(run_id)
         return [wanted] if wanted else []
 
     def probe(self) -> None:
-        SandboxDataAPI, *_ = load_sdk()
-        config = self.sdk_config()
-        try:
-            self.call("checking the credentials", SandboxDataAPI(config=config).get_sandbox, PROBE_SANDBOX,
-                      config=config, sandbox_call=True)
-        except ServiceError as exc:
-            if exc.kind != Failure.SANDBOX_LOST:
-                raise  # 404 for a sandbox that never existed: the signed request was accepted
+        # 404 for a sandbox that never existed: the signed request was accepted.
+        self.about_one_sandbox("checking the credentials", "get_sandbox", PROBE_SANDBOX)

@@ -188,7 +188,14 @@ class SelfManagedProvider(SandboxProvider):
                     if not any(language in beat.pool_depth and language not in beat.pool_failing for beat in beats)]
         if unserved:
             return Health(False, f"no worker can make {' or '.join(unserved)} sandboxes now")
-        return Health(True, f"{len(beats)} live worker{'s' if len(beats) != 1 else ''}")
+        warm: dict[str, int] = {}
+        for beat in beats:
+            for kind, count in beat.pool_depth.items():
+                warm[kind] = warm.get(kind, 0) + count
+        versions = sorted({f"runsc {beat.runtime['version']}" for beat in beats if beat.runtime.get("version")})
+        pools = ", ".join(f"{kind} {count}" for kind, count in sorted(warm.items()))
+        return Health(True, f"{len(beats)} live worker{'s' if len(beats) != 1 else ''}; warm: {pools}"
+                            + (f"; {', '.join(versions)}" if versions else ""))
 
 
 def classify(report: RunReport, limits: Limits, language: str) -> ExecutionResult:

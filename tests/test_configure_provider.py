@@ -29,6 +29,6 @@ def test_failed_test_run_saves_nothing(e2b_fake, monkeypatch, transactional_db):
     monkeypatch.setenv("E2B_API_KEY", "e2b_wrong_key")
     monkeypatch.setenv("E2B_API_URL", e2b_fake.url)
     monkeypatch.setenv("E2B_SANDBOX_URL", e2b_fake.url)
-    with pytest.raises(CommandError, match="credentials rejected"):
+    with pytest.raises(CommandError, match="rejected the credentials"):
         call_command("configure_provider", "e2b", "--from-env")
     assert not config_store.load("e2b")

@@ -57,7 +57,9 @@ def test_a_failing_provider_is_not_activated_without_an_explicit_choice(browser_
     page.check("#set-active")
     page.click("#save-button")
     expect(page.locator("#activation-guard")).to_be_visible()
-    assert "credentials rejected" in page.inner_text("#activation-reason")
+    assert "rejected the credentials" in page.inner_text("#activation-reason")
+    expect(page.locator("#test-raw-detail")).to_be_visible()
+    assert "credentials rejected" in page.locator("#test-raw").text_content(), "raw detail behind a disclosure"
     assert page.inner_text("#test-message").startswith("Failed")
     assert config_store.active_name() == "self_managed" and not config_store.load("e2b"), "nothing changed"
     expect(page.locator("#activate-anyway")).to_be_focused()
@@ -68,7 +70,7 @@ def test_a_failing_provider_is_not_activated_without_an_explicit_choice(browser_
     record = ProviderActivation.objects.get()
     assert (record.provider, record.activated_by.username, record.forced, record.probe_success) == (
         "e2b", "admin", True, False)
-    assert "credentials rejected" in record.probe_message
+    assert "rejected the credentials" in record.probe_message
 
 
 def test_a_healthy_provider_is_activated_with_its_probe_recorded(browser_page, e2b_fake):

@@ -89,14 +89,15 @@ def test_probe_reports_rejected_credentials(staff_api, agentrun_fake):
             "config": aliyun_settings(agentrun_fake.url, access_key_id="LTAI-wrong")}
     result = staff_api.post("/api/v1/sandbox/test", json=body).json()
     assert result["success"] is False
-    assert "credentials rejected" in result["message"]
+    assert result["message"] == "The service rejected the credentials: check the key and its permissions."
+    assert "credentials rejected" in result["details"]["raw"], "the raw detail stays available"
 
 
 def test_probe_reports_an_unreachable_service(staff_api):
     body = {"provider_type": "e2b", "config": e2b_settings("http://127.0.0.1:9")}
     result = staff_api.post("/api/v1/sandbox/test", json=body).json()
     assert result["success"] is False
-    assert "service unavailable" in result["message"]
+    assert result["message"] == "Nothing answered at the service's address (connection refused): check the endpoint."
 
 
 def test_probe_of_the_self_managed_pool_runs_for_real(staff_api, sandbox_worker):

@@ -5,6 +5,8 @@ self-managed pool lives in the workers, so its probe is a real run through the q
 """
 
 import logging
+import socket
+import ssl
 import time
 
 from providers import manager
@@ -23,7 +25,8 @@ def run_probe(name: str, config: dict, user) -> dict:
     try:
         details = _probe_self_managed(user) if name == "self_managed" else _probe_saas(name, config)
     except ProviderError as exc:
-        return {"success": False, "message": str(exc), "details": {"execution_time": time.monotonic() - started}}
+        return {"success": False, "message": plain_language(exc),
+                "details": {"execution_time": time.monotonic() - started, "raw": raw_detail(exc)}}
     except Exception as exc:  # noqa: BLE001 - whatever a provider's endpoint answers, the probe answers calmly
         log.exception("probe of %s failed unexpectedly", name)
         return {"success": False, "message": f"the probe failed unexpectedly: {exc.__class__.__name__}: {exc}"[:500],
@@ -31,6 +34,49 @@ def run_probe(name: str, config: dict, user) -> dict:
     success = details.pop("status") == Status.SUCCEEDED
     message = "the probe ran and returned" if success else f"the probe ended {details.get('error') or 'badly'}"
     return {"success": success, "message": message, "details": details}
+
+
+PLAIN = {
+    "credentials_rejected": "The service rejected the credentials: check the key and its permissions.",
+    "rate_limited": "The service is limiting requests right now: try again in a moment.",
+    "bad_response": "The service answered something unexpected: check that the endpoint is this service's.",
+    "sandbox_lost": "The service lost the test's sandbox while it ran: try again.",
+    "service_unavailable": "The service is unavailable: it answered with a server error or not at all.",
+}
+# Why a connection failed, from the exception chain (the SDKs' own messages are for developers, e.g. a
+# resolver's debug dump), each as one sentence an operator can act on.
+NETWORK = (
+    ((socket.gaierror,), ("dns error", "no records found", "failed to lookup", "name or service not known"),
+     "The service's host name could not be found (DNS): check the endpoint or domain."),
+    ((ssl.SSLError,), ("certificate", "tls", "ssl"),
+     "A secure connection to the service failed (TLS): check the endpoint and its certificate."),
+    ((ConnectionRefusedError,), ("connection refused",),
+     "Nothing answered at the service's address (connection refused): check the endpoint."),
+    ((TimeoutError, socket.timeout), ("timed out", "timeout"), "The service did not answer in time."),
+)
+
+
+def chain(exc: BaseException) -> list[BaseException]:
+    found = []
+    while exc is not None and exc not in found:
+        found.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return found
+
+
+def plain_language(exc: ProviderError) -> str:
+    """One short sentence for the operator; the raw detail goes behind a disclosure on the page."""
+    causes = chain(exc)
+    if exc.code in ("service_unavailable", "sandbox_error"):
+        text = " ".join(str(cause).lower() for cause in causes)
+        for types, words, sentence in NETWORK:
+            if any(isinstance(cause, types) for cause in causes) or any(word in text for word in words):
+                return sentence
+    return PLAIN.get(exc.code, str(exc))
+
+
+def raw_detail(exc: BaseException) -> str:
+    return "\n".join(f"{type(cause).__name__}: {cause}" for cause in chain(exc))[:4000]
 
 
 def _probe_saas(name: str, config: dict) -> dict:

@@ -50,3 +50,23 @@ def test_every_provider_schema_describes_itself(name):
                              for item in described)
     secrets = [item for item in described if item["secret"]]
     assert all("value" not in item for item in secrets), "a secret's value is never described"
+
+
+def test_probe_failures_read_as_one_plain_sentence():
+
+    from providers.saas import Failure, ServiceError
+    from sandboxctl.console.probe import plain_language, raw_detail
+
+    def failed(kind: Failure, cause: BaseException | None = None) -> ServiceError:
+        error = ServiceError(kind, f"E2B: {kind.value} while creating a sandbox")
+        error.__cause__ = cause
+        return error
+
+    dns = failed(Failure.SERVICE_UNAVAILABLE, OSError("no records found for Query { name: Name(\"api.e2b.app.\") }"))
+    assert plain_language(dns).startswith("The service's host name could not be found (DNS)")
+    assert "no records found" in raw_detail(dns), "the raw detail is kept for the disclosure"
+    refused = failed(Failure.SERVICE_UNAVAILABLE, ConnectionRefusedError(111, "Connection refused"))
+    assert "connection refused" in plain_language(refused)
+    assert "did not answer in time" in plain_language(failed(Failure.SERVICE_UNAVAILABLE, TimeoutError()))
+    assert plain_language(failed(Failure.CREDENTIALS_REJECTED)).startswith("The service rejected the credentials")
+    assert plain_language(failed(Failure.BAD_RESPONSE)).startswith("The service answered something unexpected")

@@ -253,6 +253,8 @@
     $("test-time").textContent = details.execution_time != null ? `${Number(details.execution_time).toFixed(3)} s` : "—";
     $("test-stdout").textContent = details.stdout || "";
     $("test-stderr").textContent = details.stderr || "";
+    $("test-raw").textContent = details.raw || "";
+    $("test-raw-detail").hidden = !details.raw;
   }
 
   async function testConnection() {

@@ -2,11 +2,13 @@
 
 Each run creates a sandbox from the configured template under an id derived from the run (a retried or
 lost create names the same sandbox), waits for its health as the SDK's own lifecycle does, executes the
-driver program and deletes the sandbox. The data-plane classes are used directly: they raise ClientError
-and ServerError carrying the HTTP status and the service's error code, where the higher-level client
-folds every refusal into status 0. Every call gets an explicit Config built from the stored settings: the
-SDK would otherwise fall back to AGENTRUN_* environment variables (and it loads a `.env` when imported,
-which is why it is imported lazily, only when this provider is used).
+driver program and deletes the sandbox. With no template named in the settings, a default
+code-interpreter template per language (`sandboxctl-<language>-default`) is found or created in the account
+through the control API, as RAGFlow's own provider does. The data-plane classes are used directly: they
+raise ClientError and ServerError carrying the HTTP status and the service's error code, where the
+higher-level client folds every refusal into status 0. Every call gets an explicit Config built from the
+stored settings: the SDK would otherwise fall back to AGENTRUN_* environment variables (and it loads a
+`.env` when imported, which is why it is imported lazily, only when this provider is used).
 """
 
 import math
@@ -31,7 +33,9 @@ REGIONS = ("cn-hangzhou", "cn-beijing", "cn-shanghai", "cn-shenzhen", "cn-guangz
 SERVICE_TIMEOUT_CAP = 30
 READY_POLL = 0.25
 READY_WAIT = 20.0  # at most, for a new sandbox's health to say ok
-PROBE_SANDBOX = "sandboxctl-health-probe"  # never created: a signed lookup answers 404 when credentials work
+PROBE_SANDBOX = "sandboxctl-health-probe"
+TEMPLATE_READY_WAIT = 60.0  # at most, for a template we created to become ready
+TEMPLATE_POLL = 1.0  # never created: a signed lookup answers 404 when credentials work
 # The data plane's own error codes (the `code` field of its answers), by kind.
 CODES = {
     Failure.CREDENTIALS_REJECTED: ("Forbidden", "Unauthorized", "InvalidAccessKeyId", "SignatureDoesNotMatch"),
@@ -39,6 +43,27 @@ CODES = {
     Failure.SERVICE_UNAVAILABLE: ("ServiceUnavailable", "InternalError", "SystemBusy"),
     Failure.SANDBOX_LOST: ("NotFound", "SandboxNotFound"),
 }
+
+
+def default_template(language: str) -> str:
+    return f"sandboxctl-{language}-default"
+
+
+def load_control_api():
+    """agentrun-sdk's control-plane API, speaking plain HTTP when the configured endpoint says http:// (a
+    private gateway, or the local fake in the tests); the SDK itself always talks HTTPS."""
+    load_sdk()
+    from agentrun.sandbox.api import SandboxControlAPI
+
+    class ControlAPI(SandboxControlAPI):
+        def _get_client(self, config=None):
+            client = super()._get_client(config)
+            endpoint = (config or self.config).get_control_endpoint()
+            if endpoint.startswith("http://"):
+                client._protocol = "http"  # the generated client keeps its protocol here; HTTPS when unset
+            return client
+
+    return ControlAPI
 
 
 def load_sdk():
@@ -70,13 +95,20 @@ class AliyunCodeInterpreterProvider(SaaSProvider):
                         endpoint=True),
             ConfigField("region", "select", "Region", default="cn-hangzhou", required=True, options=REGIONS,
                         endpoint=True),
-            ConfigField("template_name", label="Template name", required=True,
-                        description="A code-interpreter template created in the AgentRun console"),
+            ConfigField("template_name", label="Template name",
+                        description="A code-interpreter template in your account; blank: sandboxctl finds or "
+                                    "creates sandboxctl-python-default / sandboxctl-nodejs-default"),
             ConfigField("timeout", "integer", "Timeout (s)", "Per run; the service allows at most 30 s.",
                         default=SERVICE_TIMEOUT_CAP, min=1, max=SERVICE_TIMEOUT_CAP),
             ConfigField("data_endpoint", label="Data endpoint", endpoint=True,
                         description="Optional; defaults to https://<account>.agentrun-data.<region>.aliyuncs.com"),
+            ConfigField("control_endpoint", label="Control endpoint", endpoint=True,
+                        description="Optional; defaults to https://agentrun.<region>.aliyuncs.com"),
         ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._templates: dict[str, str] = {}
 
     def timeout_cap(self) -> float:
         return float(min(int(self.config.get("timeout", SERVICE_TIMEOUT_CAP)), SERVICE_TIMEOUT_CAP))
@@ -97,7 +129,7 @@ class AliyunCodeInterpreterProvider(SaaSProvider):
             region_id=region,
             timeout=int(math.ceil(timeout)),
             data_endpoint=self.data_endpoint(),
-            control_endpoint=f"https://agentrun.{region}.aliyuncs.com",
+            control_endpoint=self.config.get("control_endpoint") or f"https://agentrun.{region}.aliyuncs.com",
         )
 
     def call(self, action: str, function, *args, sandbox_call: bool = False, **kwargs) -> dict:
@@ -128,13 +160,50 @@ class AliyunCodeInterpreterProvider(SaaSProvider):
                 return kind
         return None
 
+    def prepare(self, language: str, deadline: float) -> None:
+        """The template runs use: the configured one, or this language's default, found or created."""
+        if self.config.get("template_name") or language in self._templates:
+            return
+        name = default_template(language)
+        api = load_control_api()(config=self.sdk_config())
+        template = self.control("looking up the default template", api.get_template, name, missing_ok=True)
+        if template is None:
+            from agentrun.sandbox.model import TemplateType
+            from alibabacloud_agentrun20250910.models import CreateTemplateInput
+
+            wanted = CreateTemplateInput(template_name=name, template_type=TemplateType.CODE_INTERPRETER.value)
+            template = self.control("creating the default template", api.create_template, wanted, exists_ok=True)
+        until = min(deadline, time.monotonic() + TEMPLATE_READY_WAIT)
+        while str(getattr(template, "status", "") or "READY").upper() in ("CREATING", "PENDING", "DEPLOYING"):
+            if time.monotonic() + TEMPLATE_POLL >= until:
+                raise ServiceError(Failure.SERVICE_UNAVAILABLE, f"{self.label}: the template {name} is not ready")
+            time.sleep(TEMPLATE_POLL)
+            template = self.control("waiting for the default template", api.get_template, name)
+        self._templates[language] = name
+
+    def control(self, action: str, function, *args, missing_ok: bool = False, exists_ok: bool = False):
+        """One control-plane call; None when the thing is missing and that is fine."""
+        *_, HTTPError = load_sdk()
+        try:
+            return function(*args)
+        except HTTPError as exc:
+            if missing_ok and exc.status_code == 404:
+                return None
+            if exists_ok and exc.status_code == 409:
+                return None
+            kind = failure_for_status(exc.status_code)
+            raise ServiceError(kind, f"{self.label}: {SUMMARY[kind]} while {action} (HTTP {exc.status_code})") from exc
+
+    def template_for(self, language: str) -> str:
+        return self.config.get("template_name") or self._templates.get(language) or default_template(language)
+
     def create_instance(self, language: str, run_id: str = "", timeout: float = REQUEST_TIMEOUT) -> str:
         SandboxDataAPI, *_ = load_sdk()
         config = self.sdk_config(timeout)
         wanted = sandbox_id_for(run_id)
         try:
             data = self.call("creating a sandbox", SandboxDataAPI(config=config).create_sandbox,
-                             template_name=self.config.get("template_name", ""), sandbox_id=wanted,
+                             template_name=self.template_for(language), sandbox_id=wanted,
                              sandbox_idle_timeout_seconds=SERVICE_TIMEOUT_CAP * 4, config=config)
         except ServiceError as exc:
             if wanted and getattr(exc.__cause__, "status_code", None) == 409:

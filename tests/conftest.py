@@ -221,7 +221,7 @@ def aliyun_settings(endpoint: str, **overrides) -> dict:
     return {
         "access_key_id": "LTAI-test-key", "access_key_secret": "aliyun-secret-9876", "account_id": "1234567890",
         "region": "cn-hangzhou", "template_name": "sandboxctl-python", "timeout": 20, "data_endpoint": endpoint,
-        **overrides,
+        "control_endpoint": endpoint, **overrides,
     }
 
 

@@ -2,6 +2,7 @@
 bounded retries for what may pass, deadlines kept by us, and health checks that mean something."""
 
 import inspect
+import json
 import time
 
 import pytest
@@ -186,3 +187,35 @@ def test_agentrun_timeout_is_sent_in_seconds_as_the_sdk_documents(agentrun_fake)
         HELLO, "python", Limits(timeout=7.5, memory_mb=256, output_limit=1024), {})
     body = next(json.loads(body) for _, path, _, body in agentrun_fake.requests if path.endswith("/execute"))
     assert body["timeout"] == 10  # ceil(7.5) + 2 s for the driver to report its own timeout first
+
+
+def test_agentrun_without_a_template_finds_or_creates_the_default_per_language(agentrun_fake):
+    from tests.conftest import SaaS
+
+    agentrun_fake.template_creating_polls = 2  # a new template takes a moment to become ready
+    provider = SaaS("aliyun_codeinterpreter", agentrun_fake).provider(template_name="")
+    assert provider.run(HELLO, "python", LIMITS, {}).status == Status.SUCCEEDED
+    assert provider.run("function main() { return 1; }", "nodejs", LIMITS, {}).status == Status.SUCCEEDED
+    assert set(agentrun_fake.templates) == {"sandboxctl-python-default", "sandboxctl-nodejs-default"}
+    assert all(template["templateType"] == "CodeInterpreter" for template in agentrun_fake.templates.values())
+    used = {sandbox["templateName"] for sandbox in agentrun_fake.sandboxes.values()} | {
+        json.loads(body)["templateName"] for verb, path, _, body in agentrun_fake.requests
+        if verb == "POST" and path.rstrip("/") == "/sandboxes"}
+    assert used == {"sandboxctl-python-default", "sandboxctl-nodejs-default"}
+
+    def template_creates() -> int:
+        return len([path for verb, path, _, _ in agentrun_fake.requests if verb == "POST" and "templates" in path])
+
+    again = SaaS("aliyun_codeinterpreter", agentrun_fake).provider(template_name="")
+    before = template_creates()
+    assert again.run(HELLO, "python", LIMITS, {}).status == Status.SUCCEEDED
+    assert template_creates() == before, "an existing default template is found, not created again"
+
+
+def test_agentrun_template_lookups_fail_clearly(agentrun_fake):
+    from tests.conftest import SaaS
+
+    agentrun_fake.fail("template", status=503)
+    with pytest.raises(ProviderError) as caught:
+        SaaS("aliyun_codeinterpreter", agentrun_fake).provider(template_name="").run(HELLO, "python", LIMITS, {})
+    assert caught.value.code == "service_unavailable" and not agentrun_fake.sandboxes

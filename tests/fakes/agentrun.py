@@ -7,6 +7,10 @@ program in a real Python or Node.js process), DELETE /sandboxes/{id}; answers in
 expected AccessKey ID. Faults per operation (create, get, health, execute, delete) come from
 FakeServer.fail; `execute_mode` "flat" answers in the flat {stdout, stderr, exitCode} shape, "timeout" as the
 service does when its own limit stops the code; `not_ready_polls` makes new sandboxes start unready.
+
+The same server also answers the control plane's templates (ROA, signed ACS3-HMAC-SHA256 with the same
+AccessKey ID): GET /2025-09-10/templates/{name} and POST /2025-09-10/templates; a new template reports
+CREATING for `template_creating_polls` lookups, then READY.
 """
 
 import json
@@ -16,6 +20,7 @@ import uuid
 from tests.fakes.base import FakeServer, run_program
 
 SANDBOX_PATH = re.compile(r"^/sandboxes/([^/]+)(/.*)?$")
+TEMPLATES = "/2025-09-10/templates"
 
 
 class FakeAgentRun(FakeServer):
@@ -26,12 +31,16 @@ class FakeAgentRun(FakeServer):
         self.execute_mode = "run"
         self.not_ready_polls = 0
         self.executed_before_ready = False
+        self.templates: dict[str, dict] = {}
+        self.template_creating_polls = 0
         super().__init__()
 
     def envelope(self, data) -> dict:
         return {"code": "SUCCESS", "requestId": uuid.uuid4().hex, "data": data}
 
     def handle(self, request, body: bytes) -> None:
+        if request.path.startswith(TEMPLATES):
+            return self.control(request, body)
         signature = request.headers.get("Agentrun-Authorization", "")
         if f"Credential={self.access_key_id}/" not in signature:
             return self.reply(request, 403, {"code": "Forbidden", "message": "signature does not match",
@@ -95,3 +104,32 @@ class FakeAgentRun(FakeServer):
             return {"stdout": stdout, "stderr": stderr, "exitCode": 0}
         return {**context, "results": [{"type": "stdout", "text": stdout}, {"type": "stderr", "text": stderr},
                                        {"type": "endOfExecution", "status": "ok"}]}
+
+    def control(self, request, body: bytes) -> None:
+        envelope = {"requestId": uuid.uuid4().hex}
+        if f"Credential={self.access_key_id}," not in request.headers.get("Authorization", ""):
+            return self.reply(request, 403, {**envelope, "code": "InvalidAccessKeyId", "message": "denied"})
+        if self.answered_by_fault(request, "template"):
+            return None
+        path = request.path.split("?")[0]
+        if request.command == "POST" and path == TEMPLATES:
+            wanted = json.loads(body)
+            name = wanted["templateName"]
+            if name in self.templates:
+                return self.reply(request, 409, {**envelope, "code": "TemplateAlreadyExists", "message": name})
+            self.templates[name] = {"templateName": name, "templateType": wanted.get("templateType"),
+                                    "templateId": uuid.uuid4().hex, "status": "CREATING", "lookups": 0}
+            return self.reply(request, 200, {**envelope, "code": "SUCCESS", "data": self.public(name)})
+        name = path[len(TEMPLATES) + 1:]
+        if request.command == "GET" and name:
+            template = self.templates.get(name)
+            if template is None:
+                return self.reply(request, 404, {**envelope, "code": "TemplateNotFound", "message": name})
+            template["lookups"] += 1
+            if template["lookups"] > self.template_creating_polls:
+                template["status"] = "READY"
+            return self.reply(request, 200, {**envelope, "code": "SUCCESS", "data": self.public(name)})
+        return self.reply(request, 404, {**envelope, "code": "NotFound", "message": path})
+
+    def public(self, name: str) -> dict:
+        return {key: value for key, value in self.templates[name].items() if key != "lookups"}

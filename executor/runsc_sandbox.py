@@ -70,6 +70,12 @@ class Cgroup:
     def path(self) -> str:
         return f"/{CGROUP_PARENT}/{self.name}"
 
+    @classmethod
+    def parents(cls) -> list[Path]:
+        if (CGROUP_ROOT / "cgroup.controllers").exists():
+            return [CGROUP_ROOT / CGROUP_PARENT]
+        return [CGROUP_ROOT / controller / CGROUP_PARENT for controller in cls.V1_CONTROLLERS]
+
     def _dirs(self) -> list[Path]:
         if self.unified:
             return [CGROUP_ROOT / CGROUP_PARENT / self.name]
@@ -401,11 +407,14 @@ class RunscBackend:
     def find(self) -> list[Found]:
         """Every sandbox of this site on this host, with its owner's key and creation time, read from runsc's
         state folder (one `<id>_sandbox:<id>.state` file per sandbox), which `runsc list` would read too but
-        fails on as a whole when one entry is half gone."""
-        try:
-            names = os.listdir(self.config.runsc_root)
-        except FileNotFoundError:
-            return []
+        fails on as a whole when one entry is half gone — and from our bundle and cgroup folders, so a sandbox
+        whose owner died between making its cgroup and starting runsc is found (and removed) too."""
+        names = []
+        for folder in (self.config.runsc_root, self.config.bundle_dir, *Cgroup.parents()):
+            try:
+                names += os.listdir(folder)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
         found = {}
         for name in names:
             sandbox_id = name.split("_sandbox:", 1)[0]

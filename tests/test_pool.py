@@ -212,3 +212,24 @@ def test_code_importing_the_preloaded_modules_gets_a_restored_sandbox():
 def test_imported_packages_reads_import_statements():
     code = "import os, numpy as np\nfrom pandas.io import json\n  import matplotlib.pyplot\nx = 'import scipy'"
     assert imported_packages(code) == {"os", "numpy", "pandas", "matplotlib"}
+
+
+def test_a_cgroup_whose_owner_died_before_runsc_started_is_removed_too():
+    # A worker killed between making a sandbox's cgroup and starting runsc leaves only the cgroup (and
+    # perhaps the bundle): the sweep finds those as well.
+    from executor.runsc_sandbox import Cgroup
+
+    site = f"site{uuid.uuid4().hex[:8]}"
+    backend = RunscBackend(SandboxConfig(), site, "dead#9")
+    half_made = backend.new_id()
+    Cgroup(half_made).create(64, 1.0, 4096)
+    (backend.config.bundle_dir / half_made).mkdir(parents=True)
+    pool = make_pool(size={"python": KindSize(1, 1)}, site=site, live_owners=lambda: set())
+    try:
+        pool.start()
+        assert half_made not in sandboxes_of(pool)
+        assert not any((parent / half_made).exists() for parent in Cgroup.parents())
+        assert not (backend.config.bundle_dir / half_made).exists()
+    finally:
+        pool.shutdown()
+        backend.clean_up(half_made)

@@ -13,6 +13,7 @@ and the resident memory of the web and worker processes at the start and the end
 
 import argparse
 import itertools
+import os
 import subprocess
 import sys
 import time
@@ -66,9 +67,12 @@ def rss_mb(pid: str) -> float:
     return total / 1024
 
 
-def sandboxes() -> int:
-    out = subprocess.run(["docker", "ps", "-aq", "--filter", "label=sandboxctl.pool"], capture_output=True, text=True)
-    return len(out.stdout.split())
+def sandboxes(state_dir: str = "/run/sandboxctl/runsc") -> int:
+    """Sandboxes on this host, on either backend: runsc's own state entries and dockerd's labelled containers."""
+    runsc = {name.split("_sandbox:", 1)[0] for name in os.listdir(state_dir)} if os.path.isdir(state_dir) else set()
+    docker = subprocess.run(["docker", "ps", "-aq", "--filter", "label=sandboxctl.pool"], capture_output=True,
+                            text=True)
+    return len(runsc) + len(docker.stdout.split())
 
 
 def one_run(session: requests.Session, url: str, kind: str) -> tuple[str, str, float]:

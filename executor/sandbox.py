@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 RUNNER = "/opt/sandboxctl/supervisor.py"
 HARD_GRACE = 0.6  # the supervisor stops the child at the deadline; past this the worker kills the sandbox
 SILENCE_CHECK = 0.3  # after this long without bytes, ask the backend whether the sandbox is still alive
+DRAIN_AFTER_EXIT = 1.0  # how long what an ended sandbox wrote is still read before its end is recorded
 MAX_FRAME = 64 * 1024 * 1024
 SANDBOX_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -202,9 +203,13 @@ class Sandbox:
         next_stop_check = started + SILENCE_CHECK
         stdout, stderr = bytearray(), bytearray()
         last_bytes = time.monotonic()
+        drain_until = None  # set once the sandbox is seen to have ended: read what it wrote first
         try:
             while True:
                 now = time.monotonic()
+                if drain_until is not None and now >= drain_until:
+                    self._still_running(report, exited=True)
+                    return
                 if now >= hard_deadline:
                     report.timed_out = True
                     self.kill()
@@ -217,8 +222,11 @@ class Sandbox:
                         return
                 data = self._recv(min(SILENCE_CHECK, hard_deadline - now))
                 if data is None:
-                    if time.monotonic() - last_bytes >= SILENCE_CHECK and not self._still_running(report):
-                        return
+                    quiet = time.monotonic() - last_bytes >= SILENCE_CHECK
+                    if drain_until is None and quiet and not self._exit_state(False).running:
+                        # It ended while we were not reading: its last frames (DONE) may still be in the pipe,
+                        # written just before it exited. Read them before concluding it died.
+                        drain_until = time.monotonic() + DRAIN_AFTER_EXIT
                     continue
                 if data == b"":
                     self._still_running(report, exited=True)

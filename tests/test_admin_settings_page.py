@@ -9,6 +9,7 @@ from providers import config_store
 def select_provider(page, name: str) -> None:
     page.click(f".card[data-provider={name}]")
     page.wait_for_selector(f".card.selected[data-provider={name}]")
+    page.wait_for_selector(f"#provider-form[data-provider={name}]:not([aria-busy])")
 
 
 def test_configure_test_and_activate_e2b(browser_page, e2b_fake, api):

@@ -133,6 +133,7 @@ def test_keyboard_use_and_accessible_errors(browser_page):
     assert page.evaluate("document.activeElement.dataset.provider") == "aliyun_codeinterpreter", "focus stays"
     assert page.get_attribute(".card[data-provider=aliyun_codeinterpreter]", "aria-pressed") == "true"
     assert page.inner_text(".card[data-provider=aliyun_codeinterpreter] .health") == "not configured"
+    page.wait_for_selector("#field-access_key_id")  # the form follows once the provider's schema arrived
     assert page.locator("label[for=field-access_key_id] .required-mark").count() == 1
     page.click("#save-button")
     page.wait_for_selector("#field-access_key_id-errors li")
@@ -200,8 +201,10 @@ def test_the_dashboard_draws_real_data(signed_in_browser):
     page = signed_in_browser("/admin/dashboard/")
     expect(page.locator("#tile-runs .value")).to_have_text("5")
     expect(page.locator("#tile-errors .value")).to_have_text("20.0%")
-    assert page.locator("svg.chart rect").count() >= 3
-    assert "sandbox error: 1" in page.inner_html("svg.chart")
+    assert page.locator("#runs-chart rect").count() >= 3
+    assert "sandbox error: 1" in page.inner_html("#runs-chart")
+    assert "e2b: 1" in page.inner_html("#provider-chart") and "self_managed: 4" in page.inner_html("#provider-chart")
+    assert "run time p95: 10 s" in page.inner_html("#latency-chart")
     expect(page.locator("#provider-table")).to_contain_text("e2b")
     expect(page.locator("#pool-table")).to_contain_text("sandboxctl@host#1234")
 

@@ -1,0 +1,71 @@
+"""The worker's side of a run, on a scripted transport (no sandbox): what it concludes from what it reads."""
+
+import json
+import time
+
+from executor.config import JobLimits, SandboxConfig
+from executor.protocol import DONE, JOB, STDOUT, encode_frame
+from executor.runner.wire import HEADER
+from executor.sandbox import SILENCE_CHECK, ExitState, Sandbox
+
+DONE_BODY = {"exit_code": 0, "result": {"ok": True, "value_json": "42"}, "artifacts": [], "rejected_artifacts": []}
+
+
+class Scripted(Sandbox):
+    """A sandbox that answers the job with `frames` after `quiet` seconds of silence, exiting as it writes
+    them: the race a real sandbox can win between a silence check and the read of its last frames."""
+
+    def __init__(self, quiet: float, frames) -> None:
+        super().__init__("python", SandboxConfig())
+        self.quiet, self.frames, self.exited = quiet, frames, False
+        self.key = None
+        self.pending: list[bytes] = []
+        self.answered_at = None
+
+    @property
+    def id(self) -> str:
+        return "scripted"
+
+    def _send(self, data: bytes) -> None:
+        kind, size = HEADER.unpack_from(data)
+        assert kind == JOB
+        self.key = bytes.fromhex(json.loads(data[HEADER.size:HEADER.size + size])["key"])
+        self.answered_at = time.monotonic() + self.quiet
+
+    def _recv(self, timeout: float):
+        if not self.exited and time.monotonic() + timeout >= self.answered_at:
+            time.sleep(max(0.0, self.answered_at - time.monotonic()))
+            # It writes its last frames and exits — but this read reports nothing, as a select that timed
+            # out an instant before the bytes arrived would.
+            self.pending = [b"".join(frame(self.key, number) for number, frame in enumerate(self.frames)), b""]
+            self.exited = True
+            return None
+        if self.exited:
+            return self.pending.pop(0) if self.pending else b""
+        time.sleep(timeout)
+        return None
+
+    def _exit_state(self, exited: bool) -> ExitState:
+        if not self.exited:
+            return ExitState(running=True)
+        return ExitState(running=False, failure="sandbox exited unexpectedly (exit code 0)")
+
+    def kill(self) -> None:
+        self.exited = True
+
+
+def test_a_report_written_just_before_the_sandbox_exited_is_read_not_lost():
+    frames = [lambda key, n: encode_frame(STDOUT, b"hi\n", key, n),
+              lambda key, n: encode_frame(DONE, json.dumps(DONE_BODY).encode(), key, n)]
+    report = Scripted(quiet=SILENCE_CHECK + 0.05, frames=frames).run("", {}, JobLimits(timeout=5, memory_mb=64,
+                                                                                       output_limit=1024))
+    assert report.sandbox_failure is None, report.sandbox_failure
+    assert report.stdout == b"hi\n" and report.result == {"ok": True, "value_json": "42"}
+
+
+def test_a_sandbox_that_ended_without_a_report_is_still_a_sandbox_failure():
+    frames = [lambda key, n: encode_frame(STDOUT, b"partial\n", key, n)]
+    report = Scripted(quiet=SILENCE_CHECK + 0.05, frames=frames).run("", {}, JobLimits(timeout=5, memory_mb=64,
+                                                                                       output_limit=1024))
+    assert report.sandbox_failure == "sandbox exited unexpectedly (exit code 0)"
+    assert report.stdout == b"partial\n"

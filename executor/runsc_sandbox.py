@@ -412,9 +412,11 @@ class RunscBackend:
         names = []
         for folder in (self.config.runsc_root, self.config.bundle_dir, *Cgroup.parents()):
             try:
-                names += os.listdir(folder)
+                entries = os.listdir(folder)
             except (FileNotFoundError, NotADirectoryError):
                 continue
+            # runsc may leave a `.lock` beside a deleted sandbox's state: only `.state` files name sandboxes.
+            names += [name for name in entries if folder != self.config.runsc_root or name.endswith(".state")]
         found = {}
         for name in names:
             sandbox_id = name.split("_sandbox:", 1)[0]
@@ -429,6 +431,8 @@ class RunscBackend:
 
     def clean_up(self, sandbox_id: str) -> bool:
         shutil.rmtree(self.config.bundle_dir / sandbox_id, ignore_errors=True)
+        for leftover in self.config.runsc_root.glob(f"{sandbox_id}_sandbox:*.lock"):
+            leftover.unlink(missing_ok=True)  # runsc sometimes leaves its lock file behind after a delete
         return Cgroup(sandbox_id).remove()
 
     def describe(self) -> dict[str, str]:

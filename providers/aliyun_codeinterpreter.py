@@ -19,11 +19,13 @@ from providers.base import Limits, ProviderError
 from providers.saas import (
     REQUEST_TIMEOUT,
     SUMMARY,
+    DeadlineExceeded,
     Failure,
     SaaSProvider,
     ServiceError,
     failure_for_status,
     retry_after_seconds,
+    within,
 )
 from providers.schema import ConfigField
 
@@ -182,10 +184,13 @@ class AliyunCodeInterpreterProvider(SaaSProvider):
         self._templates[language] = name
 
     def control(self, action: str, function, *args, missing_ok: bool = False, exists_ok: bool = False):
-        """One control-plane call; None when the thing is missing and that is fine."""
+        """One control-plane call under our own timer; None when the thing is missing and that is fine."""
         *_, HTTPError = load_sdk()
         try:
-            return function(*args)
+            return within(REQUEST_TIMEOUT + 2, function, *args)
+        except DeadlineExceeded:
+            raise ServiceError(Failure.SERVICE_UNAVAILABLE,
+                               f"{self.label}: service unavailable: no answer in time while {action}") from None
         except HTTPError as exc:
             if missing_ok and exc.status_code == 404:
                 return None

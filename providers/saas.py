@@ -172,7 +172,8 @@ class SaaSProvider(SandboxProvider):
 
     # What each provider implements, in its SDK's terms; each raises ServiceError for a service failure.
     def prepare(self, language: str, deadline: float) -> None:
-        """Anything a first run of `language` needs before a sandbox can be created (once per provider)."""
+        """Anything a first run of `language` needs before a sandbox can be created (once per provider; on
+        every later run it returns at once). Its service calls keep to `deadline` themselves."""
 
     def create_instance(self, language: str, run_id: str = "", timeout: float = REQUEST_TIMEOUT) -> str:
         raise NotImplementedError
@@ -200,7 +201,7 @@ class SaaSProvider(SandboxProvider):
     def run(self, code: str, language: str, limits: Limits, arguments: dict, should_stop=None,
             run_id: str = "", ledger: SandboxLedger | None = None) -> ExecutionResult:
         deadline = time.monotonic() + limits.timeout + RUN_OVERHEAD
-        within(max(0.0, deadline - time.monotonic()), self.guarded, "preparing", self.prepare, language, deadline)
+        self.guarded("preparing", self.prepare, language, deadline)
         if ledger:
             ledger.creating()  # from here on a sandbox may exist, even if its create answer never arrives
         instance_id = self.retrying("creating a sandbox", deadline,

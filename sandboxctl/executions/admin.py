@@ -61,7 +61,7 @@ class ExecutionAdmin(admin.ModelAdmin):
         ("Outcome", {"fields": ("exit_code", "pretty_result", "stdout_view", "stdout_truncated", "stderr_view",
                                 "stderr_truncated", "error_code", "error_message", "artifact_list",
                                 "rejected_artifacts")}),
-        ("Timing", {"fields": ("created_at", "started_at", "finished_at", "run_time", "waited", "memory_used_kb",
+        ("Timing", {"fields": ("created_at", "started_at", "finished_at", "duration", "waited", "memory_used_kb",
                                "attempts")}),
         ("Delivery", {"fields": ("idempotency_key", "callback_url", "callback_status", "callback_attempts",
                                  "callback_error")}),
@@ -119,10 +119,6 @@ class ExecutionAdmin(admin.ModelAdmin):
 
     @admin.display(description="run time", ordering="execution_time")
     def duration(self, execution: Execution):
-        return seconds(execution.execution_time)
-
-    @admin.display(description="run time")
-    def run_time(self, execution: Execution):
         return seconds(execution.execution_time)
 
     @admin.display(description="queue wait", ordering="queue_wait")

@@ -11,6 +11,7 @@ test-fast:
 	bash scripts/test_fast.sh
 
 lint:
+	bash scripts/venv.sh
 	.venv/bin/ruff check .
 	.venv/bin/lint-imports
 

@@ -9,13 +9,16 @@ supervisor applies (executor/runner/rules.py) and every text is made storable.
 import base64
 import binascii
 import json
+import math
 import re
+import sys
 import unicodedata
 
 from executor.config import JobLimits
 from executor.runner.rules import ARTIFACT_TYPES, BIDI_CONTROLS, content_problem, extension, name_problem
 
 JSON_MAX_DEPTH = 64
+INT_MAX_DIGITS = sys.get_int_max_str_digits() or 4300
 REASON_MAX = 300
 SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -61,10 +64,26 @@ def json_depth(value, limit: int) -> int:
     return depth
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # "1e999" is valid JSON text, but no database stores infinity
+        raise NotJSON(f"the number {text[:20]} is too large to store")
+    return value
+
+
+def _storable_int(text: str) -> int:
+    # Python refuses to convert integers past its digit limit back to text, so such a value could be read
+    # here and then never written; refuse it as the user's value, not as a worker fault.
+    if len(text.lstrip("-")) > INT_MAX_DIGITS:
+        raise NotJSON(f"an integer of {len(text)} digits is too large to store (at most {INT_MAX_DIGITS})")
+    return int(text)
+
+
 def strict_json(text: str, max_depth: int = JSON_MAX_DEPTH):
-    """Parse `text` as strict JSON: no NaN or Infinity, at most `max_depth` levels of nesting."""
+    """Parse `text` as strict JSON that any database stores: no NaN or Infinity, no number that overflows to
+    infinity, no integer past Python's digit limit, at most `max_depth` levels of nesting."""
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_storable_int)
     except RecursionError:
         raise NotJSON(f"nested deeper than {max_depth} levels") from None
     except json.JSONDecodeError as exc:

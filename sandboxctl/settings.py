@@ -142,6 +142,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A broker outage is ridden through: the worker reconnects with backoff for as long as it takes, never exits
+# (Celery's default gives up after 100 attempts), and keeps serving the runs it already holds.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 
 # Limits of one run. Callers may ask for less, never for more.
 SANDBOX_TIMEOUT_DEFAULT = env_float("SANDBOX_TIMEOUT_DEFAULT", 10.0)
@@ -187,6 +190,8 @@ SANDBOX_POOL_SWEEP_INTERVAL = env_float("SANDBOX_POOL_SWEEP_INTERVAL", 15.0)
 SANDBOX_CPUS = env_float("SANDBOX_CPUS", 1.0)
 # Modules imported in the snapshot Python runs importing them are restored from (runsc backend; empty: none).
 SANDBOX_PYTHON_PRELOAD = env_str("SANDBOX_PYTHON_PRELOAD", "numpy,pandas,matplotlib.pyplot")
+# Where a worker keeps run endings it could not write while the database was away (one folder per worker host).
+SANDBOX_SPOOL_DIR = Path(env_str("SANDBOX_SPOOL_DIR", str(DATA_DIR / "spool")))
 SANDBOX_IMAGE_CACHE_DIR = Path(env_str("SANDBOX_IMAGE_CACHE_DIR", "/var/cache/sandboxctl"))
 SANDBOX_WORKER_HOST = env_str("SANDBOX_WORKER_HOST", "") or socket.gethostname()
 SANDBOX_WORKER_STALE_AFTER = env_float("SANDBOX_WORKER_STALE_AFTER", 30.0)

@@ -84,6 +84,8 @@ install_runsc
 register_runsc
 start_dockerd
 bash scripts/venv.sh
+# Everything below writes into the data folder (SQLite, the secret key, static files): a fresh clone has none.
+mkdir -p "${SANDBOXCTL_DATA_DIR:-$PWD/data}/broker"
 say "building sandbox images if missing"
 .venv/bin/python manage.py build_images
 .venv/bin/python manage.py migrate --noinput -v0

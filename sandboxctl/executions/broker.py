@@ -16,6 +16,7 @@ import time
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.transport import redis as kombu_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,16 @@ class Channel(kombu_redis.Channel):
             return super()._brpop_read(**options)
         finally:
             del client.parse_response
+
+
+    def _connparams(self, asynchronous=False):
+        # A channel closed while the consumer reconnects may still be asked for a client (kombu's close() reads
+        # a BRPOP still in flight); its transport has let go of the connection by then, and kombu's
+        # `conninfo.hostname` raised AttributeError, which Celery treats as unrecoverable and exits the worker
+        # (seen here with `kill -9` of Redis). Said as a connection error, the consumer just reconnects.
+        if self.connection is None or self.connection.client is None:
+            raise RedisConnectionError("the broker connection was closed while reconnecting")
+        return super()._connparams(asynchronous=asynchronous)
 
 
 class Transport(kombu_redis.Transport):

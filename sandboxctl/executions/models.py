@@ -138,8 +138,9 @@ class Execution(models.Model):
         )
         return cls.objects.get(pk=execution_id) if claimed else None
 
-    def finish(self, outcome: ExecutionResult) -> bool:
-        """running → a terminal status, recording everything observed. False when it had already ended."""
+    def finish(self, outcome: ExecutionResult, worker: str | None = None) -> bool:
+        """running → a terminal status, recording everything observed. False when it had already ended (or,
+        with `worker`, when another instance holds it now)."""
         fields = {
             "status": outcome.status,
             "stdout": storable(outcome.stdout),
@@ -158,7 +159,7 @@ class Execution(models.Model):
             "sandbox_id": outcome.sandbox_id,
             "finished_at": timezone.now(),
         }
-        done = self._end(fields, [Status.RUNNING])
+        done = self._end(fields, [Status.RUNNING], worker)
         if done:
             for name, value in fields.items():  # what was stored is what we hold: no re-read needed
                 setattr(self, name, value)
@@ -166,21 +167,25 @@ class Execution(models.Model):
             self.refresh_from_db()
         return bool(done)
 
-    def end_with_error(self, status: Status, code: str, message: str) -> bool:
-        """queued or running → a terminal status with an error (cancel, infrastructure fault, lost worker)."""
+    def end_with_error(self, status: Status, code: str, message: str, worker: str | None = None) -> bool:
+        """queued or running → a terminal status with an error (cancel, infrastructure fault, lost worker);
+        with `worker`, only a run that instance is running."""
         fields = {
             "status": status, "error_code": code, "error_message": storable(message), "finished_at": timezone.now(),
         }
-        done = self._end(fields, [Status.QUEUED, Status.RUNNING])
+        done = self._end(fields, [Status.RUNNING] if worker else [Status.QUEUED, Status.RUNNING], worker)
         self.refresh_from_db()
         return done
 
-    def _end(self, fields: dict, from_statuses: list[Status]) -> bool:
+    def _end(self, fields: dict, from_statuses: list[Status], worker: str | None = None) -> bool:
         """The one terminal transition: a conditional UPDATE that also records the callback owed, if any."""
         if self.callback_url:
             fields = {**fields, "callback_status": "pending", "callback_due_at": fields["finished_at"]}
+        rows = Execution.objects.filter(pk=self.pk, status__in=from_statuses)
+        if worker:
+            rows = rows.filter(worker=worker)
         with transaction.atomic():  # one commit; the notice and the callback follow only a visible row
-            done = bool(Execution.objects.filter(pk=self.pk, status__in=from_statuses).update(**fields))
+            done = bool(rows.update(**fields))
             if done:
                 notify.announce_finished(self.pk)
                 ended = {"execution_id": self.pk, "caller_id": self.caller_id, "callback": bool(self.callback_url)}

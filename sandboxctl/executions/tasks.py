@@ -21,23 +21,26 @@ from providers import manager
 from providers.base import Limits, ProviderError, Status
 from providers.heartbeats import live_workers
 from providers.models import WorkerHeartbeat
-from sandboxctl.executions import admission, callbacks
+from sandboxctl.executions import admission, callbacks, spool
 from sandboxctl.executions.models import Execution, SandboxRecord
 from sandboxctl.executions.signals import execution_ended
 from sandboxctl.executions.worker import worker_name
 
 log = logging.getLogger(__name__)
 
-DATABASE_RETRY_FOR = 30.0  # a database restart takes seconds; a finished run must not be lost to one
+DATABASE_RETRY_FOR = 30.0  # a database restart takes seconds; a run must not be lost to one
+# A run's end is retried briefly in its own thread, then kept in the worker's durable spool (spool.py), so a
+# long outage neither loses the result nor holds a worker thread.
+FINISH_RETRY_FOR = 5.0
 CALLBACK_QUEUE = "callbacks"
 HEARTBEAT_KEEP = timedelta(days=1)
 # A worker deletes its run's remote sandbox as the run ends; the reconciler takes over after this long.
 LEFTOVER_GRACE = 30.0
 
 
-def with_database_retry(action, what: str):
+def with_database_retry(action, what: str, retry_for: float = DATABASE_RETRY_FOR):
     """Run `action`, retrying with backoff while the database is unreachable (a restart, dropped connections)."""
-    deadline = time.monotonic() + DATABASE_RETRY_FOR
+    deadline = time.monotonic() + retry_for
     delay = 0.2
     while True:
         try:
@@ -52,12 +55,14 @@ def with_database_retry(action, what: str):
 
 
 def dispatch(execution: Execution) -> bool:
-    """Send the run's task to its queue; a broker that cannot take it ends the run instead of losing it."""
+    """Send the run's task to its queue. Accepted means it will run: a broker that cannot take the message now
+    leaves the run queued and held (no `dispatched_at`), and admission sends it again on the next run's end or
+    reconcile pass once the broker is back."""
     try:
         run_execution.apply_async(args=[str(execution.pk)], queue=execution.queue)
     except BrokerUnavailable as exc:
-        log.error("execution %s: broker unavailable: %s", execution.pk, exc)
-        execution.end_with_error(Status.SANDBOX_ERROR, "broker_unavailable", "the task broker is unavailable")
+        log.warning("execution %s: broker unavailable (%s); it stays queued until it is back", execution.pk, exc)
+        Execution.objects.filter(pk=execution.pk, status=Status.QUEUED).update(dispatched_at=None)
         return False
     Execution.objects.filter(pk=execution.pk, status=Status.QUEUED).update(dispatched_at=timezone.now())
     return True
@@ -84,10 +89,11 @@ def run_execution(execution_id: str) -> None:
         log.exception("execution %s: unexpected failure", execution_id)
         failure = ("internal_error", "the worker failed unexpectedly")
     if failure is None:
-        with_database_retry(lambda: execution.finish(outcome), f"finish {execution_id}")
+        ending = spool.Ending(execution_id, execution.worker, outcome=outcome)
     else:
-        with_database_retry(lambda: execution.end_with_error(Status.SANDBOX_ERROR, *failure), f"end {execution_id}")
-    log.info("execution %s: %s in %ss", execution_id, execution.status, execution.execution_time)
+        ending = spool.Ending(execution_id, execution.worker, error=(Status.SANDBOX_ERROR, *failure))
+    spool.record(ending, lambda write: with_database_retry(write, f"end {execution_id}", FINISH_RETRY_FOR))
+    log.info("execution %s: ended (%s)", execution_id, outcome.status if failure is None else failure[0])
 
 
 @receiver(execution_ended)
@@ -115,20 +121,48 @@ def deliver_callback(execution_id: str) -> None:
         deliver_callback.apply_async(args=[execution_id], queue=CALLBACK_QUEUE, countdown=backoff)
 
 
+class Watch:
+    """The scheduled reconciler judges a worker lost, or a run overdue, only once it has itself been watching
+    without a gap for longer than a heartbeat may be stale. After a database outage every heartbeat is stale at
+    once; the workers then get that long to beat again — and to write the run endings they spooled meanwhile
+    (spool.py) — before any run is requeued or ended for them."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.last: float | None = None
+
+    def may_judge(self) -> bool:
+        now = time.monotonic()
+        gap = 3 * settings.CELERY_BEAT_SCHEDULE["reconcile-executions"]["schedule"]
+        if self.last is None or now - self.last > gap:
+            self.since = now
+        return now - self.since >= settings.SANDBOX_WORKER_STALE_AFTER
+
+    def pass_completed(self) -> None:
+        self.last = time.monotonic()
+
+
+watch = Watch()
+
+
 @shared_task(name="sandboxctl.executions.tasks.reconcile")
-def reconcile() -> dict:
-    """End, requeue or resend what faults left behind; returns how many of each it did."""
+def reconcile(judge: bool | None = None) -> dict:
+    """End, requeue or resend what faults left behind; returns how many of each it did. `judge` forces the
+    decisions about lost workers and overdue runs (an operator's `manage.py reconcile_executions`)."""
     now = timezone.now()
-    return {
+    judging = watch.may_judge() if judge is None else judge
+    counts = {
         "expired": expire_stale_queued(now),
         "admitted": admit_held_runs(),
         "redispatched": redispatch_lost_messages(now),
-        **recover_runs_of_lost_workers(now),
-        "overdue": end_overdue_runs(now),
+        **(recover_runs_of_lost_workers(now) if judging else {}),
+        "overdue": end_overdue_runs(now) if judging else 0,
         "callbacks_resent": resend_lost_callbacks(now),
         "sandboxes_released": release_leftover_sandboxes(now),
         "heartbeats_forgotten": WorkerHeartbeat.objects.filter(seen_at__lt=now - HEARTBEAT_KEEP).delete()[0],
     }
+    watch.pass_completed()
+    return counts
 
 
 def expire_stale_queued(now) -> int:

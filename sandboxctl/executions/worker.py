@@ -14,10 +14,11 @@ import threading
 
 from celery import signals
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 from django.utils import timezone
 
 from providers.base import LANGUAGES
+from sandboxctl.executions import spool
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,10 @@ def stop_sandbox_pool(**kwargs) -> None:
 def _heartbeat_loop() -> None:
     while not _state["stop"].is_set():
         try:
+            spool.replay()  # before the beat: a worker the reconciler sees alive has written the ends it held
             beat()
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("heartbeat skipped, the database is unavailable: %s", exc)
         except Exception:  # noqa: BLE001 - a missed beat is reported by staleness, not by crashing the worker
             log.exception("heartbeat failed")
         finally:

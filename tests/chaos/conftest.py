@@ -7,11 +7,14 @@ Each chaos test asserts the same promises: every execution reaches a terminal st
 ≤ 2), /readyz is 200 again within 30 s, and when the stack stops no process and no container of it is left.
 """
 
+import glob
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -66,7 +69,13 @@ class CallbackCounter:
 
 
 class Stack:
-    def __init__(self, tmp: Path, receiver: CallbackCounter) -> None:
+    """`make run`'s stack. With `database_base` (a PostgreSQL server URL without the database) and `broker_url`
+    it runs on servers a test owns and may stop; otherwise on the suite's PostgreSQL and the embedded broker."""
+
+    def __init__(self, tmp: Path, receiver: CallbackCounter, database_base: str | None = None,
+                 broker_url: str | None = None) -> None:
+        self.database_base = database_base or os.environ["DATABASE_URL"].rsplit("/", 1)[0]
+        self.broker_url = broker_url
         self.data = tmp / "data"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -83,10 +92,11 @@ class Stack:
 
     def environment(self) -> dict:
         env = {key: value for key, value in os.environ.items() if key != "CELERY_BROKER_URL"}
-        base = os.environ["DATABASE_URL"].rsplit("/", 1)[0]
+        if self.broker_url:
+            env["CELERY_BROKER_URL"] = self.broker_url
         env.update(
-            DATABASE_URL=f"{base}/{self.database}", SANDBOXCTL_DATA_DIR=str(self.data), PORT=str(self.port),
-            RAGFLOW_PORT=str(free_port()),
+            DATABASE_URL=f"{self.database_base}/{self.database}", SANDBOXCTL_DATA_DIR=str(self.data),
+            PORT=str(self.port), RAGFLOW_PORT=str(free_port()),
             SANDBOXCTL_BOOTSTRAP_TOKEN=self.token, SANDBOX_SITE=self.site, SECRET_KEY="chaos-" + "x" * 40,
             SANDBOX_WORKER_STALE_AFTER="5", SANDBOX_RECONCILE_INTERVAL="2", SANDBOX_POOL_SWEEP_INTERVAL="2",
             SANDBOX_QUEUE_REDISPATCH_AFTER="8", SANDBOX_CALLBACK_ALLOWED_NETWORKS="127.0.0.2/32",
@@ -98,7 +108,7 @@ class Stack:
         return env
 
     def start(self) -> None:
-        recreate_database(self.database)
+        recreate_database(self.database, self.database_base)
         self.data.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(["bash", "scripts/run.sh"], cwd=ROOT, env=self.environment(),
@@ -171,13 +181,13 @@ class Stack:
         return done
 
     def attempts(self, ids: list[str]) -> dict[str, int]:
-        with psycopg.connect(conninfo(self.database)) as conn:
+        with psycopg.connect(f"{self.database_base}/{self.database}") as conn:
             rows = conn.execute("SELECT id::text, attempts FROM executions_execution WHERE id::text = ANY(%s)",
                                 [ids]).fetchall()
         return dict(rows)
 
     def callback_rows(self, ids: list[str]) -> list[tuple]:
-        with psycopg.connect(conninfo(self.database)) as conn:
+        with psycopg.connect(f"{self.database_base}/{self.database}") as conn:
             return conn.execute(
                 "SELECT id::text, status, attempts, callback_status, callback_attempts, callback_error "
                 "FROM executions_execution WHERE id::text = ANY(%s)", [ids[:5]]).fetchall()
@@ -220,12 +230,8 @@ class Stack:
         assert self.containers() == [], "no sandbox of the stack outlives it"
 
 
-def conninfo(database: str) -> str:
-    return os.environ["DATABASE_URL"].rsplit("/", 1)[0] + f"/{database}"
-
-
-def recreate_database(name: str) -> None:
-    with psycopg.connect(conninfo("postgres"), autocommit=True) as conn:
+def recreate_database(name: str, base: str) -> None:
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
 
@@ -244,3 +250,92 @@ def stack(tmp_path):
             for found in stack.containers():
                 stack.sandboxes().remove(found.id)
             receiver.server.shutdown()
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (initdb in a scratch folder, a free loopback port), so an outage of a
+    minute hurts nothing else on the machine. It runs as the `postgres` user, which PostgreSQL requires."""
+
+    def __init__(self) -> None:
+        self.bin = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1]).parent
+        self.folder = Path(tempfile.mkdtemp(prefix="sandboxctl-chaos-pg-", dir="/var/tmp"))
+        shutil.chown(self.folder, "postgres", "postgres")
+        self.data = self.folder / "data"
+        self.port = free_port()
+        self.base = f"postgres://postgres@127.0.0.1:{self.port}"
+
+    def as_postgres(self, *command: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True, capture_output=True, timeout=120)
+
+    def create(self) -> None:
+        self.as_postgres(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust")
+        self.start()
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self.as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-w", "-l",
+                         str(self.folder / "server.log"), "start")
+
+    def stop(self) -> None:
+        self.as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        try:
+            self.stop()
+        except subprocess.CalledProcessError:
+            pass  # already stopped
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class PrivateRedis:
+    """An external Redis broker of the test's own, as production has one: no persistence, so a `kill -9` loses
+    every message it held, and the stack must recover them from the database."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                   "--appendonly", "no", "--dir", str(self.folder)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True).stdout != b"PONG\n":
+            assert time.monotonic() < deadline, "the test's Redis did not start"
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    def remove(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.kill()
+
+
+@pytest.fixture
+def production_stack(tmp_path):
+    """The stack on a PostgreSQL server and a Redis broker the test owns, stops and kills."""
+    postgres, broker = PrivatePostgres(), PrivateRedis(tmp_path)
+    receiver = CallbackCounter()
+    stack = None
+    try:
+        postgres.create()
+        broker.start()
+        stack = Stack(tmp_path, receiver, database_base=postgres.base, broker_url=broker.url)
+        stack.postgres, stack.broker = postgres, broker
+        stack.start()
+        yield stack
+    finally:
+        try:
+            if stack is not None:
+                stack.stop()
+        finally:
+            if stack is not None:
+                for found in stack.containers():
+                    stack.sandboxes().remove(found.id)
+            receiver.server.shutdown()
+            broker.remove()
+            postgres.remove()

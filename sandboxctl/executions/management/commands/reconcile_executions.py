@@ -7,4 +7,4 @@ class Command(BaseCommand):
     help = "Requeue or end runs whose worker vanished, and end queued runs nobody picked up."
 
     def handle(self, *args, **options):
-        self.stdout.write(str(reconcile()))
+        self.stdout.write(str(reconcile(judge=True)))

@@ -91,6 +91,28 @@ def failure(kind: str, message: str) -> dict:
     return {"ok": False, "error": {"type": kind, "message": message}}
 
 
+def describe(exc: BaseException) -> str:
+    """The exception's message; user code may define a __str__ that raises, which must not end the report."""
+    try:
+        return str(exc)[:2000]
+    except BaseException:  # noqa: BLE001 - anything the user's __str__ raises
+        return f"<the message of this {type(exc).__name__} could not be read: its __str__ raised>"
+
+
+def describe_value(value: object) -> str:
+    try:
+        return repr(value)[:200]
+    except BaseException:  # noqa: BLE001 - a __repr__ that raises
+        return f"<a {type(value).__name__}>"
+
+
+def report_traceback(exc: BaseException) -> None:
+    try:
+        print_traceback(exc)
+    except BaseException:  # noqa: BLE001 - a closed or replaced stderr, a hostile exception: the outcome still goes
+        pass
+
+
 def run(job: dict) -> dict:
     global user_source
     code, arguments = job["code"], job["arguments"]
@@ -98,7 +120,7 @@ def run(job: dict) -> dict:
     try:
         tree = ast.parse(code, filename=USER_FILE)
     except SyntaxError as exc:
-        print_traceback(exc)
+        report_traceback(exc)
         return failure("SyntaxError", f"{exc.msg} (line {exc.lineno})")
     has_main = defines_main(tree)
     if not has_main and arguments:
@@ -117,17 +139,17 @@ def run(job: dict) -> dict:
 
             value = asyncio.run(value)
     except MemoryError as exc:
-        print_traceback(exc)
+        report_traceback(exc)
         return failure("MemoryError", "the code ran out of memory")
     except SystemExit as exc:
-        return failure("SystemExit", f"the code called exit({exc.code!r})")
+        return failure("SystemExit", f"the code called exit({describe_value(exc.code)})")
     except BaseException as exc:  # noqa: BLE001 - any user failure is reported, never raised
-        print_traceback(exc)
-        return failure(type(exc).__name__, str(exc)[:2000])
+        report_traceback(exc)
+        return failure(type(exc).__name__, describe(exc))
     try:
         return {"ok": True, "value_json": to_json(value)}
-    except (TypeError, ValueError) as exc:
-        return failure("ResultNotSerializable", f"main() returned a value that is not JSON: {exc}")
+    except BaseException as exc:  # noqa: BLE001 - a hostile tolist(), a cycle, too deep a nesting
+        return failure("ResultNotSerializable", f"main() returned a value that is not JSON: {describe(exc)}")
 
 
 def main(result_fd: int) -> None:
@@ -148,8 +170,11 @@ def main(result_fd: int) -> None:
     if limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     outcome = run(job)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - the code closed or replaced it; what it wrote is already out
+            pass
     with os.fdopen(result_fd, "w", encoding="utf-8") as channel:
         channel.write(json.dumps(outcome))  # ASCII: a lone surrogate in a message must not break the report
     os._exit(0 if outcome["ok"] else 1)

@@ -27,9 +27,14 @@ RAGFLOW_PATHS = ("/run", "/healthz", "/")
 LIMITS = {
     Status.TIMEOUT: ("time", -124, "Execution timeout"),
     Status.MEMORY_LIMIT: ("memory", -137, "Memory limit exceeded (killed by OOM)"),
-    Status.OUTPUT_LIMIT: ("output", -1, "Output limit exceeded"),
 }
 POOL_BUSY_EXIT, RUNNER_ERROR_EXIT = -10, -3
+# What the reference's runners print when the code has no main(): Python's runner does `from main import main`,
+# Node's looks the function up on the module.
+NO_MAIN = {
+    "python": "ImportError: cannot import name 'main' from 'main' (main.py)",
+    "nodejs": "Error: main is not a function",
+}
 
 
 def on_ragflow_port(request) -> bool:
@@ -77,6 +82,15 @@ class TrustedNetworkAuthentication(authentication.BaseAuthentication):
         return "Bearer"
 
 
+def with_reason(stderr: str, reason: str) -> str:
+    """The program's own stderr with the reason on its last line (unless the stderr already ends with it, as a
+    traceback does): a warning printed earlier never hides why the run failed."""
+    lines = stderr.rstrip().splitlines()
+    if reason and (not lines or lines[-1].strip() != reason.strip()):
+        lines.append(reason)
+    return "\n".join(lines)
+
+
 def to_ragflow(execution: Execution) -> dict:
     """The execution as RAGFlow's executor would have answered it."""
     status = Status(execution.status)
@@ -84,18 +98,27 @@ def to_ragflow(execution: Execution) -> dict:
         "time_used_ms": round((execution.execution_time or 0) * 1000, 3),
         "memory_used_kb": execution.memory_used_kb or 0,
     }
-    if status == Status.SUCCEEDED:
-        return {"status": "success", "stdout": execution.stdout, "stderr": execution.stderr, "exit_code": 0,
-                "detail": None, "artifacts": execution.artifacts, "result": {**execution.returned(), "type": "json"},
-                **common}
     failure = {"stdout": "", "artifacts": [], "result": {**NOTHING_RETURNED, "type": "json"},
                "detail": execution.error_code or status.value, **common}
+    if status in (Status.SUCCEEDED, Status.OUTPUT_LIMIT) and not execution.result_present:
+        # A script without main(): the reference's runner cannot import it, a program error.
+        reason = NO_MAIN.get(execution.language, NO_MAIN["python"])
+        return {"status": "program_error", "exit_code": 1, "stderr": with_reason(execution.stderr, reason),
+                "runtime_error_type": "nonzero_exit", **{**failure, "detail": "missing_main"}}
+    if status in (Status.SUCCEEDED, Status.OUTPUT_LIMIT):
+        # The reference has no output cap: a flood is a success with the output we kept, said after it.
+        stderr = execution.stderr
+        if status == Status.OUTPUT_LIMIT:
+            stderr = with_reason(stderr, f"Output limit exceeded: {execution.error_message}")
+        return {"status": "success", "stdout": execution.stdout, "stderr": stderr, "exit_code": 0,
+                "detail": None, "artifacts": execution.artifacts, "result": {**execution.returned(), "type": "json"},
+                **common}
     if status in LIMITS:
         limit, exit_code, reason = LIMITS[status]
         return {"status": "resource_limit_exceeded", "exit_code": exit_code, "stderr": reason,
                 "resource_limit_type": limit, **failure}
     if status == Status.FAILED:
-        reason = execution.stderr.strip() or execution.error_message or "the program failed"
+        reason = with_reason(execution.stderr, execution.error_message or "the program failed")
         return {"status": "program_error", "exit_code": execution.exit_code or 1, "stderr": reason,
                 "runtime_error_type": "nonzero_exit", **failure}
     if not execution.is_terminal:

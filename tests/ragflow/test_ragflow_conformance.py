@@ -200,11 +200,48 @@ def test_memory_blow_up_is_a_memory_error(ragflow):
     assert result["body"]["resource_limit_type"] == "memory"
 
 
-def test_output_flood_is_an_error(ragflow):
-    verdict, message, result = run(ragflow, "def main():\n    print('x' * (3 * 1024 * 1024))\n    return 1")
+def test_output_flood_returns_the_output_and_the_result(ragflow):
+    # The reference has no output cap: the output (ours truncated at the cap) and the result come back as a
+    # success, and the truncation is said in stderr after the output.
+    verdict, value, result = run(ragflow, "def main():\n    print('x' * (3 * 1024 * 1024))\n    return 1")
+    assert (verdict, value) == ("success", 1)
+    assert (result["status"], result["exit_code"]) == ("success", 0)
+    assert result["stdout"].startswith("x" * 1000) and len(result["stdout"]) >= 1024 * 1024 - 1
+    assert result["stderr"].splitlines()[-1].startswith("Output limit exceeded")
+
+
+def test_a_script_without_main_is_an_error_in_the_references_words(ragflow):
+    verdict, message, result = run(ragflow, "print('hello from top level, no main')")
+    assert verdict == "error" and result["status"] == "program_error"
+    assert message.splitlines()[-1] == "ImportError: cannot import name 'main' from 'main' (main.py)"
+
+
+def test_a_warning_on_stderr_does_not_hide_the_failure(ragflow):
+    code = "import warnings\ndef main():\n    warnings.warn('careful')\n    return {1, 2}"
+    verdict, message, _ = run(ragflow, code)
     assert verdict == "error"
-    assert message == "Output limit exceeded"
-    assert result["exit_code"] != 0 and result["body"]["resource_limit_type"] == "output"
+    assert "UserWarning: careful" in message
+    assert "not JSON" in message.splitlines()[-1], "the reason is on the last line"
+
+
+def test_node_stderr_then_no_return_value_says_why(ragflow):
+    code = "function main(args) { console.error('about to finish'); }"
+    verdict, message, _ = run(ragflow, code, "nodejs")
+    assert verdict == "error"
+    assert message.splitlines()[0] == "about to finish"
+    assert "main() must return a value" in message.splitlines()[-1]
+
+
+def test_ragflows_axios_example_without_network_says_both_things(ragflow):
+    code = ("const axios = require('axios');\n"
+            "async function main(args) {\n"
+            "  try { await axios.get('https://example.com', { timeout: 5000 }); }\n"
+            "  catch (err) { console.error('request failed:', err.code || err.message); }\n"
+            "}")
+    verdict, message, _ = run(ragflow, code, "nodejs")
+    assert verdict == "error"
+    assert message.splitlines()[0].startswith("request failed:")
+    assert "main() must return a value" in message.splitlines()[-1]
 
 
 def test_ragflows_chart_example_works_without_creating_the_folder(ragflow):

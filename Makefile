@@ -1,7 +1,11 @@
-.PHONY: run test test-fast lint images bench
+.PHONY: run worker test test-fast lint images bench
 
 run:
 	bash scripts/run.sh
+
+# One more sandbox worker host for a deployment: needs DATABASE_URL and CELERY_BROKER_URL (see README).
+worker:
+	bash scripts/worker.sh
 
 test:
 	bash scripts/test.sh

@@ -14,6 +14,7 @@ everything that went into it (`ensure_rootfs`); the docker backend imports it as
 hash as a label (`build_image`). Either is skipped when the current one exists.
 """
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -120,6 +121,17 @@ def ensure_rootfs(language: str, cache_dir: Path, rootfs_dir: Path, mirror: str 
     target = rootfs_dir / f"{language}-{content_hash(language)}"
     if target.is_dir():
         return target
+    rootfs_dir.mkdir(parents=True, exist_ok=True)
+    # Several worker hosts may share a machine (and its folders): one builds, the others wait and use it.
+    with open(rootfs_dir / f".{language}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.is_dir():
+            return target
+        return _extract_rootfs(language, cache_dir, rootfs_dir, target, mirror, say)
+
+
+def _extract_rootfs(language: str, cache_dir: Path, rootfs_dir: Path, target: Path, mirror: str | None,
+                    say: Callable[[str], None]) -> Path:
     base = rootfs_tar(language, cache_dir, mirror, say)
     say(f"extracting the {language} root file system for runsc")
     rootfs_dir.mkdir(parents=True, exist_ok=True)

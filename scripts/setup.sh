@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by `make run` and `make test`: system packages, dockerd with runsc, the
-# virtualenv, sandbox images, migrations and the admin user. Safe to run again at any time.
+# virtualenv, sandbox images, migrations and the admin user. Safe to run again at any time. With --worker, only
+# what a sandbox worker host needs (`make worker`): runsc, the virtualenv and the root file systems.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,7 +79,20 @@ start_dockerd() {
   die "dockerd did not start; see /var/log/sandboxctl-dockerd.log"
 }
 
+set_up_worker_host() {
+  # What a sandbox worker host needs, and no more: runsc, the virtualenv, the root file systems, its folders.
+  apt_install debootstrap
+  install_runsc
+  bash scripts/venv.sh
+  mkdir -p "${SANDBOXCTL_DATA_DIR:-$PWD/data}"
+  say "building sandbox root file systems if missing"
+  .venv/bin/python manage.py build_images --no-docker
+}
 
+if [ "${1:-}" = "--worker" ]; then
+  set_up_worker_host
+  exit 0
+fi
 apt_install docker.io debootstrap redis-server
 install_runsc
 register_runsc

@@ -256,7 +256,8 @@ class PrivatePostgres:
     """A PostgreSQL server of the test's own (initdb in a scratch folder, a free loopback port), so an outage of a
     minute hurts nothing else on the machine. It runs as the `postgres` user, which PostgreSQL requires."""
 
-    def __init__(self) -> None:
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns  # in a network namespace of the test's: it listens on every address there
         self.bin = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1]).parent
         self.folder = Path(tempfile.mkdtemp(prefix="sandboxctl-chaos-pg-", dir="/var/tmp"))
         shutil.chown(self.folder, "postgres", "postgres")
@@ -264,15 +265,26 @@ class PrivatePostgres:
         self.port = free_port()
         self.base = f"postgres://postgres@127.0.0.1:{self.port}"
 
+    @property
+    def socket_url(self) -> str:
+        """The server by its unix socket, reachable from any network namespace."""
+        return f"postgres://postgres@{str(self.folder).replace('/', '%2F')}:{self.port}"
+
     def as_postgres(self, *command: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True, capture_output=True, timeout=120)
+        enter = ["ip", "netns", "exec", self.netns] if self.netns else []
+        subprocess.run([*enter, "runuser", "-u", "postgres", "--", *command], check=True, capture_output=True,
+                       timeout=120)
 
     def create(self) -> None:
         self.as_postgres(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust")
+        if self.netns:  # the test hosts reach it from their 127.77.N.2 ends of the veth pairs
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write("host all all 127.77.0.0/16 trust\n")
         self.start()
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        listen = "*" if self.netns else "127.0.0.1"
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses={listen} -c fsync=off"
         self.as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-w", "-l",
                          str(self.folder / "server.log"), "start")
 
@@ -291,18 +303,22 @@ class PrivateRedis:
     """An external Redis broker of the test's own, as production has one: no persistence, so a `kill -9` loses
     every message it held, and the stack must recover them from the database."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, netns: str | None = None) -> None:
         self.folder = folder
+        self.netns = netns
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.socket = folder / "redis.sock"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "no", "--dir", str(self.folder)]
+        enter = ["ip", "netns", "exec", self.netns] if self.netns else []
+        command = [*enter, "redis-server", "--port", str(self.port), "--bind", "*" if self.netns else "127.0.0.1",
+                   "--unixsocket", str(self.socket), "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+                   "--protected-mode", "no", "--dir", str(self.folder)]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
-        while subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True).stdout != b"PONG\n":
+        while subprocess.run(["redis-cli", "-s", str(self.socket), "ping"], capture_output=True).stdout != b"PONG\n":
             assert time.monotonic() < deadline, "the test's Redis did not start"
             time.sleep(0.1)
 

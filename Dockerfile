@@ -1,5 +1,7 @@
 # The control plane (web and worker). The worker talks to the host's dockerd, which must have runsc registered.
 FROM python:3.11-slim
+# debootstrap builds the sandbox root file systems on a worker host (manage.py build_images --no-docker).
+RUN apt-get update && apt-get install -y --no-install-recommends debootstrap && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY sandboxctl sandboxctl

@@ -23,7 +23,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sandboxctl.settings")
 
 from chaos.test_multi_host import Deployment  # noqa: E402 - the test's harness, after the path is set
 
-HELLO = "def main(seconds):\n    return 'hello'"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 

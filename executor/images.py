@@ -29,12 +29,11 @@ from pathlib import Path
 import docker
 from docker.errors import ImageNotFound
 
-from executor.config import IMAGE_NAMES
+from executor.config import IMAGE_NAMES, RUNNER_DIR
 
 log = logging.getLogger(__name__)
 
 SUITE = "bookworm"
-RUNNER_DIR = Path(__file__).parent / "runner"
 RUNNER_FILES = ("supervisor.py", "confine.py", "rules.py", "wire.py", "child.py", "child.js")
 HASH_LABEL = "sandboxctl.content-hash"
 BUILD_VERSION = "3"  # bump when the build steps below change what ends up in an image

@@ -94,7 +94,7 @@ class ProviderError(Exception):
 class SandboxProvider:
     """Base class of sandbox backends.
 
-    `execute_code` returns an ExecutionResult for anything the user's code did (including crashing,
+    `run` returns an ExecutionResult for anything the user's code did (including crashing,
     timing out or running out of memory) and raises ProviderError when the service itself failed.
     Arguments always travel as JSON data, never pasted into source.
     """

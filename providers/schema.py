@@ -3,8 +3,6 @@
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-TYPES = ("string", "integer", "boolean", "select")
-
 
 @dataclass(frozen=True)
 class ConfigField:
@@ -20,7 +18,6 @@ class ConfigField:
     secret: bool = False
     # Says where requests (and with them the secrets) go: a secret is never reused for a changed endpoint.
     endpoint: bool = False
-    multiline: bool = False
     # "runtime" fields are edited in the admin page; "deployment" ones come from the environment, read-only.
     scope: str = "runtime"
     value: Any = field(default=None, compare=False)

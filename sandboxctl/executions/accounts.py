@@ -3,6 +3,8 @@ own quota, and cannot touch provider settings (staff-only endpoints answer 403 t
 
 from django.contrib.auth import get_user_model
 
+from sandboxctl.executions.models import ApiToken
+
 
 def service_account(name: str):
     """The non-staff account `name`, created without a password if missing (it signs in only by token)."""
@@ -13,3 +15,10 @@ def service_account(name: str):
         user.set_unusable_password()
         user.save(update_fields=["password"])
     return user
+
+
+def issue_for(user, token_name: str, warnings) -> str:
+    """A new API key for `user`, shown once (the commands print it); a staff user's key is said to be powerful."""
+    if user.is_staff or user.is_superuser:
+        warnings.write(f"warning: {user.username} is a staff account; its token can change provider settings")
+    return ApiToken.issue(user, name=token_name)[1]

@@ -101,11 +101,6 @@
       return element("input", { ...common, type: "number", step: "1", min: field.min, max: field.max,
         value: value ?? "", class: "vIntegerField" });
     }
-    if (field.multiline) {
-      const area = element("textarea", { ...common, rows: "4", class: "vLargeTextField" });
-      area.value = value ?? "";
-      return area;
-    }
     if (field.secret) {
       // The stored secret is never sent to the page: leave blank to keep it.
       return element("input", { ...common, type: "password", autocomplete: "new-password", value: "",

@@ -1,7 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from sandboxctl.executions.accounts import service_account
-from sandboxctl.executions.models import ApiToken
+from sandboxctl.executions.accounts import issue_for, service_account
 
 
 class Command(BaseCommand):
@@ -12,8 +11,4 @@ class Command(BaseCommand):
         parser.add_argument("--token-name", default="cli")
 
     def handle(self, *args, name, token_name, **options):
-        account = service_account(name)
-        if account.is_staff or account.is_superuser:
-            self.stderr.write(f"warning: {name} is a staff account; its token can change provider settings")
-        _, key = ApiToken.issue(account, name=token_name)
-        self.stdout.write(key)
+        self.stdout.write(issue_for(service_account(name), token_name, self.stderr))

@@ -1,7 +1,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from sandboxctl.executions.models import ApiToken
+from sandboxctl.executions.accounts import issue_for
 
 
 class Command(BaseCommand):
@@ -15,5 +15,4 @@ class Command(BaseCommand):
         user = get_user_model().objects.filter(username=username).first()
         if user is None:
             raise CommandError(f"no user {username!r}")
-        _, key = ApiToken.issue(user, name=name)
-        self.stdout.write(key)
+        self.stdout.write(issue_for(user, name, self.stderr))

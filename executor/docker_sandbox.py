@@ -17,6 +17,7 @@ from docker.types import LogConfig, Ulimit
 
 from executor.config import IMAGE_NAMES, SandboxConfig
 from executor.protocol import DOCKER_STDOUT, DockerStreamDecoder
+from executor.runtime import describe_docker_runtime
 from executor.sandbox import RUNNER, SANDBOX_ENV, ExitState, Found, Sandbox
 
 log = logging.getLogger(__name__)
@@ -223,6 +224,4 @@ class DockerBackend:
             log.warning("cannot remove %s: %s", sandbox_id[:12], exc)
 
     def describe(self) -> dict[str, str]:
-        from executor.runtime import describe_docker_runtime
-
         return describe_docker_runtime(self.client, self.config.runtime)

@@ -32,7 +32,10 @@ import uuid
 from pathlib import Path
 
 from executor.config import LANGUAGES, PRELOADED, SandboxConfig
+from executor.images import ensure_rootfs
+from executor.runtime import runsc_version
 from executor.sandbox import RUNNER, SANDBOX_ENV, ExitState, Found, Sandbox, SandboxError
+from executor.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
@@ -343,13 +346,15 @@ class RunscBackend:
     name = "runsc"
 
     def __init__(self, config: SandboxConfig, site: str, owner: str) -> None:
-        from executor.snapshots import Snapshots
-
         self.config = config
         self.site = site_key(site)
         self.owner = owner_key(owner)
         self._rootfs: dict[str, Path] = {}
-        self.snapshots = Snapshots(self)
+        self.snapshots = Snapshots(
+            self,
+            spec_template=lambda: oci_spec(config, Path("/"), "python", "", config.python_preload),
+            make_sandbox=lambda: RunscSandbox(self, "python", "python", preload=config.python_preload),
+        )
 
     # Invocation
 
@@ -372,8 +377,6 @@ class RunscBackend:
 
     def prepare(self) -> None:
         """Root file systems ready before any sandbox is made; the snapshot is made in the background."""
-        from executor.images import ensure_rootfs
-
         keep_state_in_memory(self.config.runsc_root.parent)
         for directory in (self.config.runsc_root, self.config.bundle_dir):
             directory.mkdir(parents=True, exist_ok=True)
@@ -385,9 +388,7 @@ class RunscBackend:
 
     def rootfs(self, language: str) -> Path:
         if language not in self._rootfs:
-            from executor.images import ensure_rootfs
-
-            self._rootfs[language] = ensure_rootfs(language, self.config.image_cache_dir, self.config.rootfs_dir)
+                self._rootfs[language] = ensure_rootfs(language, self.config.image_cache_dir, self.config.rootfs_dir)
         return self._rootfs[language]
 
     def owner_key(self, owner: str) -> str:
@@ -436,7 +437,5 @@ class RunscBackend:
         return Cgroup(sandbox_id).remove()
 
     def describe(self) -> dict[str, str]:
-        from executor.runtime import runsc_version
-
         return {"runtime": "runsc", "backend": "runsc", "version": runsc_version(self.config.runsc_path),
                 "platform": self.config.runsc_platform}

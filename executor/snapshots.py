@@ -15,8 +15,11 @@ import json
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from executor.images import content_hash
 from executor.runtime import runsc_version
 
 log = logging.getLogger(__name__)
@@ -25,19 +28,21 @@ READY_MARK = "complete"
 
 
 class Snapshots:
-    def __init__(self, backend) -> None:
+    """The backend hands in what the snapshot needs of it — the preloaded sandbox's OCI spec and a way to make
+    one — so this module needs nothing of runsc_sandbox (which uses it)."""
+
+    def __init__(self, backend, spec_template: Callable[[], dict], make_sandbox: Callable[[], Any]) -> None:
         self.backend = backend
         self.config = backend.config
+        self.spec_template = spec_template
+        self.make_sandbox = make_sandbox
         self._ready = threading.Event()
         self._failed: str | None = None
         self._thread: threading.Thread | None = None
 
     def key(self) -> str:
-        from executor.images import content_hash
-        from executor.runsc_sandbox import oci_spec
-
         config = self.config
-        template = oci_spec(config, Path("/"), "python", "", config.python_preload)
+        template = self.spec_template()
         recipe = json.dumps({
             "image": content_hash("python"), "runsc": runsc_version(config.runsc_path),
             "platform": config.runsc_platform, "spec": template, "preload": config.python_preload,
@@ -73,8 +78,6 @@ class Snapshots:
 
     def build(self) -> Path:
         """Start a sandbox with the preload list imported, checkpoint it, keep the image; returns its folder."""
-        from executor.runsc_sandbox import RunscSandbox
-
         target = self.path()
         if (target / READY_MARK).exists():
             return target
@@ -82,7 +85,7 @@ class Snapshots:
         target.parent.chmod(0o700)
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        sandbox = RunscSandbox(self.backend, "python", "python", preload=self.config.python_preload)
+        sandbox = self.make_sandbox()
         try:
             sandbox.start()
             completed = self.backend.cli("checkpoint", "--image-path", str(partial), "--compression", "none",

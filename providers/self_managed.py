@@ -49,6 +49,7 @@ def sandbox_config() -> SandboxConfig:
 
 
 def make_backend(config: SandboxConfig, owner: str):
+    # Only worker processes drive a backend: the web never pays for importing docker-py and runsc's machinery.
     if config.backend == "docker":
         from executor.docker_sandbox import DockerBackend
 
@@ -69,7 +70,7 @@ def live_owners() -> set[str]:
     """Worker instances with a fresh heartbeat: the only owners whose sandboxes are not orphans."""
     from django.db import close_old_connections
 
-    from providers.heartbeats import live_workers
+    from providers.heartbeats import live_workers  # models: this module is imported before the registry is ready
 
     try:
         return set(live_workers().values_list("worker", flat=True))
@@ -179,7 +180,7 @@ class SelfManagedProvider(SandboxProvider):
     def health_check(self) -> Health:
         """Each language is served by a live worker that can make sandboxes (read from heartbeats: the pools
         live in the workers). A pool drained by load is healthy; one whose creations fail is not."""
-        from providers.heartbeats import live_workers
+        from providers.heartbeats import live_workers  # models: this module loads before the registry is ready
 
         beats = list(live_workers())
         if not beats:

@@ -8,6 +8,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sandboxctl.settings")
 
 app = Celery("sandboxctl")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["sandboxctl.executions"])
+app.autodiscover_tasks(["sandboxctl.worker"])
 # Worker signal handlers (pool start/stop, heartbeat) are connected when the worker imports this module.
-app.conf.imports = ("sandboxctl.executions.worker",)
+app.conf.imports = ("sandboxctl.worker.lifecycle",)

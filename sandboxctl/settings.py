@@ -37,11 +37,12 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "providers.apps.ProvidersConfig",
     "sandboxctl.executions.apps.ExecutionsConfig",
+    "sandboxctl.worker.apps.WorkerConfig",
 ]
 
 MIDDLEWARE = [
-    "sandboxctl.executions.limits.RequestSizeLimitMiddleware",
-    "sandboxctl.executions.ragflow.RagflowPortMiddleware",
+    "sandboxctl.api.intake.RequestSizeLimitMiddleware",
+    "sandboxctl.api.ragflow.RagflowPortMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -95,16 +96,16 @@ WHITENOISE_USE_FINDERS = True
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "sandboxctl.executions.auth.BearerTokenAuthentication",
+        "sandboxctl.api.auth.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "sandboxctl.executions.errors.exception_handler",
-    "DEFAULT_PARSER_CLASSES": ["sandboxctl.executions.limits.StrictJSONParser"],
-    "DEFAULT_THROTTLE_CLASSES": ["sandboxctl.executions.limits.TenantRateThrottle"],
+    "EXCEPTION_HANDLER": "sandboxctl.api.errors.exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["sandboxctl.api.intake.StrictJSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["sandboxctl.api.intake.TenantRateThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -121,10 +122,10 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "") or f"socket://{DATA_DIR / 'broker' / 'redis.sock'}"
 if CELERY_BROKER_URL.split("://", 1)[0] in ("redis", "rediss"):
     # kombu's Redis transport, hardened: a message it cannot read is dead-lettered instead of killing the worker.
-    CELERY_BROKER_TRANSPORT = "sandboxctl.executions.broker:Transport"
+    CELERY_BROKER_TRANSPORT = "sandboxctl.worker.broker:Transport"
 elif CELERY_BROKER_URL.startswith("socket://"):
-    CELERY_BROKER_TRANSPORT = "sandboxctl.executions.broker:SocketTransport"
-CELERY_WORKER_CONSUMER = "sandboxctl.executions.broker:Consumer"
+    CELERY_BROKER_TRANSPORT = "sandboxctl.worker.broker:SocketTransport"
+CELERY_WORKER_CONSUMER = "sandboxctl.worker.broker:Consumer"
 # The cache (request throttling, provider health answers) is shared by every web process: the broker's Redis.
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "socket://")):
     CACHES = {
@@ -227,7 +228,7 @@ CELERY_TASK_QUEUES = [Queue(name, Exchange(name, type="direct"), routing_key=nam
 CELERY_TASK_DEFAULT_QUEUE = "control"
 CELERY_BEAT_SCHEDULE = {
     "reconcile-executions": {
-        "task": "sandboxctl.executions.tasks.reconcile",
+        "task": "sandboxctl.worker.tasks.reconcile",
         "schedule": env_float("SANDBOX_RECONCILE_INTERVAL", 15.0),
         "options": {"queue": "control"},
     },

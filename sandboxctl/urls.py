@@ -4,10 +4,10 @@ from django.urls import path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from sandboxctl.api import metrics, views
 from sandboxctl.console import provider_api
 from sandboxctl.console.admin_page import sandbox_settings
 from sandboxctl.console.dashboard import dashboard
-from sandboxctl.executions import metrics, views
 
 urlpatterns = [
     path("api/v1/executions", views.ExecutionListView.as_view(), name="execution-list"),

@@ -11,7 +11,7 @@ from providers import config_store
 from providers import saas as saas_module
 from providers.base import Limits, ProviderError, Status
 from sandboxctl.executions.models import Execution, SandboxRecord
-from sandboxctl.executions.tasks import release_leftover_sandboxes, run_id
+from sandboxctl.worker.tasks import release_leftover_sandboxes, run_id
 
 LIMITS = Limits(timeout=3, memory_mb=256, output_limit=1024)
 HELLO = "def main():\n    return 1"

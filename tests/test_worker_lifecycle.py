@@ -14,7 +14,7 @@ from conftest import latest_beat, start_worker, stop_worker, worker_env
 from executor.config import SandboxConfig
 from executor.runsc_sandbox import RunscBackend, owner_key
 from sandboxctl.executions.models import Execution
-from sandboxctl.executions.tasks import run_execution
+from sandboxctl.worker.tasks import run_execution
 
 NAME = "lifecycle@localhost"
 SITE = "lifecycletestsite"

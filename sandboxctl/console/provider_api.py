@@ -10,9 +10,9 @@ from rest_framework.views import APIView
 
 from providers import config_store, manager
 from providers.registry import PROVIDERS, provider_class
+from sandboxctl.api.serializers import JSONObjectField
 from sandboxctl.console.models import ProviderActivation
 from sandboxctl.console.probe import run_probe
-from sandboxctl.executions.serializers import JSONObjectField
 
 HEALTH_CACHE_SECONDS = 10
 

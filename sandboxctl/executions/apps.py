@@ -7,4 +7,4 @@ class ExecutionsConfig(AppConfig):
     verbose_name = "Executions"
 
     def ready(self) -> None:
-        from sandboxctl.executions import tasks  # noqa: F401 - connects the receiver that sends callbacks
+        from sandboxctl.executions import dispatch  # noqa: F401 - connects admission and callbacks to a run's end

@@ -11,8 +11,8 @@ from django.db import IntegrityError, transaction
 
 from providers import manager
 from sandboxctl.executions import admission, notify
+from sandboxctl.executions.dispatch import dispatch
 from sandboxctl.executions.models import Execution
-from sandboxctl.executions.tasks import dispatch
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 import pytest
 
 from providers.base import Status
+from sandboxctl.api.ragflow import to_ragflow
 from sandboxctl.executions.models import Execution
-from sandboxctl.executions.ragflow import to_ragflow
 
 
 def execution(status: Status, **fields) -> Execution:

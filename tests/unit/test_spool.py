@@ -3,7 +3,7 @@ and a half-written file is never taken for an entry."""
 
 
 from providers.base import ExecutionResult, Status
-from sandboxctl.executions.spool import Ending, Spool
+from sandboxctl.worker.spool import Ending, Spool
 
 
 def test_an_outcome_reads_back_exactly_as_it_was_kept(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 
 from providers.base import ExecutionResult, Status
 from sandboxctl.executions.models import Execution
-from sandboxctl.executions.tasks import run_execution
+from sandboxctl.worker.tasks import run_execution
 
 
 @pytest.fixture

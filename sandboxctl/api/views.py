@@ -9,16 +9,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from providers.base import Status
-from sandboxctl.executions import ragflow
+from sandboxctl.api import ragflow
+from sandboxctl.api.auth import BearerTokenAuthentication
+from sandboxctl.api.readiness import check
+from sandboxctl.api.serializers import ExecutionFilter, ExecutionRequestSerializer, RagflowRunSerializer
 from sandboxctl.executions.admission import TooManyQueued
-from sandboxctl.executions.auth import BearerTokenAuthentication
 from sandboxctl.executions.models import Execution
-from sandboxctl.executions.serializers import (
-    ExecutionFilter,
-    ExecutionRequestSerializer,
-    ExecutionSerializer,
-    RagflowRunSerializer,
-)
+from sandboxctl.executions.representation import ExecutionSerializer
 from sandboxctl.executions.service import (
     IdempotencyConflict,
     Submission,
@@ -152,8 +149,6 @@ def healthz(request):
 
 def readyz(request):
     """Ready when the database and broker answer and each language has warm sandboxes on a live worker."""
-    from sandboxctl.executions.readiness import check
-
     problems, details = check()
     details["status"] = "ok" if not problems else "unavailable"
     details["problems"] = problems

@@ -3,6 +3,10 @@
 from django.conf import settings
 from django.db import connection
 
+from providers.config_store import active_name
+from providers.heartbeats import live_workers, warm_sandboxes
+from sandboxctl.celery import app
+
 
 def check() -> tuple[list[str], dict]:
     problems: list[str] = []
@@ -21,8 +25,6 @@ def check() -> tuple[list[str], dict]:
 
 
 def _check_broker(problems: list[str]) -> str:
-    from sandboxctl.celery import app
-
     try:
         with app.connection_for_write(settings.CELERY_BROKER_URL) as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
@@ -34,17 +36,12 @@ def _check_broker(problems: list[str]) -> str:
 
 def _runtimes() -> dict[str, dict]:
     """The container runtime (name, version, gVisor platform) each live worker's sandboxes run on."""
-    from providers.heartbeats import live_workers
-
     return {beat.worker: beat.runtime for beat in live_workers() if beat.runtime}
 
 
 def _check_pool(problems: list[str]) -> dict[str, int]:
     """Ready when, for each language, a live worker serves it and can make sandboxes. A pool drained by load
     is not a problem (its runs wait for a refill); a pool whose creations fail is."""
-    from providers.config_store import active_name
-    from providers.heartbeats import live_workers, warm_sandboxes
-
     depth = warm_sandboxes()
     if active_name() != "self_managed":
         return depth

@@ -18,7 +18,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections
 from django.utils import timezone
 
 from providers.base import LANGUAGES
-from sandboxctl.executions import spool
+from sandboxctl.worker import spool
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def sandbox_languages(queues: list[str]) -> tuple[str, ...]:
 
 @signals.worker_init.connect
 def start_sandbox_pool(sender=None, **kwargs) -> None:
+    # Celery imports this module while the app is configured, before Django's app registry is ready.
     from providers.self_managed import start_pool
 
     _state["name"] = instance_name(sender.hostname)

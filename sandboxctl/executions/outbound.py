@@ -1,37 +1,19 @@
-"""Callbacks: the final execution JSON POSTed to the caller's URL, once per terminal transition, never to a
-private address.
-
-An outbox on the execution row says what is owed: the terminal transition sets `callback_status=pending`
-in the same UPDATE (models.Execution._end), whoever ends the run (worker, cancel, reconciler, broker
-failure). Delivery claims the row before sending (`sending`, with a lease in `callback_due_at`), so a
-re-sent task or the reconciler's sweep cannot deliver it twice at once; failures are retried with
-backoff and every attempt is counted on the row.
-
-Outbound requests made for a caller must not reach the host or its network (SSRF): the host is resolved
-once, every address it resolves to must be public (or inside SANDBOX_CALLBACK_ALLOWED_NETWORKS), the
-connection goes to the address that was checked (no second lookup), and redirects are not followed.
+"""Requests made for a caller (callbacks) never reach the host or its network (SSRF): an HTTP client that
+resolves the host once, requires every address it resolves to be public (or inside
+SANDBOX_CALLBACK_ALLOWED_NETWORKS), connects to the address it checked (no second lookup) and follows no
+redirect. The API refuses a literal forbidden address at submit time with the same rules.
 """
 
 import http.client
 import ipaddress
 import json
-import logging
 import socket
 import ssl
-from datetime import timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db.models import F
-from django.utils import timezone
-
-from providers.base import Status
-
-log = logging.getLogger(__name__)
 
 CALLBACK_TIMEOUT = 10.0
-CALLBACK_TRIES = 3
-LEASE = timedelta(seconds=CALLBACK_TIMEOUT + 20)
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -122,63 +104,3 @@ def post_json(url: str, body: dict, idempotency_key: str) -> int:
         raise OSError(f"{exc.__class__.__name__}: {exc}") from exc
     finally:
         connection.close()
-
-
-def claim(execution_id) -> bool:
-    """pending/retrying and due → sending, counting the attempt. False when someone else has it, or it is done."""
-    from sandboxctl.executions.models import Execution
-
-    now = timezone.now()
-    return bool(Execution.objects.filter(
-        pk=execution_id, callback_status__in=("pending", "retrying"), callback_due_at__lte=now,
-    ).update(callback_status="sending", callback_due_at=now + LEASE, callback_attempts=F("callback_attempts") + 1))
-
-
-def deliver(execution_id) -> float | None:
-    """One delivery attempt. Returns the backoff before the next attempt, or None when nothing more is owed."""
-    from sandboxctl.executions.models import Execution
-    from sandboxctl.executions.serializers import ExecutionSerializer
-
-    if not claim(execution_id):
-        return None
-    execution = Execution.objects.get(pk=execution_id)
-    rows = Execution.objects.filter(pk=execution_id, callback_status="sending")
-    try:
-        status = post_json(execution.callback_url, ExecutionSerializer(execution).data, str(execution.pk))
-        if not 200 <= status < 300:
-            raise OSError(f"the receiver answered HTTP {status}" + (" (redirects are not followed)"
-                                                                   if 300 <= status < 400 else ""))
-    except Refused as exc:
-        log.warning("execution %s: callback refused: %s", execution_id, exc)
-        rows.update(callback_status="refused", callback_error=str(exc)[:2000], callback_due_at=None)
-        return None
-    except OSError as exc:
-        if execution.callback_attempts >= CALLBACK_TRIES:
-            rows.update(callback_status="failed", callback_error=str(exc)[:2000], callback_due_at=None)
-            return None
-        backoff = 2.0 ** execution.callback_attempts
-        rows.update(callback_status="retrying", callback_error=str(exc)[:2000],
-                    callback_due_at=timezone.now() + timedelta(seconds=backoff))
-        return backoff
-    rows.update(callback_status="delivered", callback_error="", callback_due_at=None)
-    return None
-
-
-def overdue(now=None):
-    """Callbacks whose delivery task was lost (broker down when the run ended, worker died mid-delivery)."""
-    from sandboxctl.executions.models import Execution
-
-    now = now or timezone.now()
-    return Execution.objects.filter(
-        callback_status__in=("pending", "retrying", "sending"), callback_due_at__lt=now - timedelta(seconds=30),
-        status__in=[status.value for status in Status if status.is_terminal],
-    )
-
-
-def release_lease(execution_id) -> None:
-    """A `sending` row whose lease ran out (its worker died mid-send) may be claimed again."""
-    from sandboxctl.executions.models import Execution
-
-    Execution.objects.filter(pk=execution_id, callback_status="sending").update(
-        callback_status="retrying", callback_due_at=timezone.now()
-    )

@@ -6,8 +6,7 @@ from rest_framework import exceptions, serializers
 from executor.verify import JSON_MAX_DEPTH, SURROGATES, json_depth
 from providers.base import LANGUAGES, Status
 from providers.registry import PROVIDERS
-from sandboxctl.executions.callbacks import literal_host_problem
-from sandboxctl.executions.models import Execution
+from sandboxctl.executions.outbound import literal_host_problem
 
 LANGUAGE_ALIASES = {"python": "python", "nodejs": "nodejs", "javascript": "nodejs", "node": "nodejs"}
 
@@ -117,39 +116,6 @@ class ExecutionFilter(serializers.Serializer):
     status = serializers.ChoiceField(choices=[status.value for status in Status], required=False)
     language = serializers.ChoiceField(choices=sorted(set(LANGUAGE_ALIASES.values())), required=False)
     provider = serializers.ChoiceField(choices=list(PROVIDERS), required=False)
-
-
-class ExecutionSerializer(serializers.ModelSerializer):
-    result = serializers.SerializerMethodField()
-    truncated = serializers.SerializerMethodField()
-    error = serializers.SerializerMethodField()
-    artifacts = serializers.SerializerMethodField()
-    queue_wait = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Execution
-        fields = [
-            "id", "status", "language", "provider", "stdout", "stderr", "exit_code", "result",
-            "execution_time", "memory_used_kb", "artifacts", "rejected_artifacts", "truncated", "error",
-            "limits", "created_at", "started_at", "finished_at", "queue_wait",
-        ]
-
-    def get_result(self, execution: Execution) -> dict:
-        return execution.returned()
-
-    def get_truncated(self, execution: Execution) -> dict:
-        return {"stdout": execution.stdout_truncated, "stderr": execution.stderr_truncated}
-
-    def get_error(self, execution: Execution) -> dict | None:
-        if not execution.error_code:
-            return None
-        return {"code": execution.error_code, "message": execution.error_message}
-
-    def get_queue_wait(self, execution: Execution) -> float | None:
-        return None if execution.queue_wait is None else execution.queue_wait.total_seconds()
-
-    def get_artifacts(self, execution: Execution) -> list[dict]:
-        return execution.artifacts
 
 
 class RagflowRunSerializer(serializers.Serializer):

@@ -8,6 +8,8 @@ from django.db import InterfaceError, OperationalError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from sandboxctl.api.intake import too_large
+
 log = logging.getLogger(__name__)
 
 
@@ -16,8 +18,6 @@ def exception_handler(exc, context):
     if response is not None:
         return response
     if isinstance(exc, RequestDataTooBig):
-        from sandboxctl.executions.limits import too_large
-
         return Response(too_large(), status=413)
     if isinstance(exc, OperationalError | InterfaceError):
         log.warning("database unavailable in %s: %s", context.get("view").__class__.__name__, exc)

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from sandboxctl.executions.tasks import reconcile
+from sandboxctl.worker.tasks import reconcile
 
 
 class Command(BaseCommand):

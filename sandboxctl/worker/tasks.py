@@ -13,18 +13,17 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
-from django.dispatch import receiver
 from django.utils import timezone
-from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from providers import manager
 from providers.base import Limits, ProviderError, Status
 from providers.heartbeats import live_workers
 from providers.models import WorkerHeartbeat
-from sandboxctl.executions import admission, callbacks, spool
+from sandboxctl.executions import admission
+from sandboxctl.executions.dispatch import CALLBACK_TASK, RUN_TASK, dispatch, queue_callback
 from sandboxctl.executions.models import Execution, SandboxRecord
-from sandboxctl.executions.signals import execution_ended
-from sandboxctl.executions.worker import worker_name
+from sandboxctl.worker import callbacks, spool
+from sandboxctl.worker.lifecycle import worker_name
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,6 @@ DATABASE_RETRY_FOR = 30.0  # a database restart takes seconds; a run must not be
 # A run's end is retried briefly in its own thread, then kept in the worker's durable spool (spool.py), so a
 # long outage neither loses the result nor holds a worker thread.
 FINISH_RETRY_FOR = 5.0
-CALLBACK_QUEUE = "callbacks"
 HEARTBEAT_KEEP = timedelta(days=1)
 # A worker deletes its run's remote sandbox as the run ends; the reconciler takes over after this long.
 LEFTOVER_GRACE = 30.0
@@ -54,21 +52,7 @@ def with_database_retry(action, what: str, retry_for: float = DATABASE_RETRY_FOR
             delay = min(delay * 2, 5.0)
 
 
-def dispatch(execution: Execution) -> bool:
-    """Send the run's task to its queue. Accepted means it will run: a broker that cannot take the message now
-    leaves the run queued and held (no `dispatched_at`), and admission sends it again on the next run's end or
-    reconcile pass once the broker is back."""
-    try:
-        run_execution.apply_async(args=[str(execution.pk)], queue=execution.queue)
-    except BrokerUnavailable as exc:
-        log.warning("execution %s: broker unavailable (%s); it stays queued until it is back", execution.pk, exc)
-        Execution.objects.filter(pk=execution.pk, status=Status.QUEUED).update(dispatched_at=None)
-        return False
-    Execution.objects.filter(pk=execution.pk, status=Status.QUEUED).update(dispatched_at=timezone.now())
-    return True
-
-
-@shared_task(name="sandboxctl.executions.tasks.run_execution")
+@shared_task(name=RUN_TASK)
 def run_execution(execution_id: str) -> None:
     execution = with_database_retry(lambda: Execution.claim(execution_id, worker_name()), f"claim {execution_id}")
     if execution is None:
@@ -96,29 +80,11 @@ def run_execution(execution_id: str) -> None:
     log.info("execution %s: ended (%s)", execution_id, outcome.status if failure is None else failure[0])
 
 
-@receiver(execution_ended)
-def admit_next(sender, caller_id: int | None, **kwargs) -> None:
-    """A run of the account ended: its next held runs may go (fair share, admission.py)."""
-    for execution in admission.admit(caller_id):
-        dispatch(execution)
-
-
-@receiver(execution_ended)
-def send_callback(sender, execution_id, callback: bool, **kwargs) -> None:
-    """Hand the callback owed by a terminal transition to the callback queue (the reconciler resends lost ones)."""
-    if not callback:
-        return
-    try:
-        deliver_callback.apply_async(args=[str(execution_id)], queue=CALLBACK_QUEUE)
-    except BrokerUnavailable as exc:
-        log.warning("execution %s: callback not queued (%s); the reconciler will send it", execution_id, exc)
-
-
-@shared_task(name="sandboxctl.executions.tasks.deliver_callback")
+@shared_task(name=CALLBACK_TASK)
 def deliver_callback(execution_id: str) -> None:
     backoff = callbacks.deliver(execution_id)
     if backoff is not None:
-        deliver_callback.apply_async(args=[execution_id], queue=CALLBACK_QUEUE, countdown=backoff)
+        queue_callback(execution_id, countdown=backoff)
 
 
 class Watch:
@@ -145,7 +111,7 @@ class Watch:
 watch = Watch()
 
 
-@shared_task(name="sandboxctl.executions.tasks.reconcile")
+@shared_task(name="sandboxctl.worker.tasks.reconcile")
 def reconcile(judge: bool | None = None) -> dict:
     """End, requeue or resend what faults left behind; returns how many of each it did. `judge` forces the
     decisions about lost workers and overdue runs (an operator's `manage.py reconcile_executions`)."""
@@ -244,9 +210,7 @@ def resend_lost_callbacks(now) -> int:
     sent = 0
     for execution in callbacks.overdue(now):
         callbacks.release_lease(execution.pk)
-        try:
-            deliver_callback.apply_async(args=[str(execution.pk)], queue=CALLBACK_QUEUE)
-        except BrokerUnavailable:
+        if not queue_callback(execution.pk):
             break
         sent += 1
     return sent

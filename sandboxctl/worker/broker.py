@@ -62,6 +62,7 @@ def dead_letter(client, queue: str, raw: bytes, reason: str) -> None:
 
 def end_runs_named_in(raw: bytes) -> None:
     """A queued run whose message was unreadable would wait for nothing: end it with the reason."""
+    # kombu loads this transport while Django reads its settings, before the app registry exists: models later.
     from django.db import close_old_connections
 
     from providers.base import Status

@@ -1,0 +1,39 @@
+"""An execution as callers see it: the body of the API's answers and of the callbacks, in one place (the API and
+the callback delivery both use it; neither builds its own)."""
+
+from rest_framework import serializers
+
+from sandboxctl.executions.models import Execution
+
+
+class ExecutionSerializer(serializers.ModelSerializer):
+    result = serializers.SerializerMethodField()
+    truncated = serializers.SerializerMethodField()
+    error = serializers.SerializerMethodField()
+    artifacts = serializers.SerializerMethodField()
+    queue_wait = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Execution
+        fields = [
+            "id", "status", "language", "provider", "stdout", "stderr", "exit_code", "result",
+            "execution_time", "memory_used_kb", "artifacts", "rejected_artifacts", "truncated", "error",
+            "limits", "created_at", "started_at", "finished_at", "queue_wait",
+        ]
+
+    def get_result(self, execution: Execution) -> dict:
+        return execution.returned()
+
+    def get_truncated(self, execution: Execution) -> dict:
+        return {"stdout": execution.stdout_truncated, "stderr": execution.stderr_truncated}
+
+    def get_error(self, execution: Execution) -> dict | None:
+        if not execution.error_code:
+            return None
+        return {"code": execution.error_code, "message": execution.error_message}
+
+    def get_queue_wait(self, execution: Execution) -> float | None:
+        return None if execution.queue_wait is None else execution.queue_wait.total_seconds()
+
+    def get_artifacts(self, execution: Execution) -> list[dict]:
+        return execution.artifacts

@@ -98,11 +98,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self.refused:
             return
         super().data_received(data)
-        if self.reading == "headers" and not self.refused:
+        if self.reading == "headers" and not self.refused:  # still incomplete: bound what they may pile up
             self.header_bytes += len(data)
             if self.header_bytes > settings.SANDBOX_WEB_HEADER_MAX_BYTES:
-                self.refuse(431, {"detail": "request headers over SANDBOX_WEB_HEADER_MAX_BYTES",
-                                  "code": "headers_too_large"})
+                self.refuse_large_headers()
 
     # Parser callbacks
 
@@ -112,6 +111,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.start_reading("headers")
 
     def on_headers_complete(self) -> None:
+        if len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) > \
+                settings.SANDBOX_WEB_HEADER_MAX_BYTES:  # they came in one piece
+            self.refuse_large_headers()
+            return
         size = self.content_length()
         if size is not None and size > settings.SANDBOX_REQUEST_MAX_BYTES:
             self.refuse(413, too_large(size))  # before Django's ASGI handler would read all of it
@@ -136,6 +139,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     # Helpers
+
+    def refuse_large_headers(self) -> None:
+        self.refuse(431, {"detail": "request headers over SANDBOX_WEB_HEADER_MAX_BYTES", "code": "headers_too_large"})
 
     def content_length(self) -> int | None:
         for name, value in self.headers:

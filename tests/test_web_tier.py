@@ -60,7 +60,7 @@ def start_server(tmp_path: Path, **env: str) -> Server:
     main, ragflow = free_port(), free_port()
     log = tmp_path / f"web-{main}.log"
     environment = worker_env(connection.settings_dict["NAME"], RAGFLOW_PORT=str(ragflow),
-                             SANDBOX_TENANT_RATE="100000/min", **env)
+                             SANDBOX_TENANT_RATE="100000/min", SECRET_KEY="web-tier-" + "k" * 40, **env)
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "sandboxctl.asgi", "-k", "sandboxctl.server.Worker", "--workers", "1",
          "--bind", f"127.0.0.1:{main}", "--bind", f"127.0.0.1:{ragflow}", "--no-control-socket"],
@@ -224,8 +224,8 @@ def test_connections_past_the_total_cap_are_refused(web):
     time.sleep(1)  # the previous test's connections are closed by the server
     held = [open_from(source, web.main) for source in sources]
     try:
-        # Connections are accepted in order: this one comes after all the others.
-        refused = read_all(open_from("127.0.0.10", web.ragflow), 5)
+        # A port accepts its connections in order: this one comes after all the others.
+        refused = read_all(open_from("127.0.0.10", web.main), 5)
         assert refused.startswith(b"HTTP/1.1 503") and b"SANDBOX_WEB_MAX_CONNECTIONS)" in refused, refused[:200]
     finally:
         for conn in held:

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from rest_framework.response import Response
 
+from sandboxctl.executions.errors import exception_handler
 from sandboxctl.executions.service import await_end
 
 # The synchronous parts of API requests run here. Bounded, so a flood of requests queues for a thread
@@ -73,7 +74,12 @@ def awaiting(view: Callable) -> Callable:
         if wait is None:
             return response
         await await_end(wait.execution_id, wait.timeout)
-        answer = await run_sync(wait.answer)
+        try:
+            answer = await run_sync(wait.answer)
+        except Exception as exc:  # noqa: BLE001 - answered as the DRF view answers it (a database away: 503)
+            failed = exception_handler(exc, {"view": view})
+            headers = {name: value for name, value in failed.headers.items() if name.lower() != "content-type"}
+            answer = Answer(failed.data, failed.status_code, headers)
         response.data, response.status_code = answer.data, answer.status
         for name, value in answer.headers.items():
             response[name] = value

@@ -9,12 +9,15 @@ It submits one run that sleeps (`--sleep`), then opens `--waiters` connections, 
 that run (same Idempotency-Key: one run, many waiting requests, no quota in the way), spread over loopback
 source addresses so the per-address cap is not what is measured. While they all wait it times `/healthz`,
 and reads the web process's resident memory and thread count from /proc; then it reads every answer.
-The account needs a request rate above `--waiters` (SANDBOX_TENANT_RATE).
+It sends `--batch` requests a second, so it measures what the process holds, not how fast it takes
+requests in (it prints that rate too). The server needs a request rate above `--waiters`
+(SANDBOX_TENANT_RATE) and the default connection caps or higher.
 """
 
 import argparse
 import json
 import os
+import re
 import selectors
 import socket
 import statistics
@@ -53,6 +56,11 @@ def status_of(pid: int) -> dict:
     return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024, "threads": int(fields["Threads"])}
 
 
+def waiting_requests(url: str) -> int:
+    text = requests.get(f"{url}/metrics", timeout=30).text
+    return int(re.search(r"^sandboxctl_web_waiting_requests{[^}]*} (\d+)$", text, re.MULTILINE).group(1))
+
+
 def request_bytes(host: str, port: int, token: str, key: str, code: str) -> bytes:
     body = json.dumps({"language": "python", "code": code, "wait": True, "timeout": 60}).encode()
     return (f"POST /api/v1/executions HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
@@ -63,7 +71,8 @@ def request_bytes(host: str, port: int, token: str, key: str, code: str) -> byte
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--waiters", type=int, default=1000)
-    parser.add_argument("--sleep", type=float, default=40.0)
+    parser.add_argument("--sleep", type=float, default=60.0)
+    parser.add_argument("--batch", type=int, default=50, help="requests sent per second")
     args = parser.parse_args()
     url, token = os.environ["SANDBOXCTL_URL"], os.environ["SANDBOXCTL_TOKEN"]
     host, port = urlsplit(url).hostname, urlsplit(url).port
@@ -82,9 +91,14 @@ def main() -> None:
         conn.connect((host, port))
         conn.sendall(payload)
         conn.setblocking(False)
+        if number % args.batch == args.batch - 1:
+            time.sleep(1)  # at a pace the process takes them in: the accept queue is not what is measured
         selector.register(conn, selectors.EVENT_READ, bytearray())
     print(f"{args.waiters} waiting requests sent in {time.monotonic() - opened:.1f}s")
-    time.sleep(3)
+    while (waiting := waiting_requests(url)) < args.waiters and time.monotonic() - opened < args.sleep - 10:
+        time.sleep(0.5)
+    print(f"{waiting} waiting after {time.monotonic() - opened:.1f}s (the process took them in at "
+          f"{waiting / (time.monotonic() - opened):.0f} requests/s)")
     health = []
     for _ in range(10):
         started = time.monotonic()

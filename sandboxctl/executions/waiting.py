@@ -16,6 +16,7 @@ from functools import wraps
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections
 from rest_framework.response import Response
 
@@ -50,7 +51,7 @@ def pending(wait: Pending) -> Response:
     return response
 
 
-def _in_thread(function: Callable, *args, **kwargs):
+def _in_pool_thread(function: Callable, *args, **kwargs):
     # These threads live on between requests, where Django's request signals never reach them: close the
     # connection here as Django would at a request's end (CONN_MAX_AGE, broken connections).
     close_old_connections()
@@ -60,8 +61,13 @@ def _in_thread(function: Callable, *args, **kwargs):
         close_old_connections()
 
 
-async def run_sync(function: Callable, *args, **kwargs):
-    return await sync_to_async(_in_thread, thread_sensitive=False, executor=EXECUTOR)(function, *args, **kwargs)
+async def run_sync(request, function: Callable, *args, **kwargs):
+    """Under ASGI, on the bounded pool. Under WSGI (Django's test client and server), in the request's own
+    thread, as a sync view would run: its connection, its transaction, Django's signals closing it."""
+    if isinstance(request, ASGIRequest):
+        return await sync_to_async(_in_pool_thread, thread_sensitive=False, executor=EXECUTOR)(
+            function, *args, **kwargs)
+    return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
 
 
 def awaiting(view: Callable) -> Callable:
@@ -69,13 +75,13 @@ def awaiting(view: Callable) -> Callable:
 
     @wraps(view)
     async def wait_then_answer(request, *args, **kwargs):
-        response = await run_sync(view, request, *args, **kwargs)
+        response = await run_sync(request, view, request, *args, **kwargs)
         wait = getattr(response, "pending", None)
         if wait is None:
             return response
         await await_end(wait.execution_id, wait.timeout)
         try:
-            answer = await run_sync(wait.answer)
+            answer = await run_sync(request, wait.answer)
         except Exception as exc:  # noqa: BLE001 - answered as the DRF view answers it (a database away: 503)
             failed = exception_handler(exc, {"view": view})
             headers = {name: value for name, value in failed.headers.items() if name.lower() != "content-type"}

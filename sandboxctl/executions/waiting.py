@@ -1,7 +1,7 @@
 """Requests that wait for a run's end as coroutines, so a waiting request costs a socket, not a thread.
 
 The DRF views stay synchronous and short: authentication, throttling, validation and the submit happen
-there. A view that has to wait for the run answers `pending(response, Pending(...))`; `awaiting(view)`
+there. A view that has to wait for the run answers `pending(Pending(...))`; `awaiting(view)`
 runs the DRF view on a small bounded pool of threads, then awaits the run's end on the event loop
 (service.await_end: woken by notify.py, no thread held), then fills the answer in on the pool again.
 

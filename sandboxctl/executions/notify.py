@@ -54,7 +54,7 @@ class Waiters:
 
     def register(self, execution_id, wake: Wake) -> int:
         """Call `wake` (from another thread) once the execution has ended; returns a ticket to unregister."""
-        self._ensure_started()
+        self.start()
         with self._lock:
             self._ticket += 1
             self._waiting.setdefault(str(execution_id), {})[self._ticket] = wake
@@ -83,14 +83,13 @@ class Waiters:
 
     # The threads
 
-    def _ensure_started(self) -> None:
-        """Never blocks (it runs on the event loop): until LISTEN is up, the watcher alone wakes waiters."""
+    def start(self) -> None:
+        """Start the threads if they are not running. Never blocks (it runs on the event loop): until LISTEN
+        is up, the watcher alone wakes waiters."""
         with self._lock:
             self._start("execution-watcher", self._watch)
             if uses_postgres():
                 self._start("execution-listener", self._listen)
-
-    start = _ensure_started
 
     def _start(self, name: str, target: Callable[[], None]) -> bool:
         thread = self._threads.get(name)
@@ -101,7 +100,7 @@ class Waiters:
         return True
 
     def _watch(self) -> None:
-        steady = WATCH_STEADY_WITH_NOTICES if uses_postgres() else WATCH_STEADY
+        notices = uses_postgres()
         while True:
             with self._lock:
                 ids, newest = list(self._waiting), self._newest
@@ -118,7 +117,7 @@ class Waiters:
                 time.sleep(1)
             for execution_id in ended:
                 self.wake(execution_id)
-            self._look_now.wait(_interval(time.monotonic() - newest, steady))
+            self._look_now.wait(_interval(time.monotonic() - newest, notices))
             self._look_now.clear()
 
     def _listen(self) -> None:
@@ -135,13 +134,13 @@ class Waiters:
                 time.sleep(1)
 
 
-def _interval(age: float, steady: float) -> float:
-    if steady == WATCH_STEADY_WITH_NOTICES:
-        return steady
+def _interval(age: float, notices: bool) -> float:
+    if notices:
+        return WATCH_STEADY_WITH_NOTICES
     for younger_than, step in WATCH_STEPS:
         if age < younger_than:
             return step
-    return steady
+    return WATCH_STEADY
 
 
 def _ended_among(ids: list[str]) -> list[str]:

@@ -92,7 +92,7 @@ def web(sandbox_worker, django_db_setup, tmp_path_factory):
     server = start_server(
         tmp_path_factory.mktemp("web"), SANDBOX_WEB_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
         SANDBOX_WEB_BODY_TIMEOUT=str(HEADER_TIMEOUT), SANDBOX_WEB_MAX_CONNECTIONS_PER_ADDRESS=str(PER_ADDRESS),
-        SANDBOX_WEB_MAX_CONNECTIONS=str(TOTAL),
+        SANDBOX_WEB_MAX_CONNECTIONS=str(TOTAL), SANDBOX_RAGFLOW_TRUSTED_NETWORKS="127.0.0.2/32",
     )
     yield server
     stop_server(server)
@@ -256,6 +256,19 @@ def test_oversized_headers_and_bodies_are_refused_before_django_reads_them(web):
         pass  # the server closed it before all was sent
     answer = read_all(conn, 10)
     assert answer.startswith(b"HTTP/1.1 413") and b"SANDBOX_REQUEST_MAX_BYTES" in answer, answer[:200]
+
+
+def test_a_forwarded_for_header_does_not_change_who_the_caller_is(web, transactional_db):
+    """RAGFlow's port trusts networks by the TCP peer; a header naming a trusted address must not pass."""
+    run = json.dumps({"language": "python", "code_b64": b64("def main():\n    return 7")}).encode()
+    spoofed = open_from("127.0.0.1", web.ragflow)
+    spoofed.sendall(raw_request({"X-Forwarded-For": "127.0.0.2", "X-Real-IP": "127.0.0.2"}, run, path="/run"))
+    answer = read_all(spoofed, 30)
+    assert answer.startswith(b"HTTP/1.1 401") and b"SANDBOX_RAGFLOW_TRUSTED_NETWORKS" in answer, answer[:300]
+    trusted = open_from("127.0.0.2", web.ragflow)
+    trusted.sendall(raw_request({}, run, path="/run"))
+    answer = read_all(trusted, 60)
+    assert answer.startswith(b"HTTP/1.1 200") and b'"value":7' in answer, answer[:300]
 
 
 @pytest.fixture

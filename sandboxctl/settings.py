@@ -44,7 +44,7 @@ MIDDLEWARE = [
     "sandboxctl.api.intake.RequestSizeLimitMiddleware",
     "sandboxctl.api.ragflow.RagflowPortMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "sandboxctl.static_files.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -80,6 +80,13 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+# The web process under ASGI (sandboxctl/asgi.py) shares a small pool of PostgreSQL connections between its
+# threads instead of opening one per request (Django's persistent connections do not work under ASGI).
+if env_bool("DATABASE_POOL", False) and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 2, "max_size": env_int("DATABASE_POOL_MAX", 12), "timeout": 30,
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -164,7 +171,18 @@ SANDBOX_TENANT_MAX_CONCURRENT = env_int("SANDBOX_TENANT_MAX_CONCURRENT", 2)
 SANDBOX_TENANT_MAX_QUEUED = env_int("SANDBOX_TENANT_MAX_QUEUED", 50)
 SANDBOX_TENANT_RATE = env_rate("SANDBOX_TENANT_RATE", "1200/min")
 SANDBOX_WAIT_CAP = env_float("SANDBOX_WAIT_CAP", 90.0)
+# RAGFlow's `/run` waits for the run's end as long as RAGFlow's own client does (its 600 s), holding no thread.
+SANDBOX_RAGFLOW_WAIT = env_float("SANDBOX_RAGFLOW_WAIT", 600.0)
 SANDBOX_QUEUE_TTL = env_float("SANDBOX_QUEUE_TTL", 600.0)
+# The web tier (sandboxctl/asgi.py, sandboxctl/server.py), per web process: threads for the short synchronous
+# parts of API requests; a request's headers and body must arrive within these times; open connections at
+# most, in all and from one address (on both ports). Waiting requests hold a connection each, not a thread.
+SANDBOX_WEB_THREADS = env_int("SANDBOX_WEB_THREADS", 8)
+SANDBOX_WEB_HEADER_TIMEOUT = env_float("SANDBOX_WEB_HEADER_TIMEOUT", 10.0)
+SANDBOX_WEB_BODY_TIMEOUT = env_float("SANDBOX_WEB_BODY_TIMEOUT", 30.0)
+SANDBOX_WEB_HEADER_MAX_BYTES = env_int("SANDBOX_WEB_HEADER_MAX_BYTES", 64 * 1024)
+SANDBOX_WEB_MAX_CONNECTIONS = env_int("SANDBOX_WEB_MAX_CONNECTIONS", 4096)
+SANDBOX_WEB_MAX_CONNECTIONS_PER_ADDRESS = env_int("SANDBOX_WEB_MAX_CONNECTIONS_PER_ADDRESS", 512)
 # Callbacks go only to public addresses, except to these networks (e.g. "10.0.0.0/8,fd00::/8").
 SANDBOX_CALLBACK_ALLOWED_NETWORKS = env_networks("SANDBOX_CALLBACK_ALLOWED_NETWORKS", "")
 
@@ -184,6 +202,8 @@ SANDBOX_POOL_SIZE_PYTHON = env_int("SANDBOX_POOL_SIZE_PYTHON", 2)
 SANDBOX_POOL_SIZE_NODEJS = env_int("SANDBOX_POOL_SIZE_NODEJS", 1)
 SANDBOX_POOL_SIZE_PYTHON_PRELOADED = env_int("SANDBOX_POOL_SIZE_PYTHON_PRELOADED", 1)
 SANDBOX_POOL_MAX = env_int("SANDBOX_POOL_MAX", 6)
+# The `ragflow` account stands for every RAGFlow user: it may have as many runs in flight as the pool holds.
+SANDBOX_RAGFLOW_MAX_CONCURRENT = env_int("SANDBOX_RAGFLOW_MAX_CONCURRENT", SANDBOX_POOL_MAX)
 SANDBOX_POOL_ACQUIRE_TIMEOUT = env_float("SANDBOX_POOL_ACQUIRE_TIMEOUT", 10.0)
 SANDBOX_POOL_CREATORS = env_int("SANDBOX_POOL_CREATORS", 2)
 SANDBOX_POOL_MAX_CREATIONS_PER_SECOND = env_float("SANDBOX_POOL_MAX_CREATIONS_PER_SECOND", 8.0)

@@ -10,10 +10,10 @@ from sandboxctl.console.admin_page import sandbox_settings
 from sandboxctl.console.dashboard import dashboard
 
 urlpatterns = [
-    path("api/v1/executions", views.ExecutionListView.as_view(), name="execution-list"),
+    path("api/v1/executions", views.execution_list, name="execution-list"),
     path("api/v1/executions/<uuid:pk>", views.ExecutionDetailView.as_view(), name="execution-detail"),
     path("api/v1/executions/<uuid:pk>/cancel", views.ExecutionCancelView.as_view(), name="execution-cancel"),
-    path("run", views.RagflowRunView.as_view(), name="ragflow-run"),
+    path("run", views.ragflow_run, name="ragflow-run"),
     path("healthz", views.healthz, name="healthz"),
     path("", views.healthz, name="root-healthz"),  # RAGFlow's executor answers health on / too
     path("readyz", views.readyz, name="readyz"),

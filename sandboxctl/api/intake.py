@@ -6,10 +6,13 @@
   the cache).
 """
 
+import functools
 import json
 import logging
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
+from django.core.cache import caches
 from django.http import JsonResponse
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
@@ -25,18 +28,50 @@ def too_large(size: int | None = None) -> dict:
             "code": "too_large"}
 
 
-class RequestSizeLimitMiddleware:
+class RefusalMiddleware:
+    """A middleware that may refuse a request before its view and does no I/O: it runs in place in sync and
+    async chains alike. (Django's MiddlewareMixin would run its hooks on a thread in an async chain.)"""
+
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response) -> None:
         self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
 
     def __call__(self, request):
+        refusal = self.refusal(request)
+        if self.is_async:
+            return self._answer(refusal, request)
+        return refusal or self.get_response(request)
+
+    async def _answer(self, refusal, request):
+        return refusal or await self.get_response(request)
+
+    def refusal(self, request):
+        raise NotImplementedError
+
+
+class RequestSizeLimitMiddleware(RefusalMiddleware):
+    def refusal(self, request):
         try:
             size = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             size = 0
         if size > settings.SANDBOX_REQUEST_MAX_BYTES:
             return JsonResponse(too_large(size), status=413)
-        return self.get_response(request)
+        return None
+
+
+class AllowedHostMiddleware(RefusalMiddleware):
+    """ALLOWED_HOSTS where Django's CommonMiddleware does not run (the waiting requests' chain, asgi.py):
+    an unknown Host is a 400."""
+
+    def refusal(self, request):
+        request.get_host()  # raises DisallowedHost, which Django answers 400
+        return None
 
 
 def _refuse_constant(name: str) -> None:
@@ -56,11 +91,22 @@ class StrictJSONParser(parsers.JSONParser):
             raise ParseError(f"JSON parse error - {exc}") from None
 
 
+@functools.cache
+def process_cache():
+    """One cache client for the whole process. Django keeps its caches per async context, so under ASGI
+    each request would otherwise build a Redis client — and open a Redis connection — of its own."""
+    return caches.create_connection("default")
+
+
 class TenantRateThrottle(UserRateThrottle):
     """Requests per account (or per address when anonymous), at SANDBOX_TENANT_RATE. A cache that cannot be
     reached lets requests through: the broker being away must not turn every request into an error."""
 
     scope = "tenant"
+
+    @property
+    def cache(self):
+        return process_cache()
 
     def get_rate(self) -> str:
         return settings.SANDBOX_TENANT_RATE

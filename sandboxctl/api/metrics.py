@@ -1,12 +1,14 @@
 """Prometheus text exposition of the numbers an operator watches: warm sandboxes and executions by status."""
 
 import hmac
+import os
 
 from django.conf import settings
 from django.db.models import Count
 from django.http import HttpResponse, JsonResponse
 
 from providers.heartbeats import live_workers
+from sandboxctl.executions import notify
 from sandboxctl.executions.models import Execution
 
 
@@ -48,7 +50,23 @@ def metrics(request):
     counts = Execution.objects.values("status", "provider").annotate(total=Count("id")).order_by("status", "provider")
     for row in counts:
         lines.append(f'sandboxctl_executions{{status="{row["status"]}",provider="{row["provider"]}"}} {row["total"]}')
+    lines += web_process_lines()
     return HttpResponse("\n".join(lines) + "\n", content_type="text/plain; version=0.0.4")
+
+
+def web_process_lines() -> list[str]:
+    """The web process that answers: its requests waiting for a run, and its open connections (ASGI only)."""
+    from sandboxctl import server  # the ASGI server's counts; none under WSGI
+
+    pid = os.getpid()
+    return [
+        "# HELP sandboxctl_web_waiting_requests Requests waiting for a run's end, in the web process that answered.",
+        "# TYPE sandboxctl_web_waiting_requests gauge",
+        f'sandboxctl_web_waiting_requests{{pid="{pid}"}} {notify.waiters.count()}',
+        "# HELP sandboxctl_web_open_connections Open connections of the web process that answered.",
+        "# TYPE sandboxctl_web_open_connections gauge",
+        f'sandboxctl_web_open_connections{{pid="{pid}"}} {server.open_connections.total}',
+    ]
 
 
 def _label(value: str) -> str:

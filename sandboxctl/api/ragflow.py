@@ -20,6 +20,7 @@ from rest_framework import authentication, exceptions
 
 from providers.base import Status
 from sandboxctl.executions.accounts import service_account
+from sandboxctl.executions.limits import RefusalMiddleware
 from sandboxctl.executions.models import NOTHING_RETURNED, Execution
 
 RAGFLOW_ACCOUNT = "ragflow"
@@ -50,17 +51,14 @@ def trusted(address: str) -> bool:
     return any(ip in network for network in settings.SANDBOX_RAGFLOW_TRUSTED_NETWORKS)
 
 
-class RagflowPortMiddleware:
+class RagflowPortMiddleware(RefusalMiddleware):
     """RAGFLOW_PORT serves RAGFlow's protocol and nothing else: no API, no admin."""
 
-    def __init__(self, get_response) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request):
+    def refusal(self, request):
         if on_ragflow_port(request) and request.path not in RAGFLOW_PATHS:
             return JsonResponse({"detail": f"port {settings.RAGFLOW_PORT} serves only RAGFlow's /run and /healthz",
                                  "code": "not_found"}, status=404)
-        return self.get_response(request)
+        return None
 
 
 class TrustedNetworkAuthentication(authentication.BaseAuthentication):

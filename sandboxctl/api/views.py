@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
@@ -22,8 +23,8 @@ from sandboxctl.executions.service import (
     UnsupportedLanguage,
     submit,
     wait_budget,
-    wait_for,
 )
+from sandboxctl.executions.waiting import Answer, Pending, awaiting, pending
 
 RETRY_AFTER_SECONDS = "2"
 QUEUE_FULL_RETRY_AFTER = 10
@@ -100,11 +101,19 @@ class ExecutionListView(generics.ListAPIView):
         location = request.build_absolute_uri(f"/api/v1/executions/{execution.id}")
         if not data["wait"]:
             return Response(ExecutionSerializer(execution).data, status=202, headers={"Location": location})
-        execution = wait_for(execution, wait_budget(execution))
-        body = ExecutionSerializer(execution).data
-        if pool_exhausted(execution):
-            return Response(body, status=503, headers={"Retry-After": RETRY_AFTER_SECONDS})
-        return Response(body, status=200 if execution.is_terminal else 202, headers={"Location": location})
+        # The wait itself holds no thread: see waiting.py.
+        return pending(Pending(execution.pk, wait_budget(execution), lambda: waited_answer(execution, location)))
+
+
+def waited_answer(execution: Execution, location: str) -> Answer:
+    execution.refresh_from_db()
+    body = ExecutionSerializer(execution).data
+    if pool_exhausted(execution):
+        return Answer(body, 503, {"Retry-After": RETRY_AFTER_SECONDS})
+    return Answer(body, 200 if execution.is_terminal else 202, {"Location": location})
+
+
+execution_list = awaiting(ExecutionListView.as_view())
 
 
 class ExecutionDetailView(generics.RetrieveAPIView):
@@ -139,11 +148,20 @@ class RagflowRunView(APIView):
         data = serializer.validated_data
         submission = Submission(language=data["language"], code=data["code_b64"], arguments=data["arguments"])
         execution, _ = submit_request(request, submission)
-        execution = wait_for(execution, wait_budget(execution))
-        return Response(ragflow.to_ragflow(execution))
+        # As long as RAGFlow's own client waits, holding no thread meanwhile (waiting.py).
+        return pending(Pending(execution.pk, settings.SANDBOX_RAGFLOW_WAIT, lambda: ragflow_answer(execution)))
 
 
-def healthz(request):
+def ragflow_answer(execution: Execution) -> Answer:
+    execution.refresh_from_db()
+    return Answer(ragflow.to_ragflow(execution), 200)
+
+
+ragflow_run = awaiting(RagflowRunView.as_view())
+
+
+async def healthz(request):
+    """Answered on the event loop itself: no thread or database needed, so it answers under any load."""
     return JsonResponse({"status": "ok"})
 
 

@@ -1,4 +1,5 @@
-"""Fair share between accounts: at most SANDBOX_TENANT_MAX_CONCURRENT runs of one account are in flight.
+"""Fair share between accounts: at most SANDBOX_TENANT_MAX_CONCURRENT runs of one account are in flight
+(SANDBOX_RAGFLOW_MAX_CONCURRENT for the `ragflow` account: max_concurrent).
 
 A run is in flight from the moment its task is sent to the broker (`dispatched_at` set) until it ends. An
 account's other runs stay queued in the database only — held, with no broker message — so they take no
@@ -16,6 +17,7 @@ from django.utils import timezone
 
 from providers.base import Status
 from sandboxctl.executions.models import Execution
+from sandboxctl.executions.ragflow import RAGFLOW_ACCOUNT
 
 
 class TooManyQueued(Exception):
@@ -35,6 +37,15 @@ def check_quota(account_id: int) -> None:
         )
 
 
+def max_concurrent(account_id: int) -> int:
+    """The account's cap on runs in flight. The `ragflow` service account stands for every RAGFlow user
+    behind one RAGFlow, so it has its own (SANDBOX_RAGFLOW_MAX_CONCURRENT)."""
+    name = get_user_model().objects.filter(pk=account_id).values_list("username", flat=True).first()
+    if name == RAGFLOW_ACCOUNT:
+        return settings.SANDBOX_RAGFLOW_MAX_CONCURRENT
+    return settings.SANDBOX_TENANT_MAX_CONCURRENT
+
+
 def in_flight(account_id: int) -> int:
     sent = Q(status=Status.QUEUED, dispatched_at__isnull=False) | Q(status=Status.RUNNING)
     return Execution.objects.filter(sent, caller_id=account_id).count()
@@ -46,7 +57,7 @@ def admit(account_id: int | None) -> list[Execution]:
         return []
     with transaction.atomic():
         lock_account(account_id)
-        room = settings.SANDBOX_TENANT_MAX_CONCURRENT - in_flight(account_id)
+        room = max_concurrent(account_id) - in_flight(account_id)
         if room <= 0:
             return []
         held = list(

@@ -1,18 +1,33 @@
-"""Tell waiting web requests that an execution ended, without them polling the database in a tight loop.
+"""Tell waiting requests that an execution ended, without a thread or a query loop per waiting request.
 
-On PostgreSQL the worker sends NOTIFY after the row changed; each web process keeps one LISTEN
-connection in a background thread and wakes the requests waiting for that id. Other databases fall back
-to polling. A missed notification only costs latency: waiters still re-check the row every so often.
+Each web process keeps one registry of waiters by execution id, and two things wake them:
+- on PostgreSQL, one LISTEN connection in a background thread (the worker sends NOTIFY once the row's
+  terminal change is committed);
+- one watcher thread that asks, in a single query, which of all the awaited executions have ended: the
+  only source on other databases, and on PostgreSQL the safety net for a notice lost while the listener
+  reconnected.
+A waiter is a callable (a threading.Event's `set`, or an asyncio.Event set through its loop), so a thousand
+waiting requests cost a thousand dictionary entries here, not a thousand threads or queries.
 """
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 
 from django.db import connection
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "sandboxctl_execution_done"
+# How often the watcher looks, by the age of the newest waiter: a trivial run ends within milliseconds, so
+# a fresh wait is checked often; an old one only needs to learn of its end within a fraction of a second.
+WATCH_STEPS = ((0.05, 0.002), (0.2, 0.005), (1.0, 0.02), (5.0, 0.05))
+WATCH_STEADY = 0.25
+WATCH_BATCH = 500  # ids per query, well under SQLite's limit on parameters
+WATCH_STEADY_WITH_NOTICES = 1.0  # PostgreSQL: the watcher only covers notices lost during a reconnect
+
+Wake = Callable[[], None]
 
 
 def uses_postgres() -> bool:
@@ -26,60 +41,116 @@ def announce_finished(execution_id: str) -> None:
         cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(execution_id)])
 
 
-class Listener:
-    """One LISTEN connection per process, started on first use, waking registered waiters by id."""
+class Waiters:
+    """Who waits for which execution, and the threads (started on first use) that wake them."""
 
     def __init__(self) -> None:
-        self._waiters: dict[str, set[threading.Event]] = {}
+        self._waiting: dict[str, dict[int, Wake]] = {}
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
+        self._newest = 0.0
+        self._ticket = 0
+        self._look_now = threading.Event()
+        self._threads: dict[str, threading.Thread] = {}
 
-    def register(self, execution_id: str) -> threading.Event:
-        self._ensure_started()
-        event = threading.Event()
+    def register(self, execution_id, wake: Wake) -> int:
+        """Call `wake` (from another thread) once the execution has ended; returns a ticket to unregister."""
+        self.start()
         with self._lock:
-            self._waiters.setdefault(str(execution_id), set()).add(event)
-        return event
+            self._ticket += 1
+            self._waiting.setdefault(str(execution_id), {})[self._ticket] = wake
+            self._newest = time.monotonic()
+            ticket = self._ticket
+        self._look_now.set()  # it may have ended before anyone waited: the watcher checks at once
+        return ticket
 
-    def unregister(self, execution_id: str, event: threading.Event) -> None:
+    def unregister(self, execution_id, ticket: int) -> None:
         with self._lock:
-            waiting = self._waiters.get(str(execution_id))
+            waiting = self._waiting.get(str(execution_id))
             if waiting is not None:
-                waiting.discard(event)
+                waiting.pop(ticket, None)
                 if not waiting:
-                    del self._waiters[str(execution_id)]
+                    del self._waiting[str(execution_id)]
 
-    def _ensure_started(self) -> None:
+    def count(self) -> int:
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return
-            self._ready.clear()
-            self._thread = threading.Thread(target=self._run, name="execution-listener", daemon=True)
-            self._thread.start()
-        # Only the first request of a process waits here, and at most briefly.
-        self._ready.wait(2)
+            return sum(len(waiting) for waiting in self._waiting.values())
 
-    def _run(self) -> None:
-        import time
+    def wake(self, execution_id: str) -> None:
+        with self._lock:
+            wakes = list(self._waiting.get(execution_id, {}).values())
+        for wake in wakes:
+            wake()
 
+    # The threads
+
+    def start(self) -> None:
+        """Start the threads if they are not running. Never blocks (it runs on the event loop): until LISTEN
+        is up, the watcher alone wakes waiters."""
+        with self._lock:
+            self._start("execution-watcher", self._watch)
+            if uses_postgres():
+                self._start("execution-listener", self._listen)
+
+    def _start(self, name: str, target: Callable[[], None]) -> bool:
+        thread = self._threads.get(name)
+        if thread is not None and thread.is_alive():
+            return False
+        self._threads[name] = threading.Thread(target=target, name=name, daemon=True)
+        self._threads[name].start()
+        return True
+
+    def _watch(self) -> None:
+        notices = uses_postgres()
+        while True:
+            with self._lock:
+                ids, newest = list(self._waiting), self._newest
+            if not ids:
+                self._look_now.wait()
+                self._look_now.clear()
+                continue
+            try:
+                ended = _ended_among(ids)
+            except Exception as exc:  # noqa: BLE001 - a database away: waiters keep waiting, we retry
+                log.warning("execution watcher could not read the database: %s", exc)
+                connection.close()
+                ended = []
+                time.sleep(1)
+            for execution_id in ended:
+                self.wake(execution_id)
+            self._look_now.wait(_interval(time.monotonic() - newest, notices))
+            self._look_now.clear()
+
+    def _listen(self) -> None:
         import psycopg
 
         while True:
             try:
                 with psycopg.connect(_conninfo(), autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    self._ready.set()
                     for notice in conn.notifies():
-                        self._wake(notice.payload)
-            except Exception as exc:  # noqa: BLE001 - reconnect; waiters fall back to periodic checks
+                        self.wake(notice.payload)
+            except Exception as exc:  # noqa: BLE001 - reconnect; the watcher covers the gap
                 log.warning("execution listener lost its connection: %s", exc)
                 time.sleep(1)
 
-    def _wake(self, execution_id: str) -> None:
-        with self._lock:
-            for event in self._waiters.get(execution_id, ()):
-                event.set()
+
+def _interval(age: float, notices: bool) -> float:
+    if notices:
+        return WATCH_STEADY_WITH_NOTICES
+    for younger_than, step in WATCH_STEPS:
+        if age < younger_than:
+            return step
+    return WATCH_STEADY
+
+
+def _ended_among(ids: list[str]) -> list[str]:
+    from sandboxctl.executions.models import TERMINAL, Execution  # models imports this module
+
+    ended = []
+    for start in range(0, len(ids), WATCH_BATCH):
+        batch = Execution.objects.filter(pk__in=ids[start:start + WATCH_BATCH], status__in=TERMINAL)
+        ended += [str(pk) for pk in batch.values_list("pk", flat=True)]
+    return ended
 
 
 def _conninfo() -> str:
@@ -96,4 +167,4 @@ def _conninfo() -> str:
     return make_conninfo(**{key: value for key, value in parts.items() if value})
 
 
-listener = Listener()
+waiters = Waiters()

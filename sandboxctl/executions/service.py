@@ -1,9 +1,10 @@
 """Submitting an execution and waiting for it: the one path behind /api/v1/executions and /run."""
 
+import asyncio
 import hashlib
 import json
 import logging
-import time
+import threading
 from dataclasses import asdict, dataclass
 
 from django.conf import settings
@@ -15,10 +16,6 @@ from sandboxctl.executions.dispatch import dispatch
 from sandboxctl.executions.models import Execution
 
 log = logging.getLogger(__name__)
-
-NOTICE_RECHECK = 0.5  # a lost notification costs at most this much latency
-POLL_INTERVALS = (0.002, 0.003, 0.005, 0.005, 0.01, 0.01, 0.02, 0.02, 0.05)
-
 
 @dataclass(frozen=True)
 class Submission:
@@ -100,39 +97,41 @@ def _replay(existing: Execution, fingerprint: str) -> Execution:
 
 
 def wait_for(execution: Execution, timeout: float) -> Execution:
-    """Block until the execution ends or `timeout` passes; returns the freshest row either way."""
-    deadline = time.monotonic() + min(timeout, settings.SANDBOX_WAIT_CAP)
-    if notify.uses_postgres():
-        return _wait_for_notice(execution, deadline)
-    attempt = 0
-    while not execution.is_terminal and time.monotonic() < deadline:
-        time.sleep(POLL_INTERVALS[min(attempt, len(POLL_INTERVALS) - 1)])
-        attempt += 1
-        _refresh_if_changed(execution)
-    return execution
-
-
-def _wait_for_notice(execution: Execution, deadline: float) -> Execution:
-    event = notify.listener.register(execution.pk)
+    """Block this thread until the execution ends or `timeout` passes; returns the freshest row either way.
+    For callers outside a request (the console's probe); requests wait with `await_end`, holding no thread."""
+    ended = threading.Event()
+    ticket = notify.waiters.register(execution.pk, ended.set)
     try:
-        _refresh_if_changed(execution)  # it may have ended before we started listening
-        while not execution.is_terminal and time.monotonic() < deadline:
-            if event.wait(min(NOTICE_RECHECK, max(0.0, deadline - time.monotonic()))):
-                event.clear()
-                execution.refresh_from_db()
-            else:
-                _refresh_if_changed(execution)
+        ended.wait(min(timeout, settings.SANDBOX_WAIT_CAP))
     finally:
-        notify.listener.unregister(execution.pk, event)
+        notify.waiters.unregister(execution.pk, ticket)
+    execution.refresh_from_db()
     return execution
 
 
-def _refresh_if_changed(execution: Execution) -> None:
-    status = Execution.objects.filter(pk=execution.pk).values_list("status", flat=True).first()
-    if status != execution.status:
-        execution.refresh_from_db()
+async def await_end(execution_id, timeout: float) -> bool:
+    """Wait as a coroutine until the execution ends or `timeout` passes; True if it ended.
+
+    Costs no thread and no query of its own: the process's listener and watcher (notify.py) wake it."""
+    loop = asyncio.get_running_loop()
+    ended = asyncio.Event()
+
+    def wake() -> None:  # called from the listener's or the watcher's thread
+        try:
+            loop.call_soon_threadsafe(ended.set)
+        except RuntimeError:  # the loop is closed: the request has gone
+            pass
+
+    ticket = notify.waiters.register(execution_id, wake)
+    try:
+        await asyncio.wait_for(ended.wait(), timeout)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        notify.waiters.unregister(execution_id, ticket)
 
 
 def wait_budget(execution: Execution) -> float:
-    """How long a synchronous request waits: the run's own limit plus time to queue, start and report."""
-    return execution.limits["timeout"] + settings.SANDBOX_POOL_ACQUIRE_TIMEOUT + 5.0
+    """How long a `wait=true` request waits: the run's own limit plus time to queue, start and report."""
+    return min(execution.limits["timeout"] + settings.SANDBOX_POOL_ACQUIRE_TIMEOUT + 5.0, settings.SANDBOX_WAIT_CAP)

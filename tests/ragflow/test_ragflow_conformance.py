@@ -47,14 +47,14 @@ class Ports:
 
 @pytest.fixture(scope="module")
 def gunicorn(sandbox_worker, django_db_setup, tmp_path_factory):
-    """gunicorn with the main and the RAGFlow port, on the test database and broker, as `make run` binds it."""
+    """gunicorn (ASGI) with the main and the RAGFlow port, on the test database and broker, as `make run` binds it."""
     ports = Ports(free_port(), free_port())
     env = worker_env(connection.settings_dict["NAME"], RAGFLOW_PORT=str(ports.ragflow),
                      ALLOWED_HOSTS=f"localhost,127.0.0.1,{lan_address()}")
     log = open(tmp_path_factory.mktemp("gunicorn") / "gunicorn.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "sandboxctl.wsgi", "--bind", f"0.0.0.0:{ports.main}", "--bind",
-         f"0.0.0.0:{ports.ragflow}", "--worker-class", "gthread", "--threads", "8", "--timeout", "120"],
+        [sys.executable, "-m", "gunicorn", "sandboxctl.asgi", "--bind", f"0.0.0.0:{ports.main}", "--bind",
+         f"0.0.0.0:{ports.ragflow}", "-k", "sandboxctl.server.Worker", "--timeout", "120", "--no-control-socket"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60

@@ -12,5 +12,5 @@ COPY manage.py ./
 RUN pip install --no-cache-dir .
 ENV SANDBOXCTL_DATA_DIR=/data PYTHONUNBUFFERED=1
 EXPOSE 8000
-CMD ["gunicorn", "sandboxctl.asgi", "-k", "sandboxctl.server.Worker", "--bind", "0.0.0.0:8000", "--workers", "2", \
+CMD ["gunicorn", "sandboxctl.asgi", "-k", "sandboxctl.api.server.Worker", "--bind", "0.0.0.0:8000", "--workers", "2", \
      "--keep-alive", "75", "--no-control-socket"]

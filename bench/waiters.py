@@ -2,7 +2,7 @@
 
 Run by hand against a web server started with ONE worker process, for example:
 
-    gunicorn sandboxctl.asgi -k sandboxctl.server.Worker --workers 1 --bind 127.0.0.1:8000
+    gunicorn sandboxctl.asgi -k sandboxctl.api.server.Worker --workers 1 --bind 127.0.0.1:8000
     SANDBOXCTL_URL=http://127.0.0.1:8000 SANDBOXCTL_TOKEN=... .venv/bin/python bench/waiters.py --waiters 2000
 
 It submits one run that sleeps (`--sleep`), then opens `--waiters` connections, each a `wait=true` replay of

@@ -1,4 +1,4 @@
-"""The ASGI application, served by gunicorn with sandboxctl.server.Worker (uvicorn): see server.py.
+"""The ASGI application, served by gunicorn with sandboxctl.api.server.Worker (uvicorn): see server.py.
 
 Two Django handlers share one process. The requests that may wait for a run (POST /api/v1/executions and
 RAGFlow's POST /run) go through a chain of middleware that runs on the event loop: Django's own middleware
@@ -23,9 +23,9 @@ from sandboxctl.executions import notify  # noqa: E402
 
 WAITING_REQUESTS = {("POST", "/api/v1/executions"), ("POST", "/run")}
 WAITING_MIDDLEWARE = [
-    "sandboxctl.executions.limits.AllowedHostMiddleware",
-    "sandboxctl.executions.limits.RequestSizeLimitMiddleware",
-    "sandboxctl.executions.ragflow.RagflowPortMiddleware",
+    "sandboxctl.api.intake.AllowedHostMiddleware",
+    "sandboxctl.api.intake.RequestSizeLimitMiddleware",
+    "sandboxctl.api.ragflow.RagflowPortMiddleware",
 ]
 HEALTH = b'{"status": "ok"}'
 HEALTH_PATHS = ("/healthz", "/")  # RAGFlow's executor answers health on / too

@@ -44,7 +44,7 @@ MIDDLEWARE = [
     "sandboxctl.api.intake.RequestSizeLimitMiddleware",
     "sandboxctl.api.ragflow.RagflowPortMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "sandboxctl.static_files.StaticFilesMiddleware",
+    "sandboxctl.api.static_files.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -174,7 +174,7 @@ SANDBOX_WAIT_CAP = env_float("SANDBOX_WAIT_CAP", 90.0)
 # RAGFlow's `/run` waits for the run's end as long as RAGFlow's own client does (its 600 s), holding no thread.
 SANDBOX_RAGFLOW_WAIT = env_float("SANDBOX_RAGFLOW_WAIT", 600.0)
 SANDBOX_QUEUE_TTL = env_float("SANDBOX_QUEUE_TTL", 600.0)
-# The web tier (sandboxctl/asgi.py, sandboxctl/server.py), per web process: threads for the short synchronous
+# The web tier (sandboxctl/asgi.py, sandboxctl/api/server.py), per web process: threads for the short synchronous
 # parts of API requests; a request's headers and body must arrive within these times; open connections at
 # most, in all and from one address (on both ports). Waiting requests hold a connection each, not a thread.
 SANDBOX_WEB_THREADS = env_int("SANDBOX_WEB_THREADS", 8)
@@ -236,7 +236,7 @@ SANDBOXCTL_ENCRYPTION_KEYS = env_list("SANDBOXCTL_ENCRYPTION_KEYS", "")
 SANDBOXCTL_ADMIN_PASSWORD = env_str("SANDBOXCTL_ADMIN_PASSWORD", "")
 SANDBOXCTL_BOOTSTRAP_TOKEN = env_str("SANDBOXCTL_BOOTSTRAP_TOKEN", "")
 # RAGFlow's executor-manager protocol is also served on this port (`make run` binds it); from these networks
-# it needs no token there (sandboxctl/executions/ragflow.py).
+# it needs no token there (sandboxctl/api/ragflow.py).
 RAGFLOW_PORT = env_int("RAGFLOW_PORT", 9385)
 SANDBOX_RAGFLOW_TRUSTED_NETWORKS = env_networks("SANDBOX_RAGFLOW_TRUSTED_NETWORKS", "127.0.0.1/32,::1/128")
 # When set, /metrics answers only to `Authorization: Bearer <this>`.

@@ -1,4 +1,4 @@
-"""The asynchronous web tier against a real server: gunicorn with sandboxctl.server.Worker (uvicorn, ASGI) on
+"""The asynchronous web tier against a real server: gunicorn with sandboxctl.api.server.Worker (uvicorn, ASGI) on
 loopback, the main and RAGFlow's port, one worker process (the limits are per process), on the test
 database and broker with the session's sandbox worker.
 
@@ -62,7 +62,7 @@ def start_server(tmp_path: Path, **env: str) -> Server:
     environment = worker_env(connection.settings_dict["NAME"], RAGFLOW_PORT=str(ragflow),
                              SANDBOX_TENANT_RATE="100000/min", SECRET_KEY="web-tier-" + "k" * 40, **env)
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "sandboxctl.asgi", "-k", "sandboxctl.server.Worker", "--workers", "1",
+        [sys.executable, "-m", "gunicorn", "sandboxctl.asgi", "-k", "sandboxctl.api.server.Worker", "--workers", "1",
          "--bind", f"127.0.0.1:{main}", "--bind", f"127.0.0.1:{ragflow}", "--no-control-socket"],
         cwd=ROOT, env=environment, stdout=open(log, "w"), stderr=subprocess.STDOUT,
     )

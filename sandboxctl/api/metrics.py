@@ -8,6 +8,7 @@ from django.db.models import Count
 from django.http import HttpResponse, JsonResponse
 
 from providers.heartbeats import live_workers
+from sandboxctl.api import server
 from sandboxctl.executions import notify
 from sandboxctl.executions.models import Execution
 
@@ -56,8 +57,6 @@ def metrics(request):
 
 def web_process_lines() -> list[str]:
     """The web process that answers: its requests waiting for a run, and its open connections (ASGI only)."""
-    from sandboxctl import server  # the ASGI server's counts; none under WSGI
-
     pid = os.getpid()
     return [
         "# HELP sandboxctl_web_waiting_requests Requests waiting for a run's end, in the web process that answered.",

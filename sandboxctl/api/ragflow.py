@@ -19,11 +19,10 @@ from django.http import JsonResponse
 from rest_framework import authentication, exceptions
 
 from providers.base import Status
-from sandboxctl.executions.accounts import service_account
-from sandboxctl.executions.limits import RefusalMiddleware
+from sandboxctl.api.intake import RefusalMiddleware
+from sandboxctl.executions.accounts import RAGFLOW_ACCOUNT, service_account
 from sandboxctl.executions.models import NOTHING_RETURNED, Execution
 
-RAGFLOW_ACCOUNT = "ragflow"
 RAGFLOW_PATHS = ("/run", "/healthz", "/")
 LIMITS = {
     Status.TIMEOUT: ("time", -124, "Execution timeout"),

@@ -14,6 +14,7 @@ from sandboxctl.api import ragflow
 from sandboxctl.api.auth import BearerTokenAuthentication
 from sandboxctl.api.readiness import check
 from sandboxctl.api.serializers import ExecutionFilter, ExecutionRequestSerializer, RagflowRunSerializer
+from sandboxctl.api.waiting import Answer, Pending, awaiting, pending
 from sandboxctl.executions.admission import TooManyQueued
 from sandboxctl.executions.models import Execution
 from sandboxctl.executions.representation import ExecutionSerializer
@@ -24,7 +25,6 @@ from sandboxctl.executions.service import (
     submit,
     wait_budget,
 )
-from sandboxctl.executions.waiting import Answer, Pending, awaiting, pending
 
 RETRY_AFTER_SECONDS = "2"
 QUEUE_FULL_RETRY_AFTER = 10

@@ -5,6 +5,9 @@ from django.contrib.auth import get_user_model
 
 from sandboxctl.executions.models import ApiToken
 
+# The account RAGFlow's token-less calls run as (api/ragflow.py), with its own concurrency (admission.py).
+RAGFLOW_ACCOUNT = "ragflow"
+
 
 def service_account(name: str):
     """The non-staff account `name`, created without a password if missing (it signs in only by token)."""

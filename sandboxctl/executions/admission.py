@@ -16,8 +16,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from providers.base import Status
+from sandboxctl.executions.accounts import RAGFLOW_ACCOUNT
 from sandboxctl.executions.models import Execution
-from sandboxctl.executions.ragflow import RAGFLOW_ACCOUNT
 
 
 class TooManyQueued(Exception):

@@ -15,7 +15,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from django.apps import apps
 from django.db import connection
+
+from providers.base import Status
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +147,12 @@ def _interval(age: float, notices: bool) -> float:
 
 
 def _ended_among(ids: list[str]) -> list[str]:
-    from sandboxctl.executions.models import TERMINAL, Execution  # models imports this module
-
+    # By name: models imports this module to announce ends, so this one may not import models.
+    execution = apps.get_model("executions", "Execution")
+    terminal = [status.value for status in Status if status.is_terminal]
     ended = []
     for start in range(0, len(ids), WATCH_BATCH):
-        batch = Execution.objects.filter(pk__in=ids[start:start + WATCH_BATCH], status__in=TERMINAL)
+        batch = execution.objects.filter(pk__in=ids[start:start + WATCH_BATCH], status__in=terminal)
         ended += [str(pk) for pk in batch.values_list("pk", flat=True)]
     return ended
 

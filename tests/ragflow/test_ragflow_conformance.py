@@ -54,7 +54,7 @@ def gunicorn(sandbox_worker, django_db_setup, tmp_path_factory):
     log = open(tmp_path_factory.mktemp("gunicorn") / "gunicorn.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "sandboxctl.asgi", "--bind", f"0.0.0.0:{ports.main}", "--bind",
-         f"0.0.0.0:{ports.ragflow}", "-k", "sandboxctl.server.Worker", "--timeout", "120", "--no-control-socket"],
+         f"0.0.0.0:{ports.ragflow}", "-k", "sandboxctl.api.server.Worker", "--timeout", "120", "--no-control-socket"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60

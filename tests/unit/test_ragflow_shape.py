@@ -1,4 +1,4 @@
-"""The RAGFlow answer shape for each status (sandboxctl/executions/ragflow.py), on unsaved rows."""
+"""The RAGFlow answer shape for each status (sandboxctl/api/ragflow.py), on unsaved rows."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""The worker's durable spool of run endings (sandboxctl/executions/spool.py): what is kept reads back whole,
+"""The worker's durable spool of run endings (sandboxctl/worker/spool.py): what is kept reads back whole,
 and a half-written file is never taken for an entry."""
 
 

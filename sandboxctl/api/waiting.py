@@ -20,7 +20,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections
 from rest_framework.response import Response
 
-from sandboxctl.executions.errors import exception_handler
+from sandboxctl.api.errors import exception_handler
 from sandboxctl.executions.service import await_end
 
 # The synchronous parts of API requests run here. Bounded, so a flood of requests queues for a thread

@@ -1,9 +1,9 @@
 """The web server: uvicorn's event loop in gunicorn's worker processes (the `uvicorn-worker` package), with
 the bounds a public port needs that uvicorn itself does not set.
 
-    gunicorn sandboxctl.asgi -k sandboxctl.server.Worker --bind … --bind …
+    gunicorn sandboxctl.asgi -k sandboxctl.api.server.Worker --bind … --bind …
 
-Requests that wait for a run are coroutines (sandboxctl/executions/waiting.py), so what a client may hold
+Requests that wait for a run are coroutines (sandboxctl/api/waiting.py), so what a client may hold
 is a connection. Per web process, on every bound port alike (the main one and RAGFlow's):
 - a request's headers must arrive within SANDBOX_WEB_HEADER_TIMEOUT and be at most
   SANDBOX_WEB_HEADER_MAX_BYTES; its body must arrive within SANDBOX_WEB_BODY_TIMEOUT and be at most
@@ -28,7 +28,7 @@ from django.conf import settings
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
-log = logging.getLogger("sandboxctl.server")
+log = logging.getLogger("sandboxctl.api.server")
 SWITCH_INTERVAL = 0.0005
 
 
@@ -184,7 +184,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
 
 def too_large(size: int | None = None) -> dict:
-    from sandboxctl.executions.limits import too_large  # Django is set up once the app is loaded
+    from sandboxctl.api.intake import too_large  # Django is set up once the app is loaded
 
     return too_large(size)
 

@@ -41,6 +41,7 @@ CLI_TIMEOUT = 10.0
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "sandboxctl"
 CAPABILITIES = ["CAP_SETUID", "CAP_SETGID", "CAP_KILL"]
+ACCOUNT_PREFIX = "acct."  # account cgroups beside the sandboxes' own (never a sandbox id, which starts "sbx.")
 
 
 def owner_key(owner: str) -> str:
@@ -65,6 +66,8 @@ class Cgroup:
     def __init__(self, name: str) -> None:
         self.name = name
         self.unified = (CGROUP_ROOT / "cgroup.controllers").exists()
+        self.boosted = False  # a run is waiting for this sandbox: it warms at full weight (pool.acquire)
+        self.account_dir: Path | None = None  # where its processes went once its job's account is known
 
     @property
     def path(self) -> str:
@@ -93,7 +96,7 @@ class Cgroup:
             _write(directory / "memory.swap.max", "0", quiet=True)
             _write(directory / "cpu.max", f"{int(cpus * 100000)} 100000")
             _write(directory / "pids.max", str(pids))
-            self.set_cpu_weight(self.BACKGROUND)
+            self.set_cpu_weight(self.FOREGROUND if self.boosted else self.BACKGROUND)
             return
         memory_dir, cpu_dir, pids_dir = self._dirs()
         for directory in (memory_dir, cpu_dir, pids_dir):
@@ -103,14 +106,73 @@ class Cgroup:
         _write(cpu_dir / "cpu.cfs_period_us", "100000")
         _write(cpu_dir / "cpu.cfs_quota_us", str(int(cpus * 100000)))
         _write(pids_dir / "pids.max", str(pids))
-        self.set_cpu_weight(self.BACKGROUND)
+        self.set_cpu_weight(self.FOREGROUND if self.boosted else self.BACKGROUND)
 
     def set_cpu_weight(self, weights: dict[str, str]) -> None:
         name = "cpu.weight" if self.unified else "cpu.shares"
-        _write(self._dirs()[0 if self.unified else 1] / name, weights[name], quiet=True)
+        _write(self._cpu_dir() / name, weights[name], quiet=True)
+
+    def _cpu_dir(self) -> Path:
+        if self.account_dir is not None:
+            return self.account_dir
+        return self._dirs()[0 if self.unified else 1]
+
+    def boost(self) -> None:
+        """A run waits for this sandbox to warm: let it compete for CPU as an equal of the accounts' runs, or
+        a busy host would starve the refill the run is waiting for."""
+        self.boosted = True
+        self.set_cpu_weight(self.FOREGROUND)
+
+    # CPU by account, not by run: as its job starts, a sandbox's processes move into a cgroup of their own
+    # under their account's cgroup. Every account's cgroup has the same weight, so two accounts burning CPU
+    # get half the host each whatever their run counts, and a third account's run gets its share at once.
+    # On cgroup v1 only the cpu hierarchy is nested (memory and pids stay where the sandbox was made); on v2
+    # the one hierarchy moves, and the memory limit moves with it (see _carry_memory_limit).
+
+    def join_account(self, group: str) -> bool:
+        """Move the sandbox under the account cgroup `group` (a name of this site); False when it could not."""
+        source = self._dirs()[0 if self.unified else 1]
+        account = source.parent / group
+        target = account / self.name
+        for _ in range(3):  # another sandbox's removal may remove an empty account cgroup between the mkdirs
+            try:
+                account.mkdir(exist_ok=True)
+                if self.unified:
+                    _write(account / "cgroup.subtree_control", "+memory +cpu +pids", quiet=True)
+                _write(account / ("cpu.weight" if self.unified else "cpu.shares"),
+                       self.FOREGROUND["cpu.weight" if self.unified else "cpu.shares"], quiet=True)
+                target.mkdir(exist_ok=True)
+                break
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("cgroup %s: cannot make %s: %s", self.name, target, exc)
+                return False
+        else:
+            return False
+        copied = ("cpu.max", "pids.max", "memory.swap.max") if self.unified else ("cpu.cfs_period_us",
+                                                                                   "cpu.cfs_quota_us")
+        for name in copied:
+            _copy_value(source / name, target / name)
+        if self.unified:
+            _carry_memory_limit(source, target)
+        self.account_dir = target
+        self.set_cpu_weight(self.FOREGROUND)
+        return _move_processes(source, target)
+
+    def _joined_dirs(self) -> list[Path]:
+        """Its cgroups under an account's (found by name: a sweep's Cgroup object never joined anything)."""
+        found = []
+        for parent in self.parents():
+            found += parent.glob(f"{ACCOUNT_PREFIX}*/{self.name}")
+        return found
 
     def oom_killed(self) -> bool:
-        events = self._dirs()[0] / ("memory.events" if self.unified else "memory.oom_control")
+        memory_dirs = [self._dirs()[0]] + ([self.account_dir] if self.unified and self.account_dir else [])
+        return any(self._oom_killed_in(directory) for directory in memory_dirs)
+
+    def _oom_killed_in(self, directory: Path) -> bool:
+        events = directory / ("memory.events" if self.unified else "memory.oom_control")
         try:
             for line in events.read_text().splitlines():
                 name, _, value = line.partition(" ")
@@ -122,7 +184,8 @@ class Cgroup:
 
     def remove(self) -> bool:
         removed = True
-        for directory in self._dirs():
+        joined = self._joined_dirs()
+        for directory in joined + self._dirs():
             for _ in range(20):
                 try:
                     directory.rmdir()
@@ -133,7 +196,56 @@ class Cgroup:
                     time.sleep(0.05)
             else:
                 removed = False
+        for directory in joined:
+            try:
+                directory.parent.rmdir()  # the account's cgroup, once its last sandbox is gone
+            except OSError:
+                pass
         return removed
+
+
+def account_group(site: str, account: str) -> str:
+    """The name of an account's cgroup: per site, so deployments sharing a host never share one; the label
+    is hashed, so whatever it holds it is one safe path component."""
+    return f"{ACCOUNT_PREFIX}{site}.{hashlib.sha256(account.encode()).hexdigest()[:12]}"
+
+
+def _copy_value(source: Path, target: Path) -> None:
+    try:
+        _write(target, source.read_text().strip(), quiet=True)
+    except OSError:
+        pass
+
+
+def _carry_memory_limit(source: Path, target: Path) -> None:
+    """cgroup v2 never moves memory already charged: what the warm interpreter holds stays counted in the
+    sandbox's first cgroup. The new one gets the limit minus that, so the run's total stays the limit."""
+    try:
+        limit = (source / "memory.max").read_text().strip()
+        held = int((source / "memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return
+    if limit.isdigit():
+        limit = str(max(int(limit) - held, 16 * 1024 * 1024))
+    _write(target / "memory.max", limit, quiet=True)
+
+
+def _move_processes(source: Path, target: Path) -> bool:
+    """Move every process of `source` into `target`; a process forked meanwhile is caught by the next pass."""
+    for _ in range(10):
+        try:
+            pids = (source / "cgroup.procs").read_text().split()
+        except OSError:
+            return False
+        if not pids:
+            return True
+        for pid in pids:
+            try:
+                (target / "cgroup.procs").write_text(pid)
+            except (ProcessLookupError, OSError):
+                pass  # it exited meanwhile
+    log.warning("cgroup %s: processes kept appearing; left some in place", source)
+    return False
 
 
 def _write(path: Path, value: str, quiet: bool = False) -> None:
@@ -284,6 +396,13 @@ class RunscSandbox(Sandbox):
 
     def to_foreground(self) -> None:
         self.cgroup.set_cpu_weight(Cgroup.FOREGROUND)
+
+    def boost(self) -> None:
+        self.cgroup.boost()
+
+    def assign_account(self, account: str) -> None:
+        if account and not self.cgroup.join_account(account_group(self.backend.site, account)):
+            log.warning("sandbox %s: not moved under its account's cgroup; it shares CPU as a run", self._id)
 
     def destroy(self) -> bool:
         """Stop it if it still runs, then remove its state, bundle and cgroup; False when something remains."""

@@ -184,6 +184,13 @@ SANDBOX_POOL_ACQUIRE_TIMEOUT = env_float("SANDBOX_POOL_ACQUIRE_TIMEOUT", 10.0)
 SANDBOX_POOL_CREATORS = env_int("SANDBOX_POOL_CREATORS", 2)
 SANDBOX_POOL_MAX_CREATIONS_PER_SECOND = env_float("SANDBOX_POOL_MAX_CREATIONS_PER_SECOND", 8.0)
 SANDBOX_POOL_SWEEP_INTERVAL = env_float("SANDBOX_POOL_SWEEP_INTERVAL", 15.0)
+# Threads of a sandbox worker: runs one worker holds at once. The pool can supply up to SANDBOX_POOL_MAX warm
+# sandboxes per language, so that many runs per language is what it is sized for; a thread waiting costs
+# little, and a run held back by too few threads is the unfairness admission.py exists to prevent.
+SANDBOX_WORKER_CONCURRENCY = env_int("SANDBOX_WORKER_CONCURRENCY", 2 * SANDBOX_POOL_MAX)
+CELERY_WORKER_CONCURRENCY = SANDBOX_WORKER_CONCURRENCY  # `celery worker` without -c takes it from here
+# Runs in flight across all workers; 0: SANDBOX_WORKER_CONCURRENCY per live sandbox worker.
+SANDBOX_ADMISSION_CAPACITY = env_int("SANDBOX_ADMISSION_CAPACITY", 0)
 SANDBOX_CPUS = env_float("SANDBOX_CPUS", 1.0)
 # Modules imported in the snapshot Python runs importing them are restored from (runsc backend; empty: none).
 SANDBOX_PYTHON_PRELOAD = env_str("SANDBOX_PYTHON_PRELOAD", "numpy,pandas,matplotlib.pyplot")

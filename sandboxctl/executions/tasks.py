@@ -76,7 +76,7 @@ def run_execution(execution_id: str) -> None:
     try:
         outcome = provider.run(execution.code, execution.language, limits, execution.arguments,
                                should_stop=execution.was_cancelled, run_id=run_id(execution),
-                               ledger=SandboxRecord(execution.pk))
+                               ledger=SandboxRecord(execution.pk), account=str(execution.caller_id or ""))
     except ProviderError as exc:
         log.warning("execution %s: provider %s failed: %s", execution_id, provider.name, exc)
         failure = (exc.code, str(exc))

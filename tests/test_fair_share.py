@@ -63,3 +63,31 @@ def test_request_rate_is_limited_per_account(live_server, transactional_db, caps
     assert statuses[:5] == [200] * 5 and statuses[5] == 429
     other = service_client(live_server, "calm", capsys)
     assert other.get("/api/v1/executions").status_code == 200
+
+
+def test_admission_is_max_min_fair_across_accounts(transactional_db, settings, django_user_model):
+    """A freed slot goes to the account with the fewest runs in flight, whoever submitted first."""
+    from django.utils import timezone
+
+    from sandboxctl.executions import admission
+
+    settings.SANDBOX_ADMISSION_CAPACITY = 5
+    settings.SANDBOX_TENANT_MAX_CONCURRENT = 3
+    a, b, c = (django_user_model.objects.create_user(name) for name in ("max-min-a", "max-min-b", "max-min-c"))
+
+    def run(user, status="queued", sent=False) -> Execution:
+        return Execution.objects.create(provider="self_managed", language="python", code="x", caller=user,
+                                        status=status, queue="nowhere", dispatched_at=timezone.now() if sent else None)
+
+    flying_a = [run(a, "running"), run(a, sent=True)]
+    run(b, "running")
+    held_a = [run(a) for _ in range(3)]  # the oldest held runs are account a's
+    held_b = [run(b) for _ in range(2)]
+    held_c = run(c)
+    admitted = admission.admit()
+    assert [execution.pk for execution in admitted] == [held_b[0].pk, held_c.pk], (
+        "c (nothing in flight) and b (1) go before a (2), though a's runs waited longest")
+    assert admission.admit() == [], "the workers' capacity is full"
+    Execution.objects.filter(pk=flying_a[0].pk).update(status="succeeded")
+    assert [execution.pk for execution in admission.admit()] == [held_a[0].pk], "now a holds the fewest"
+    assert Execution.objects.get(pk=held_a[0].pk).dispatched_at is not None

@@ -16,7 +16,7 @@ decision, so concurrent submits and ends can never exceed a limit.
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from providers.base import Status
@@ -35,11 +35,22 @@ def lock_account(account_id: int) -> None:
     get_user_model().objects.select_for_update().filter(pk=account_id).values_list("pk", flat=True).first()
 
 
+class StorageQuotaExceeded(TooManyQueued):
+    """The account keeps as many bytes of files as its quota allows (answered 429, as a full queue is)."""
+
+
 def check_quota(account_id: int) -> None:
     queued = Execution.objects.filter(caller_id=account_id, status=Status.QUEUED).count()
     if queued >= settings.SANDBOX_TENANT_MAX_QUEUED:
         raise TooManyQueued(
             f"this account has {queued} runs queued, the most it may (SANDBOX_TENANT_MAX_QUEUED); retry when some end"
+        )
+    stored = Execution.objects.filter(caller_id=account_id).aggregate(total=Sum("stored_bytes"))["total"] or 0
+    quota = settings.SANDBOX_TENANT_STORAGE_QUOTA
+    if stored >= quota:
+        raise StorageQuotaExceeded(
+            f"this account keeps {stored} bytes of artifacts, its quota is {quota} (SANDBOX_TENANT_STORAGE_QUOTA); "
+            f"runs older than {settings.SANDBOX_RETENTION_DAYS:g} days are deleted (SANDBOX_RETENTION_DAYS)"
         )
 
 

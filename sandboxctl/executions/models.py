@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from executor.verify import storable
 from providers.base import ExecutionResult, Status
-from sandboxctl.executions import notify
+from sandboxctl.executions import files, notify
 from sandboxctl.executions.signals import execution_ended
 
 TERMINAL = [status.value for status in Status if status.is_terminal]
@@ -84,6 +84,8 @@ class Execution(models.Model):
     sandbox_id = models.CharField(max_length=128, blank=True, default="")
     # False while a remote (SaaS) sandbox of this run may still exist; the reconciler deletes it.
     sandbox_released = models.BooleanField(default=True, db_index=True)
+    # Bytes this run keeps in the file store (files.py): counted against the account's storage quota.
+    stored_bytes = models.BigIntegerField(default=0)
     token = models.ForeignKey(ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     caller = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
@@ -140,6 +142,7 @@ class Execution(models.Model):
 
     def finish(self, outcome: ExecutionResult) -> bool:
         """running → a terminal status, recording everything observed. False when it had already ended."""
+        artifacts, stored_bytes = files.offload_artifacts(self, storable(outcome.artifacts))
         fields = {
             "status": outcome.status,
             "stdout": storable(outcome.stdout),
@@ -149,7 +152,8 @@ class Execution(models.Model):
             "exit_code": outcome.exit_code,
             "result_present": outcome.result_present,
             "result": storable(outcome.result_value),
-            "artifacts": storable(outcome.artifacts),
+            "artifacts": artifacts,
+            "stored_bytes": stored_bytes,
             "rejected_artifacts": storable(outcome.rejected_artifacts),
             "error_code": outcome.error_code,
             "error_message": storable(outcome.error_message),
@@ -163,6 +167,7 @@ class Execution(models.Model):
             for name, value in fields.items():  # what was stored is what we hold: no re-read needed
                 setattr(self, name, value)
         else:
+            files.delete_files(Execution(pk=self.pk, artifacts=artifacts))  # the row never named them
             self.refresh_from_db()
         return bool(done)
 

@@ -19,6 +19,7 @@ from django.http import JsonResponse
 from rest_framework import authentication, exceptions
 
 from providers.base import Status
+from sandboxctl.executions import files
 from sandboxctl.executions.accounts import service_account
 from sandboxctl.executions.models import NOTHING_RETURNED, Execution
 
@@ -86,8 +87,8 @@ def to_ragflow(execution: Execution) -> dict:
     }
     if status == Status.SUCCEEDED:
         return {"status": "success", "stdout": execution.stdout, "stderr": execution.stderr, "exit_code": 0,
-                "detail": None, "artifacts": execution.artifacts, "result": {**execution.returned(), "type": "json"},
-                **common}
+                "detail": None, "artifacts": files.inline_all(execution),
+                "result": {**execution.returned(), "type": "json"}, **common}
     failure = {"stdout": "", "artifacts": [], "result": {**NOTHING_RETURNED, "type": "json"},
                "detail": execution.error_code or status.value, **common}
     if status in LIMITS:

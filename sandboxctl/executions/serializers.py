@@ -6,6 +6,7 @@ from rest_framework import exceptions, serializers
 from executor.verify import JSON_MAX_DEPTH, SURROGATES, json_depth
 from providers.base import LANGUAGES, Status
 from providers.registry import PROVIDERS
+from sandboxctl.executions import files
 from sandboxctl.executions.callbacks import literal_host_problem
 from sandboxctl.executions.models import Execution
 
@@ -149,7 +150,14 @@ class ExecutionSerializer(serializers.ModelSerializer):
         return None if execution.queue_wait is None else execution.queue_wait.total_seconds()
 
     def get_artifacts(self, execution: Execution) -> list[dict]:
-        return execution.artifacts
+        return files.described(execution, files.inline_limit(), self.context.get("request"))
+
+
+class ExecutionSummarySerializer(ExecutionSerializer):
+    """A listing's item: artifacts by name, size and download URL, never their contents."""
+
+    def get_artifacts(self, execution: Execution) -> list[dict]:
+        return files.described(execution, None, self.context.get("request"))
 
 
 class RagflowRunSerializer(serializers.Serializer):

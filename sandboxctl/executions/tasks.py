@@ -21,7 +21,7 @@ from providers import manager
 from providers.base import Limits, ProviderError, Status
 from providers.heartbeats import live_workers
 from providers.models import WorkerHeartbeat
-from sandboxctl.executions import admission, callbacks
+from sandboxctl.executions import admission, callbacks, retention
 from sandboxctl.executions.models import Execution, SandboxRecord
 from sandboxctl.executions.signals import execution_ended
 from sandboxctl.executions.worker import worker_name
@@ -128,7 +128,13 @@ def reconcile() -> dict:
         "callbacks_resent": resend_lost_callbacks(now),
         "sandboxes_released": release_leftover_sandboxes(now),
         "heartbeats_forgotten": WorkerHeartbeat.objects.filter(seen_at__lt=now - HEARTBEAT_KEEP).delete()[0],
+        "executions_deleted": delete_expired_executions(now),
     }
+
+
+def delete_expired_executions(now) -> int:
+    """Storage stays bounded: executions older than SANDBOX_RETENTION_DAYS go, with their files."""
+    return retention.delete_expired(now)
 
 
 def expire_stale_queued(now) -> int:

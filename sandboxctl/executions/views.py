@@ -1,7 +1,8 @@
 from django.db import connection
-from django.http import JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
+from django.utils.http import content_disposition_header
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import APIException, Throttled, ValidationError
@@ -9,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from providers.base import Status
-from sandboxctl.executions import ragflow
+from sandboxctl.executions import files, ragflow
 from sandboxctl.executions.admission import TooManyQueued
 from sandboxctl.executions.auth import BearerTokenAuthentication
 from sandboxctl.executions.models import Execution
@@ -17,6 +18,7 @@ from sandboxctl.executions.serializers import (
     ExecutionFilter,
     ExecutionRequestSerializer,
     ExecutionSerializer,
+    ExecutionSummarySerializer,
     RagflowRunSerializer,
 )
 from sandboxctl.executions.service import (
@@ -71,7 +73,7 @@ def pool_exhausted(execution: Execution) -> bool:
 
 
 class ExecutionListView(generics.ListAPIView):
-    serializer_class = ExecutionSerializer
+    serializer_class = ExecutionSummarySerializer
 
     def get_queryset(self):
         filters = ExecutionFilter(data={name: value for name in FILTERS
@@ -115,6 +117,23 @@ class ExecutionDetailView(generics.RetrieveAPIView):
 
     def get_queryset(self):
         return visible_executions(self.request)
+
+
+class ExecutionArtifactView(APIView):
+    """One artifact's bytes, for its own account (or staff): another account gets 404, as for the run."""
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request, pk, index: int):
+        execution = get_object_or_404(visible_executions(request), pk=pk)
+        if index >= len(execution.artifacts):
+            raise Http404("no such artifact")
+        artifact = execution.artifacts[index]
+        response = HttpResponse(files.content(artifact), content_type="application/octet-stream")
+        # An attachment that is never sniffed or rendered: an html or svg the code wrote runs nowhere.
+        response["Content-Disposition"] = content_disposition_header(True, artifact.get("name") or "artifact")
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "sandbox; default-src 'none'"
+        return response
 
 
 class ExecutionCancelView(APIView):

@@ -41,6 +41,7 @@ CLI_TIMEOUT = 10.0
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "sandboxctl"
 CAPABILITIES = ["CAP_SETUID", "CAP_SETGID", "CAP_KILL"]
+CFS_PERIOD = 100000
 ACCOUNT_PREFIX = "acct."  # account cgroups beside the sandboxes' own (never a sandbox id, which starts "sbx.")
 
 
@@ -158,7 +159,9 @@ class Cgroup:
             _carry_memory_limit(source, target)
         self.account_dir = target
         self.set_cpu_weight(self.FOREGROUND)
-        return _move_processes(source, target)
+        moved = _move_processes(source, target)
+        share_cpu(source.parent, group.split(".")[1], self.unified)
+        return moved
 
     def _joined_dirs(self) -> list[Path]:
         """Its cgroups under an account's (found by name: a sweep's Cgroup object never joined anything)."""
@@ -201,6 +204,7 @@ class Cgroup:
                 directory.parent.rmdir()  # the account's cgroup, once its last sandbox is gone
             except OSError:
                 pass
+            share_cpu(directory.parent.parent, directory.parent.name.split(".")[1], self.unified)
         return removed
 
 
@@ -208,6 +212,38 @@ def account_group(site: str, account: str) -> str:
     """The name of an account's cgroup: per site, so deployments sharing a host never share one; the label
     is hashed, so whatever it holds it is one safe path component."""
     return f"{ACCOUNT_PREFIX}{site}.{hashlib.sha256(account.encode()).hexdigest()[:12]}"
+
+
+def share_cpu(parent: Path, site: str, unified: bool) -> None:
+    """Equal weights alone leave the split between accounts to the kernel's SMP load balancer, which on a
+    busy 2-core host was measured giving a one-run account anywhere from 0.3 to 0.8 of a three-run account's
+    CPU. So while several accounts of this site have running sandboxes, each account's cgroup is also capped
+    at an equal part of the host (an account alone may use all of it). The cost: an account whose runs
+    sleep leaves its part idle while the others are capped."""
+    groups = [group for group in parent.glob(f"{ACCOUNT_PREFIX}{site}.*") if any(group.glob("sbx.*"))]
+    cap = None if len(groups) < 2 else max(int((os.cpu_count() or 1) * CFS_PERIOD / len(groups)), 1000)
+    for group in groups:
+        if unified:
+            _write(group / "cpu.max", f"{cap or 'max'} {CFS_PERIOD}", quiet=True)
+            continue
+        # cgroup v1 refuses a parent quota below a child's and a child's above its parent's: lower the
+        # children, set the parent, then raise the children (one of the two child passes is refused).
+        children = list(group.glob("sbx.*"))
+        for _ in range(2):
+            for child in children:
+                _write(child / "cpu.cfs_quota_us", _v1_child_quota(parent / child.name, cap), quiet=True)
+            _write(group / "cpu.cfs_quota_us", str(cap or -1), quiet=True)
+
+
+def _v1_child_quota(first_cgroup: Path, cap: int | None) -> str:
+    """A sandbox's own quota (kept in the cgroup it was made in), no higher than its account's cap."""
+    try:
+        own = int((first_cgroup / "cpu.cfs_quota_us").read_text())
+    except (OSError, ValueError):
+        own = -1
+    if cap is None:
+        return str(own)
+    return str(cap if own < 0 else min(own, cap))
 
 
 def _copy_value(source: Path, target: Path) -> None:

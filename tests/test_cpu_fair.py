@@ -58,19 +58,24 @@ def account_cgroup(account_id: int) -> Path:
 
 
 def test_two_cpu_burning_accounts_share_the_host_and_a_third_is_served(sandbox_worker, live_server,
-                                                                       transactional_db, capsys):
+                                                                       transactional_db, capsys, settings):
+    settings.SANDBOX_TENANT_MAX_CONCURRENT = 3
     (one, one_id), (two, two_id) = (service_client(live_server, name, capsys) for name in ("burner-1", "burner-2"))
     third, _ = service_client(live_server, "bystander-3", capsys)
-    runs = {one_id: [burn(one)], two_id: [burn(two), burn(two)]}
+    runs = {one_id: [burn(one)], two_id: [burn(two), burn(two), burn(two)]}
     everything = runs[one_id] + runs[two_id]
     deadline = time.monotonic() + 30
-    while Execution.objects.filter(pk__in=everything, status="running").count() < 3:
+    while Execution.objects.filter(pk__in=everything, status="running").count() < len(everything):
         assert time.monotonic() < deadline, "the burning runs never all started"
         time.sleep(0.1)
-    time.sleep(1.5)  # all three are burning now
-
-    sandboxes = {account: len(list(account_cgroup(account).glob("sbx.*"))) for account in runs}
-    assert sandboxes == {one_id: 1, two_id: 2}, f"each run's sandbox sits under its account's cgroup: {sandboxes}"
+    # "running" is claimed; a run whose sandbox is still being made (refilled under this load) is not
+    # burning yet. Each run's sandbox sits under its account's cgroup once its job starts.
+    placed = {one_id: 1, two_id: 3}
+    started = time.monotonic()
+    while (sandboxes := {account: len(list(account_cgroup(account).glob("sbx.*"))) for account in runs}) != placed:
+        assert time.monotonic() - started < 20, f"sandboxes placed: {sandboxes}"
+        time.sleep(0.1)
+    time.sleep(1.0)
 
     started = time.monotonic()
     assert requests.get(live_server.url + "/healthz", timeout=5).status_code == 200
@@ -83,14 +88,16 @@ def test_two_cpu_burning_accounts_share_the_host_and_a_third_is_served(sandbox_w
     assert latency < 3.0, f"a third account's trivial run took {latency:.2f}s while two accounts burned CPU"
 
     deadline = time.monotonic() + 60
-    while Execution.objects.filter(pk__in=everything, status="succeeded").count() < 3:
+    while Execution.objects.filter(pk__in=everything, status="succeeded").count() < len(everything):
         assert time.monotonic() < deadline, "the burning runs did not finish"
         time.sleep(0.5)
     turns = {pk: Execution.objects.get(pk=pk).result for pk in everything}
-    # Whole half-seconds in which all three burned, leaving out the first and last of them.
+    # Whole half-seconds in which all four burned, leaving out the first and last of them.
     common = sorted(set.intersection(*(set(counts) for counts in turns.values())))[1:-1]
     assert len(common) >= 6, f"the runs overlapped only {len(common)} half-seconds"
     total = {account: sum(turns[pk][key] for pk in pks for key in common) for account, pks in runs.items()}
     ratio = total[one_id] / total[two_id]
-    # Per run, one run against two would get a third of the CPU (ratio 0.5); per account it gets half (1.0).
-    assert ratio > 0.75, f"the one-run account got {ratio:.2f} of the two-run account's CPU: {total}"
+    # Shared per run, one run against three gets a quarter of the host (ratio 1/3; measured 0.21 here); per
+    # account, half (1). Other load on the host lands on the one-run account's CPU and lowers the ratio:
+    # measured 0.42 to 0.75 with a load average of 10 on 2 cores.
+    assert ratio > 0.4, f"the one-run account got {ratio:.2f} of the two-run account's CPU: {total}"

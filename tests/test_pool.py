@@ -233,3 +233,61 @@ def test_a_cgroup_whose_owner_died_before_runsc_started_is_removed_too():
     finally:
         pool.shutdown()
         backend.clean_up(half_made)
+
+
+def cpu_weight(sandbox) -> str:
+    """The CPU weight of the sandbox's own cgroup (cgroup v2 `cpu.weight`, v1 `cpu.shares`)."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        return (CGROUP_ROOT / "sandboxctl" / sandbox.id / "cpu.weight").read_text().strip()
+    return (CGROUP_ROOT / "cpu" / "sandboxctl" / sandbox.id / "cpu.shares").read_text().strip()
+
+
+def test_a_sandbox_made_for_a_waiting_run_starts_at_full_cpu_weight():
+    """Warming sandboxes take only idle CPU, so on a busy host a run waiting for one would wait for ever;
+    the one being made while a run waits competes as an equal instead."""
+    pool = make_pool(size={"python": KindSize(1, 1)})
+    pool.start()
+    try:
+        wait_until(lambda: pool.depth()["python"] == 1)
+        first = pool.acquire("python")
+        assert cpu_weight(first) in ("1", "2"), "made with nobody waiting: the lowest weight"
+        pool.release(first)
+        second = pool.acquire("python", timeout=30)  # nothing warm: it waits for the refill
+        assert cpu_weight(second) in ("100", "1024"), "made while a run waited: full weight"
+        pool.release(second)
+    finally:
+        pool.shutdown()
+
+
+def account_quota(group: Path) -> int:
+    """The CPU quota of an account's cgroup in microseconds per 100 ms, -1 for none."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        quota = (group / "cpu.max").read_text().split()[0]
+        return -1 if quota == "max" else int(quota)
+    return int((group / "cpu.cfs_quota_us").read_text())
+
+
+def test_running_sandboxes_move_under_their_accounts_cgroups_which_share_the_host(pool):
+    import os
+
+    from executor.runsc_sandbox import account_group
+
+    wait_until(lambda: pool.depth()["python"] >= 2)
+    mine, theirs = pool.acquire("python"), pool.acquire("python")
+    mine.assign_account("tenant-7")
+    hierarchy = "" if (CGROUP_ROOT / "cgroup.controllers").exists() else "cpu"
+    groups = CGROUP_ROOT / hierarchy / "sandboxctl"
+    group = groups / account_group(pool.backend.site, "tenant-7")
+    assert (group / mine.id).is_dir()
+    assert account_quota(group) == -1, "an account alone may use the whole host"
+    theirs.assign_account("tenant-8")
+    other = groups / account_group(pool.backend.site, "tenant-8")
+    half = os.cpu_count() * 100000 // 2
+    assert account_quota(group) == account_quota(other) == half, "two accounts: half the host each"
+    report = mine.run("def main():\n    return 1", {}, JobLimits())
+    assert report.result["ok"], report
+    assert (group / mine.id / "cgroup.procs").read_text().split(), "the sandbox's processes run there"
+    pool.release(mine)
+    wait_until(lambda: not group.exists(), timeout=10)  # the account's cgroup goes with its last sandbox
+    assert account_quota(other) == -1, "alone again: no cap"
+    pool.release(theirs)

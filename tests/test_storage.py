@@ -94,3 +94,31 @@ def test_the_admin_purges_one_accounts_data(api, user, live_server, capsys, staf
     assert not Execution.objects.filter(caller=user).exists()
     assert not files.store().exists(mine_file)
     assert Execution.objects.filter(pk=other["id"]).exists(), "only the selected account's data goes"
+
+
+def test_long_output_is_kept_whole_in_the_store_and_listings_show_its_start(api):
+    body = api.run("def main():\n    print('y' * 300000)\n    return 1")
+    assert body["status"] == "succeeded"
+    assert body["stdout"] == "y" * 300000 + "\n", "the single answer has all of it"
+    row = Execution.objects.get(pk=body["id"])
+    assert row.stdout_file and len(row.stdout) == files.OUTPUT_INLINE_CHARS, "the row keeps only its start"
+    assert row.stored_bytes == 300001
+    item = api.get("/api/v1/executions").json()["results"][0]
+    assert item["id"] == body["id"] and item["stdout"] == "y" * files.OUTPUT_INLINE_CHARS
+    assert api.get(f"/api/v1/executions/{body['id']}").json()["stdout"] == body["stdout"]
+    stored = row.stdout_file
+    Execution.objects.filter(pk=body["id"]).update(created_at=timezone.now() - timedelta(days=400))
+    reconcile()
+    assert not files.store().exists(stored), "retention deletes output files too"
+
+
+def test_ragflows_run_keeps_its_inline_shape(api):
+    code = ("def main():\n    print('z' * 10000)\n"
+            "    open('artifacts/big.txt', 'w').write('b' * 400000)\n    return 1")
+    response = api.post("/run", json={"language": "python", "code_b64": base64.b64encode(code.encode()).decode()})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "success" and body["stdout"] == "z" * 10000 + "\n"
+    [artifact] = body["artifacts"]
+    assert set(artifact) == {"name", "mime_type", "size", "content_b64"}
+    assert base64.b64decode(artifact["content_b64"]) == b"b" * 400000, "larger than the inline limit, still inline"

@@ -97,7 +97,8 @@ class ExecutionAdmin(admin.ModelAdmin):
         if stream not in ("stdout", "stderr", "code"):
             raise Http404("no such stream")
         execution = get_object_or_404(Execution, pk=pk)
-        return attachment(getattr(execution, stream).encode("utf-8"), f"{execution.pk}-{stream}.txt",
+        text = execution.code if stream == "code" else files.output(execution, stream)
+        return attachment(text.encode("utf-8"), f"{execution.pk}-{stream}.txt",
                           "text/plain; charset=utf-8")
 
     def download_artifact(self, request, pk, index: int):
@@ -156,11 +157,13 @@ class ExecutionAdmin(admin.ModelAdmin):
 
     @admin.display(description="stdout")
     def stdout_view(self, execution: Execution):
-        return folded(execution.stdout, reverse("admin:executions_output", args=[execution.pk, "stdout"]))
+        return folded(files.output(execution, "stdout"), reverse("admin:executions_output",
+                                                                 args=[execution.pk, "stdout"]))
 
     @admin.display(description="stderr")
     def stderr_view(self, execution: Execution):
-        return folded(execution.stderr, reverse("admin:executions_output", args=[execution.pk, "stderr"]))
+        return folded(files.output(execution, "stderr"), reverse("admin:executions_output",
+                                                                 args=[execution.pk, "stderr"]))
 
     @admin.display(description="artifacts")
     def artifact_list(self, execution: Execution):

@@ -1,12 +1,15 @@
-"""Artifact bytes live in a file store, not in the rows: Django's storage API (`STORAGES["executions"]`), the
-local file system under the data folder by default, any S3-compatible store through django-storages.
+"""Artifact bytes and long outputs live in a file store, not in the rows: Django's storage API
+(`STORAGES["executions"]`), the local file system under the data folder by default, any S3-compatible store
+through django-storages.
 
 A row keeps each artifact's name, type, size and the name of its file. Listings show no contents; every
 artifact has a download URL (the same account, or staff); the single-execution answer also carries
 `content_b64` for artifacts up to SANDBOX_ARTIFACT_INLINE_MAX_BYTES, and RAGFlow's `/run` inlines all of
 them, as RAGFlow's executor does. Files are written before the run's terminal UPDATE; when that UPDATE
 loses (the run was cancelled meanwhile) they are deleted again, so no file outlives its row for long, and
-the retention sweep (tasks.delete_expired_executions) deletes rows and files together.
+the retention sweep (tasks.delete_expired_executions) deletes rows and files together. stdout or stderr
+longer than OUTPUT_INLINE_CHARS is stored whole as a file; the row keeps its first characters, which is
+what listings show, and `output()` reads the whole for the single-execution answer, callbacks and /run.
 """
 
 import base64
@@ -20,6 +23,8 @@ from django.core.files.storage import Storage, storages
 from django.urls import reverse
 
 log = logging.getLogger(__name__)
+
+OUTPUT_INLINE_CHARS = 4096  # stdout or stderr longer than this is kept in the store; the row keeps its start
 
 
 def store() -> Storage:
@@ -49,6 +54,33 @@ def offload_artifacts(execution, artifacts: list[dict]) -> tuple[list[dict], int
             entry["size"] = 0
         kept.append(entry)
     return kept, total
+
+
+def offload_output(execution, stream: str, text: str) -> tuple[str, str, int]:
+    """Output longer than OUTPUT_INLINE_CHARS goes to the store whole; the row keeps its beginning (what
+    listings show). Returns (row text, file name or "", bytes written)."""
+    if len(text) <= OUTPUT_INLINE_CHARS:
+        return text, "", 0
+    data = text.encode("utf-8", "replace")
+    try:
+        name = store().save(f"{folder(execution)}/{stream}.txt", ContentFile(data))
+    except Exception:  # noqa: BLE001 - a store that fails must not lose the run's record: keep it in the row
+        log.exception("execution %s: %s not stored", execution.pk, stream)
+        return text, "", 0
+    return text[:OUTPUT_INLINE_CHARS], name, len(data)
+
+
+def output(execution, stream: str) -> str:
+    """The whole of a run's stdout or stderr: from the store when it was long, else the row."""
+    name = getattr(execution, f"{stream}_file", "")
+    if not name:
+        return getattr(execution, stream)
+    try:
+        with store().open(name, "rb") as handle:
+            return handle.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        log.warning("output file %s is missing", name)
+        return getattr(execution, stream)
 
 
 def content(artifact: dict) -> bytes:
@@ -89,12 +121,13 @@ def inline_limit() -> int:
 
 def delete_files(execution) -> None:
     """Delete a run's files (a missing one is already gone)."""
-    for artifact in execution.artifacts or []:
-        if "file" in artifact:
-            try:
-                store().delete(artifact["file"])
-            except OSError as exc:
-                log.warning("execution %s: could not delete %s: %s", execution.pk, artifact["file"], exc)
+    names = [artifact["file"] for artifact in execution.artifacts or [] if "file" in artifact]
+    names += [name for name in (execution.stdout_file, execution.stderr_file) if name]
+    for name in names:
+        try:
+            store().delete(name)
+        except OSError as exc:
+            log.warning("execution %s: could not delete %s: %s", execution.pk, name, exc)
     try:
         os.rmdir(store().path(folder(execution)))  # the run's empty folder, on a file-system store
     except (NotImplementedError, OSError):

@@ -86,7 +86,8 @@ def to_ragflow(execution: Execution) -> dict:
         "memory_used_kb": execution.memory_used_kb or 0,
     }
     if status == Status.SUCCEEDED:
-        return {"status": "success", "stdout": execution.stdout, "stderr": execution.stderr, "exit_code": 0,
+        return {"status": "success", "stdout": files.output(execution, "stdout"),
+                "stderr": files.output(execution, "stderr"), "exit_code": 0,
                 "detail": None, "artifacts": files.inline_all(execution),
                 "result": {**execution.returned(), "type": "json"}, **common}
     failure = {"stdout": "", "artifacts": [], "result": {**NOTHING_RETURNED, "type": "json"},
@@ -96,7 +97,7 @@ def to_ragflow(execution: Execution) -> dict:
         return {"status": "resource_limit_exceeded", "exit_code": exit_code, "stderr": reason,
                 "resource_limit_type": limit, **failure}
     if status == Status.FAILED:
-        reason = execution.stderr.strip() or execution.error_message or "the program failed"
+        reason = files.output(execution, "stderr").strip() or execution.error_message or "the program failed"
         return {"status": "program_error", "exit_code": execution.exit_code or 1, "stderr": reason,
                 "runtime_error_type": "nonzero_exit", **failure}
     if not execution.is_terminal:

@@ -17,7 +17,7 @@ def purge(executions: QuerySet) -> int:
     """Delete ended executions (at most BATCH) and their files; returns how many rows went. A run whose
     remote sandbox is not deleted yet is kept until it is (the reconciler needs its row for that)."""
     ended = executions.filter(status__in=TERMINAL, sandbox_released=True)
-    batch = list(ended.only("pk", "caller_id", "artifacts")[:BATCH])
+    batch = list(ended.only("pk", "caller_id", "artifacts", "stdout_file", "stderr_file")[:BATCH])
     for execution in batch:
         files.delete_files(execution)
     return Execution.objects.filter(pk__in=[execution.pk for execution in batch]).delete()[0]

@@ -121,6 +121,8 @@ class ExecutionFilter(serializers.Serializer):
 
 
 class ExecutionSerializer(serializers.ModelSerializer):
+    stdout = serializers.SerializerMethodField()
+    stderr = serializers.SerializerMethodField()
     result = serializers.SerializerMethodField()
     truncated = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
@@ -134,6 +136,12 @@ class ExecutionSerializer(serializers.ModelSerializer):
             "execution_time", "memory_used_kb", "artifacts", "rejected_artifacts", "truncated", "error",
             "limits", "created_at", "started_at", "finished_at", "queue_wait",
         ]
+
+    def get_stdout(self, execution: Execution) -> str:
+        return files.output(execution, "stdout")
+
+    def get_stderr(self, execution: Execution) -> str:
+        return files.output(execution, "stderr")
 
     def get_result(self, execution: Execution) -> dict:
         return execution.returned()
@@ -154,7 +162,14 @@ class ExecutionSerializer(serializers.ModelSerializer):
 
 
 class ExecutionSummarySerializer(ExecutionSerializer):
-    """A listing's item: artifacts by name, size and download URL, never their contents."""
+    """A listing's item: the first 4 KiB of stdout and stderr (files.OUTPUT_INLINE_CHARS), and artifacts by
+    name, size and download URL, never their contents."""
+
+    def get_stdout(self, execution: Execution) -> str:
+        return execution.stdout
+
+    def get_stderr(self, execution: Execution) -> str:
+        return execution.stderr
 
     def get_artifacts(self, execution: Execution) -> list[dict]:
         return files.described(execution, None, self.context.get("request"))

@@ -76,7 +76,9 @@ def test_executions_older_than_the_retention_go_with_their_files(api, settings):
     old, recent = api.run(SMALL), api.run(SMALL)
     old_file = Execution.objects.get(pk=old["id"]).artifacts[0]["file"]
     assert files.store().exists(old_file)
-    Execution.objects.filter(pk=old["id"]).update(created_at=timezone.now() - timedelta(days=31))
+    long_ago = timezone.now() - timedelta(days=31)
+    Execution.objects.filter(pk=recent["id"]).update(created_at=long_ago)  # made long ago, ended just now
+    Execution.objects.filter(pk=old["id"]).update(created_at=long_ago, finished_at=long_ago)
     assert reconcile()["executions_deleted"] == 1
     assert not Execution.objects.filter(pk=old["id"]).exists()
     assert not files.store().exists(old_file)
@@ -107,7 +109,8 @@ def test_long_output_is_kept_whole_in_the_store_and_listings_show_its_start(api)
     assert item["id"] == body["id"] and item["stdout"] == "y" * files.OUTPUT_INLINE_CHARS
     assert api.get(f"/api/v1/executions/{body['id']}").json()["stdout"] == body["stdout"]
     stored = row.stdout_file
-    Execution.objects.filter(pk=body["id"]).update(created_at=timezone.now() - timedelta(days=400))
+    long_ago = timezone.now() - timedelta(days=400)
+    Execution.objects.filter(pk=body["id"]).update(created_at=long_ago, finished_at=long_ago)
     reconcile()
     assert not files.store().exists(stored), "retention deletes output files too"
 

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 CALLBACK_TIMEOUT = 10.0
 CALLBACK_TRIES = 3
 LEASE = timedelta(seconds=CALLBACK_TIMEOUT + 20)
+OWED = ("pending", "retrying", "sending")  # a delivery is still due or under way
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -170,7 +171,7 @@ def overdue(now=None):
 
     now = now or timezone.now()
     return Execution.objects.filter(
-        callback_status__in=("pending", "retrying", "sending"), callback_due_at__lt=now - timedelta(seconds=30),
+        callback_status__in=OWED, callback_due_at__lt=now - timedelta(seconds=30),
         status__in=[status.value for status in Status if status.is_terminal],
     )
 

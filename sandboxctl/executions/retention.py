@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import QuerySet
 
-from sandboxctl.executions import files
+from sandboxctl.executions import callbacks, files
 from sandboxctl.executions.models import TERMINAL, Execution
 
 BATCH = 500  # rows per pass: a reconcile pass stays short however much has expired
@@ -15,8 +15,10 @@ BATCH = 500  # rows per pass: a reconcile pass stays short however much has expi
 
 def purge(executions: QuerySet) -> int:
     """Delete ended executions (at most BATCH) and their files; returns how many rows went. A run whose
-    remote sandbox is not deleted yet is kept until it is (the reconciler needs its row for that)."""
-    ended = executions.filter(status__in=TERMINAL, sandbox_released=True)
+    remote sandbox is not deleted yet, or whose callback is still owed, is kept until that is done (the
+    reconciler and the callback task need its row)."""
+    ended = executions.filter(status__in=TERMINAL, sandbox_released=True).exclude(
+        callback_status__in=callbacks.OWED)
     batch = list(ended.only("pk", "caller_id", "artifacts", "stdout_file", "stderr_file")[:BATCH])
     for execution in batch:
         files.delete_files(execution)
@@ -24,7 +26,9 @@ def purge(executions: QuerySet) -> int:
 
 
 def delete_expired(now) -> int:
-    return purge(Execution.objects.filter(created_at__lt=now - timedelta(days=settings.SANDBOX_RETENTION_DAYS)))
+    """Runs made and ended more than SANDBOX_RETENTION_DAYS ago (one just ended by the reconciler stays)."""
+    before = now - timedelta(days=settings.SANDBOX_RETENTION_DAYS)
+    return purge(Execution.objects.filter(created_at__lt=before, finished_at__lt=before))
 
 
 def purge_account(account_id: int) -> int:

@@ -39,6 +39,20 @@ def test_one_accounts_backlog_does_not_delay_another(sandbox_worker, live_server
         time.sleep(0.5)
 
 
+def test_two_busy_accounts_leave_room_for_a_third(sandbox_worker, live_server, transactional_db, capsys):
+    """Issue 18: two accounts each holding their share of sleeping runs filled every worker thread."""
+    first, second = service_client(live_server, "sleepy-1", capsys), service_client(live_server, "sleepy-2", capsys)
+    sleeping = [client.post("/api/v1/executions", json={"language": "python", "code": SLEEP, "wait": False})
+                .json()["id"] for client in (first, second, first, second)]
+    deadline = time.monotonic() + 20
+    while Execution.objects.filter(pk__in=sleeping, status="running").count() < 4:
+        assert time.monotonic() < deadline, "the busy accounts' runs never started"
+        time.sleep(0.1)
+    body = service_client(live_server, "newcomer-3", capsys).run("def main():\n    return 'quick'")
+    assert body["status"] == "succeeded"
+    assert body["queue_wait"] < 1.0, f"the newcomer waited {body['queue_wait']}s behind two busy accounts"
+
+
 def test_a_full_queue_is_429_with_retry_after(live_server, transactional_db, capsys, settings):
     settings.SANDBOX_TENANT_MAX_QUEUED = 3
     client = service_client(live_server, "flooder", capsys)

@@ -291,3 +291,29 @@ def test_running_sandboxes_move_under_their_accounts_cgroups_which_share_the_hos
     wait_until(lambda: not group.exists(), timeout=10)  # the account's cgroup goes with its last sandbox
     assert account_quota(other) == -1, "alone again: no cap"
     pool.release(theirs)
+
+
+def test_a_refill_a_run_waits_for_is_not_starved_by_busy_accounts():
+    """Issue 18: with the host busy, refills at the lowest weight never finished and runs got
+    `pool_exhausted`. A run waiting for a sandbox now gets it, however busy the accounts' runs keep the CPU."""
+    import threading
+
+    pool = make_pool(size={"python": KindSize(2, 2)})
+    pool.start()
+    burn = "import time\ndef main():\n    end = time.time() + 14\n    while time.time() < end:\n        pass"
+    try:
+        wait_until(lambda: pool.depth()["python"] == 2)
+        burners = [pool.acquire("python") for _ in range(2)]  # their refills start now, at the lowest weight
+        for index, sandbox in enumerate(burners):
+            sandbox.assign_account(f"busy-{index}")
+            threading.Thread(target=sandbox.run, args=(burn, {}, JobLimits(timeout=20)), daemon=True).start()
+        time.sleep(1.0)  # both accounts burn a CPU each: the host is full
+        started = time.monotonic()
+        waited_for = pool.acquire("python", timeout=10)  # PoolExhausted here is the starvation
+        assert time.monotonic() - started < 10
+        pool.release(waited_for)
+        for sandbox in burners:
+            sandbox.kill()
+            pool.release(sandbox)
+    finally:
+        pool.shutdown()

@@ -327,6 +327,16 @@ class SandboxPool:
                 with self._lock:
                     self._owned.discard(sandbox.host_id)
 
+    def _share_cpu(self) -> None:
+        """Share the host's CPU between the accounts running now (backends that can: runsc)."""
+        share = getattr(self.backend, "share_cpu", None)
+        if share is None:
+            return
+        try:
+            share()
+        except Exception:  # noqa: BLE001 - retried at the next health check
+            log.exception("pool %s: sharing the CPU between accounts failed", self.config.name)
+
     def _health_loop(self) -> None:
         """Replace sandboxes that died while waiting (killed from outside, crashed); sweep orphans now and then."""
         next_sweep = time.monotonic() + self.config.sweep_interval
@@ -337,6 +347,7 @@ class SandboxPool:
                     self.reap_orphans()
                 except Exception:  # noqa: BLE001 - a failed sweep is retried at the next one
                     log.exception("pool %s: sweep failed", self.config.name)
+            self._share_cpu()
             with self._lock:
                 for kind, ready in self._ready.items():
                     dead = [sandbox for sandbox in ready if not sandbox.is_alive()]

@@ -42,6 +42,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "sandboxctl"
 CAPABILITIES = ["CAP_SETUID", "CAP_SETGID", "CAP_KILL"]
 CFS_PERIOD = 100000
+BUSY_CPU = 0.2  # an account using at least this many CPUs counts as busy when the host is shared out
 ACCOUNT_PREFIX = "acct."  # account cgroups beside the sandboxes' own (never a sandbox id, which starts "sbx.")
 
 
@@ -214,14 +215,21 @@ def account_group(site: str, account: str) -> str:
     return f"{ACCOUNT_PREFIX}{site}.{hashlib.sha256(account.encode()).hexdigest()[:12]}"
 
 
-def share_cpu(parent: Path, site: str, unified: bool) -> None:
+def account_groups(parent: Path, site: str) -> list[Path]:
+    """This site's account cgroups that hold a sandbox."""
+    return [group for group in parent.glob(f"{ACCOUNT_PREFIX}{site}.*") if any(group.glob("sbx.*"))]
+
+
+def share_cpu(parent: Path, site: str, unified: bool, busy: set[str] | None = None) -> None:
     """Equal weights alone leave the split between accounts to the kernel's SMP load balancer, which on a
     busy 2-core host was measured giving a one-run account anywhere from 0.3 to 0.8 of a three-run account's
-    CPU. So while several accounts of this site have running sandboxes, each account's cgroup is also capped
-    at an equal part of the host (an account alone may use all of it). The cost: an account whose runs
-    sleep leaves its part idle while the others are capped."""
-    groups = [group for group in parent.glob(f"{ACCOUNT_PREFIX}{site}.*") if any(group.glob("sbx.*"))]
-    cap = None if len(groups) < 2 else max(int((os.cpu_count() or 1) * CFS_PERIOD / len(groups)), 1000)
+    CPU. So while several accounts of this site use CPU, each account's cgroup is also capped at an equal
+    part of the host; an account alone may use all of it. `busy` names the account cgroups using CPU now
+    (RunscBackend.share_cpu measures it every second); without it, every account with a sandbox counts, as
+    when a job has just started."""
+    groups = account_groups(parent, site)
+    using = len(groups) if busy is None else len([group for group in groups if group.name in busy])
+    cap = None if using < 2 else max(int((os.cpu_count() or 1) * CFS_PERIOD / using), 1000)
     for group in groups:
         if unified:
             _write(group / "cpu.max", f"{cap or 'max'} {CFS_PERIOD}", quiet=True)
@@ -233,6 +241,32 @@ def share_cpu(parent: Path, site: str, unified: bool) -> None:
             for child in children:
                 _write(child / "cpu.cfs_quota_us", _v1_child_quota(parent / child.name, cap), quiet=True)
             _write(group / "cpu.cfs_quota_us", str(cap or -1), quiet=True)
+
+
+def cpu_seconds(group: Path, unified: bool) -> float:
+    """CPU time an account's sandboxes have used so far (v1: of the processes alive now, and the children
+    they reaped)."""
+    if unified:
+        try:
+            for line in (group / "cpu.stat").read_text().splitlines():
+                if line.startswith("usage_usec "):
+                    return int(line.split()[1]) / 1e6
+        except (OSError, ValueError):
+            pass
+        return 0.0
+    ticks = 0
+    for procs in group.glob("sbx.*/cgroup.procs"):
+        try:
+            pids = procs.read_text().split()
+        except OSError:
+            continue
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+            except (OSError, ValueError, IndexError):
+                continue  # it ended meanwhile
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _v1_child_quota(first_cgroup: Path, cap: int | None) -> str:
@@ -505,6 +539,7 @@ class RunscBackend:
         self.owner = owner_key(owner)
         self._rootfs: dict[str, Path] = {}
         self.snapshots = Snapshots(self)
+        self._cpu_seen: tuple[float, dict[str, float]] = (time.monotonic(), {})
 
     # Invocation
 
@@ -547,6 +582,20 @@ class RunscBackend:
 
     def owner_key(self, owner: str) -> str:
         return owner_key(owner)
+
+    def share_cpu(self) -> None:
+        """Cap accounts equally only while several use CPU (share_cpu): measured since the last call (the
+        pool's health loop, every second), so an account whose runs sleep does not hold back a busy one.
+        An account seen for the first time counts as busy (its job has just started)."""
+        unified = (CGROUP_ROOT / "cgroup.controllers").exists()
+        parent = CGROUP_ROOT / ("" if unified else "cpu") / CGROUP_PARENT
+        now = time.monotonic()
+        then, seen = self._cpu_seen
+        used = {group.name: cpu_seconds(group, unified) for group in account_groups(parent, self.site)}
+        busy = {name for name, seconds in used.items()
+                if name not in seen or seconds - seen[name] >= BUSY_CPU * (now - then)}
+        self._cpu_seen = (now, used)
+        share_cpu(parent, self.site, unified, busy)
 
     def kinds_available(self) -> set[str]:
         return set(LANGUAGES) | ({PRELOADED} if self.snapshots.ready() else set())

@@ -293,6 +293,31 @@ def test_running_sandboxes_move_under_their_accounts_cgroups_which_share_the_hos
     pool.release(theirs)
 
 
+def test_accounts_are_capped_only_while_several_use_cpu(pool):
+    """An account whose runs sleep does not hold a busy one to half the host; once both burn, both are."""
+    import os
+    import threading
+
+    from executor.runsc_sandbox import account_group
+
+    wait_until(lambda: pool.depth()["python"] >= 2)
+    busy, sleepy = pool.acquire("python"), pool.acquire("python")
+    hierarchy = "" if (CGROUP_ROOT / "cgroup.controllers").exists() else "cpu"
+    groups = CGROUP_ROOT / hierarchy / "sandboxctl"
+    burn = "import time\ndef main():\n    end = time.time() + 8\n    while time.time() < end:\n        pass"
+    for sandbox, account in ((busy, "busy-tenant"), (sleepy, "sleepy-tenant")):
+        sandbox.assign_account(account)
+    busy_group = groups / account_group(pool.backend.site, "busy-tenant")
+    threading.Thread(target=busy.run, args=(burn, {}, JobLimits(timeout=20)), daemon=True).start()
+    wait_until(lambda: account_quota(busy_group) == -1, timeout=5)  # the other one only waits
+    threading.Thread(target=sleepy.run, args=(burn, {}, JobLimits(timeout=20)), daemon=True).start()
+    half = os.cpu_count() * 100000 // 2
+    wait_until(lambda: account_quota(busy_group) == half, timeout=5)
+    for sandbox in (busy, sleepy):
+        sandbox.kill()
+        pool.release(sandbox)
+
+
 def test_a_refill_a_run_waits_for_is_not_starved_by_busy_accounts():
     """Issue 18: with the host busy, refills at the lowest weight never finished and runs got
     `pool_exhausted`. A run waiting for a sandbox now gets it, however busy the accounts' runs keep the CPU."""

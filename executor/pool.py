@@ -26,6 +26,7 @@ from executor.sandbox import Sandbox, SandboxError
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 10.0
+BOOST_RECHECK = 0.5  # a waiting run re-raises the weight of sandboxes started since it began waiting
 IMPORTS = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)|import[ \t]+([\w., \t]+))", re.MULTILINE)
 
 
@@ -64,6 +65,10 @@ class SandboxPool:
         self._held: dict[str, dict[str, float]] = {kind: {} for kind in kinds}
         self._acquired: dict[str, deque[float]] = {kind: deque() for kind in kinds}
         self._refill_seconds: dict[str, float] = dict.fromkeys(kinds, 0.5)
+        # Sandboxes being made, and runs waiting for one, per kind: a waiting run raises what is being made
+        # for it to full CPU weight, and counts as demand, so a busy host cannot starve its refill.
+        self._starting: dict[str, set[Sandbox]] = {kind: set() for kind in kinds}
+        self._waiting: dict[str, int] = dict.fromkeys(kinds, 0)
         self._failures = 0
         self._failing: dict[str, str] = {}  # kind → why its last creation failed, until one succeeds
         self._next_creation = 0.0
@@ -158,18 +163,25 @@ class SandboxPool:
         deadline = time.monotonic() + wait
         with self._lock:
             self._note_demand(kind)
-            while True:
-                while self._ready[kind]:
-                    sandbox = self._ready[kind].popleft()
-                    if sandbox.is_alive():
-                        self._held[kind][sandbox.id] = time.monotonic() + self.config.max_refill_delay
-                        self._lock.notify_all()
-                        return sandbox
-                    self._discard(sandbox)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._stopping.is_set():
-                    raise PoolExhausted(kind, wait)
-                self._lock.wait(remaining)
+            self._waiting[kind] += 1
+            try:
+                while True:
+                    while self._ready[kind]:
+                        sandbox = self._ready[kind].popleft()
+                        if sandbox.is_alive():
+                            self._held[kind][sandbox.id] = time.monotonic() + self.config.max_refill_delay
+                            self._lock.notify_all()
+                            return sandbox
+                        self._discard(sandbox)
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._stopping.is_set():
+                        raise PoolExhausted(kind, wait)
+                    for starting in self._starting[kind]:
+                        starting.boost()
+                    self._lock.notify_all()  # creators: a run is waiting (see _target)
+                    self._lock.wait(min(remaining, BOOST_RECHECK))
+            finally:
+                self._waiting[kind] -= 1
 
     def release(self, sandbox: Sandbox) -> None:
         """A used sandbox is never reused: it is removed, and its slot refilled, after a quiet moment."""
@@ -214,7 +226,7 @@ class SandboxPool:
         now = time.monotonic()
         recent = sum(1 for moment in self._acquired[kind] if moment >= now - self.config.demand_window)
         rate = recent / self.config.demand_window
-        wanted = size.minimum + math.ceil(rate * self._refill_seconds[kind] * 1.5)
+        wanted = max(size.minimum + math.ceil(rate * self._refill_seconds[kind] * 1.5), self._waiting[kind])
         return max(size.minimum, min(size.maximum, wanted))
 
     # Background work
@@ -260,6 +272,10 @@ class SandboxPool:
         sandbox = None
         try:
             sandbox = self.backend.make(kind, on_created=self._own)
+            with self._lock:
+                self._starting[kind].add(sandbox)
+                if self._waiting[kind]:
+                    sandbox.boost()
             sandbox.start()
         except (SandboxError, OSError) as exc:
             if sandbox is not None:
@@ -272,6 +288,9 @@ class SandboxPool:
             log.warning("pool %s: creating a %s sandbox failed (retry in %.1fs): %s",
                         self.config.name, kind, backoff, exc)
             return None
+        finally:
+            with self._lock:
+                self._starting[kind].discard(sandbox)
         with self._lock:
             self._failures = 0
             self._failing.pop(kind, None)
@@ -308,6 +327,16 @@ class SandboxPool:
                 with self._lock:
                     self._owned.discard(sandbox.host_id)
 
+    def _share_cpu(self) -> None:
+        """Share the host's CPU between the accounts running now (backends that can: runsc)."""
+        share = getattr(self.backend, "share_cpu", None)
+        if share is None:
+            return
+        try:
+            share()
+        except Exception:  # noqa: BLE001 - retried at the next health check
+            log.exception("pool %s: sharing the CPU between accounts failed", self.config.name)
+
     def _health_loop(self) -> None:
         """Replace sandboxes that died while waiting (killed from outside, crashed); sweep orphans now and then."""
         next_sweep = time.monotonic() + self.config.sweep_interval
@@ -318,6 +347,7 @@ class SandboxPool:
                     self.reap_orphans()
                 except Exception:  # noqa: BLE001 - a failed sweep is retried at the next one
                     log.exception("pool %s: sweep failed", self.config.name)
+            self._share_cpu()
             with self._lock:
                 for kind, ready in self._ready.items():
                     dead = [sandbox for sandbox in ready if not sandbox.is_alive()]

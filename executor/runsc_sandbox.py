@@ -44,6 +44,9 @@ CLI_TIMEOUT = 10.0
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "sandboxctl"
 CAPABILITIES = ["CAP_SETUID", "CAP_SETGID", "CAP_KILL"]
+CFS_PERIOD = 100000
+BUSY_CPU = 0.2  # an account using at least this many CPUs counts as busy when the host is shared out
+ACCOUNT_PREFIX = "acct."  # account cgroups beside the sandboxes' own (never a sandbox id, which starts "sbx.")
 
 
 def owner_key(owner: str) -> str:
@@ -68,6 +71,8 @@ class Cgroup:
     def __init__(self, name: str) -> None:
         self.name = name
         self.unified = (CGROUP_ROOT / "cgroup.controllers").exists()
+        self.boosted = False  # a run is waiting for this sandbox: it warms at full weight (pool.acquire)
+        self.account_dir: Path | None = None  # where its processes went once its job's account is known
 
     @property
     def path(self) -> str:
@@ -96,7 +101,7 @@ class Cgroup:
             _write(directory / "memory.swap.max", "0", quiet=True)
             _write(directory / "cpu.max", f"{int(cpus * 100000)} 100000")
             _write(directory / "pids.max", str(pids))
-            self.set_cpu_weight(self.BACKGROUND)
+            self.set_cpu_weight(self.FOREGROUND if self.boosted else self.BACKGROUND)
             return
         memory_dir, cpu_dir, pids_dir = self._dirs()
         for directory in (memory_dir, cpu_dir, pids_dir):
@@ -106,14 +111,75 @@ class Cgroup:
         _write(cpu_dir / "cpu.cfs_period_us", "100000")
         _write(cpu_dir / "cpu.cfs_quota_us", str(int(cpus * 100000)))
         _write(pids_dir / "pids.max", str(pids))
-        self.set_cpu_weight(self.BACKGROUND)
+        self.set_cpu_weight(self.FOREGROUND if self.boosted else self.BACKGROUND)
 
     def set_cpu_weight(self, weights: dict[str, str]) -> None:
         name = "cpu.weight" if self.unified else "cpu.shares"
-        _write(self._dirs()[0 if self.unified else 1] / name, weights[name], quiet=True)
+        _write(self._cpu_dir() / name, weights[name], quiet=True)
+
+    def _cpu_dir(self) -> Path:
+        if self.account_dir is not None:
+            return self.account_dir
+        return self._dirs()[0 if self.unified else 1]
+
+    def boost(self) -> None:
+        """A run waits for this sandbox to warm: let it compete for CPU as an equal of the accounts' runs, or
+        a busy host would starve the refill the run is waiting for."""
+        self.boosted = True
+        self.set_cpu_weight(self.FOREGROUND)
+
+    # CPU by account, not by run: as its job starts, a sandbox's processes move into a cgroup of their own
+    # under their account's cgroup. Every account's cgroup has the same weight, so two accounts burning CPU
+    # get half the host each whatever their run counts, and a third account's run gets its share at once.
+    # On cgroup v1 only the cpu hierarchy is nested (memory and pids stay where the sandbox was made); on v2
+    # the one hierarchy moves, and the memory limit moves with it (see _carry_memory_limit).
+
+    def join_account(self, group: str) -> bool:
+        """Move the sandbox under the account cgroup `group` (a name of this site); False when it could not."""
+        source = self._dirs()[0 if self.unified else 1]
+        account = source.parent / group
+        target = account / self.name
+        for _ in range(3):  # another sandbox's removal may remove an empty account cgroup between the mkdirs
+            try:
+                account.mkdir(exist_ok=True)
+                if self.unified:
+                    _write(account / "cgroup.subtree_control", "+memory +cpu +pids", quiet=True)
+                _write(account / ("cpu.weight" if self.unified else "cpu.shares"),
+                       self.FOREGROUND["cpu.weight" if self.unified else "cpu.shares"], quiet=True)
+                target.mkdir(exist_ok=True)
+                break
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("cgroup %s: cannot make %s: %s", self.name, target, exc)
+                return False
+        else:
+            return False
+        copied = ("cpu.max", "pids.max", "memory.swap.max") if self.unified else ("cpu.cfs_period_us",
+                                                                                   "cpu.cfs_quota_us")
+        for name in copied:
+            _copy_value(source / name, target / name)
+        if self.unified:
+            _carry_memory_limit(source, target)
+        self.account_dir = target
+        self.set_cpu_weight(self.FOREGROUND)
+        moved = _move_processes(source, target)
+        share_cpu(source.parent, group.split(".")[1], self.unified)
+        return moved
+
+    def _joined_dirs(self) -> list[Path]:
+        """Its cgroups under an account's (found by name: a sweep's Cgroup object never joined anything)."""
+        found = []
+        for parent in self.parents():
+            found += parent.glob(f"{ACCOUNT_PREFIX}*/{self.name}")
+        return found
 
     def oom_killed(self) -> bool:
-        events = self._dirs()[0] / ("memory.events" if self.unified else "memory.oom_control")
+        memory_dirs = [self._dirs()[0]] + ([self.account_dir] if self.unified and self.account_dir else [])
+        return any(self._oom_killed_in(directory) for directory in memory_dirs)
+
+    def _oom_killed_in(self, directory: Path) -> bool:
+        events = directory / ("memory.events" if self.unified else "memory.oom_control")
         try:
             for line in events.read_text().splitlines():
                 name, _, value = line.partition(" ")
@@ -125,7 +191,8 @@ class Cgroup:
 
     def remove(self) -> bool:
         removed = True
-        for directory in self._dirs():
+        joined = self._joined_dirs()
+        for directory in joined + self._dirs():
             for _ in range(20):
                 try:
                     directory.rmdir()
@@ -136,7 +203,122 @@ class Cgroup:
                     time.sleep(0.05)
             else:
                 removed = False
+        for directory in joined:
+            try:
+                directory.parent.rmdir()  # the account's cgroup, once its last sandbox is gone
+            except OSError:
+                pass
+            share_cpu(directory.parent.parent, directory.parent.name.split(".")[1], self.unified)
         return removed
+
+
+def account_group(site: str, account: str) -> str:
+    """The name of an account's cgroup: per site, so deployments sharing a host never share one; the label
+    is hashed, so whatever it holds it is one safe path component."""
+    return f"{ACCOUNT_PREFIX}{site}.{hashlib.sha256(account.encode()).hexdigest()[:12]}"
+
+
+def account_groups(parent: Path, site: str) -> list[Path]:
+    """This site's account cgroups that hold a sandbox."""
+    return [group for group in parent.glob(f"{ACCOUNT_PREFIX}{site}.*") if any(group.glob("sbx.*"))]
+
+
+def share_cpu(parent: Path, site: str, unified: bool, busy: set[str] | None = None) -> None:
+    """Equal weights alone leave the split between accounts to the kernel's SMP load balancer, which on a
+    busy 2-core host was measured giving a one-run account anywhere from 0.3 to 0.8 of a three-run account's
+    CPU. So while several accounts of this site use CPU, each account's cgroup is also capped at an equal
+    part of the host; an account alone may use all of it. `busy` names the account cgroups using CPU now
+    (RunscBackend.share_cpu measures it every second); without it, every account with a sandbox counts, as
+    when a job has just started."""
+    groups = account_groups(parent, site)
+    using = len(groups) if busy is None else len([group for group in groups if group.name in busy])
+    cap = None if using < 2 else max(int((os.cpu_count() or 1) * CFS_PERIOD / using), 1000)
+    for group in groups:
+        if unified:
+            _write(group / "cpu.max", f"{cap or 'max'} {CFS_PERIOD}", quiet=True)
+            continue
+        # cgroup v1 refuses a parent quota below a child's and a child's above its parent's: lower the
+        # children, set the parent, then raise the children (one of the two child passes is refused).
+        children = list(group.glob("sbx.*"))
+        for _ in range(2):
+            for child in children:
+                _write(child / "cpu.cfs_quota_us", _v1_child_quota(parent / child.name, cap), quiet=True)
+            _write(group / "cpu.cfs_quota_us", str(cap or -1), quiet=True)
+
+
+def cpu_seconds(group: Path, unified: bool) -> float:
+    """CPU time an account's sandboxes have used so far (v1: of the processes alive now, and the children
+    they reaped)."""
+    if unified:
+        try:
+            for line in (group / "cpu.stat").read_text().splitlines():
+                if line.startswith("usage_usec "):
+                    return int(line.split()[1]) / 1e6
+        except (OSError, ValueError):
+            pass
+        return 0.0
+    ticks = 0
+    for procs in group.glob("sbx.*/cgroup.procs"):
+        try:
+            pids = procs.read_text().split()
+        except OSError:
+            continue
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+            except (OSError, ValueError, IndexError):
+                continue  # it ended meanwhile
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _v1_child_quota(first_cgroup: Path, cap: int | None) -> str:
+    """A sandbox's own quota (kept in the cgroup it was made in), no higher than its account's cap."""
+    try:
+        own = int((first_cgroup / "cpu.cfs_quota_us").read_text())
+    except (OSError, ValueError):
+        own = -1
+    if cap is None:
+        return str(own)
+    return str(cap if own < 0 else min(own, cap))
+
+
+def _copy_value(source: Path, target: Path) -> None:
+    try:
+        _write(target, source.read_text().strip(), quiet=True)
+    except OSError:
+        pass
+
+
+def _carry_memory_limit(source: Path, target: Path) -> None:
+    """cgroup v2 never moves memory already charged: what the warm interpreter holds stays counted in the
+    sandbox's first cgroup. The new one gets the limit minus that, so the run's total stays the limit."""
+    try:
+        limit = (source / "memory.max").read_text().strip()
+        held = int((source / "memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return
+    if limit.isdigit():
+        limit = str(max(int(limit) - held, 16 * 1024 * 1024))
+    _write(target / "memory.max", limit, quiet=True)
+
+
+def _move_processes(source: Path, target: Path) -> bool:
+    """Move every process of `source` into `target`; a process forked meanwhile is caught by the next pass."""
+    for _ in range(10):
+        try:
+            pids = (source / "cgroup.procs").read_text().split()
+        except OSError:
+            return False
+        if not pids:
+            return True
+        for pid in pids:
+            try:
+                (target / "cgroup.procs").write_text(pid)
+            except (ProcessLookupError, OSError):
+                pass  # it exited meanwhile
+    log.warning("cgroup %s: processes kept appearing; left some in place", source)
+    return False
 
 
 def _write(path: Path, value: str, quiet: bool = False) -> None:
@@ -288,6 +470,13 @@ class RunscSandbox(Sandbox):
     def to_foreground(self) -> None:
         self.cgroup.set_cpu_weight(Cgroup.FOREGROUND)
 
+    def boost(self) -> None:
+        self.cgroup.boost()
+
+    def assign_account(self, account: str) -> None:
+        if account and not self.cgroup.join_account(account_group(self.backend.site, account)):
+            log.warning("sandbox %s: not moved under its account's cgroup; it shares CPU as a run", self._id)
+
     def destroy(self) -> bool:
         """Stop it if it still runs, then remove its state, bundle and cgroup; False when something remains."""
         if self.process is not None:
@@ -355,6 +544,7 @@ class RunscBackend:
             spec_template=lambda: oci_spec(config, Path("/"), "python", "", config.python_preload),
             make_sandbox=lambda: RunscSandbox(self, "python", "python", preload=config.python_preload),
         )
+        self._cpu_seen: tuple[float, dict[str, float]] = (time.monotonic(), {})
 
     # Invocation
 
@@ -393,6 +583,20 @@ class RunscBackend:
 
     def owner_key(self, owner: str) -> str:
         return owner_key(owner)
+
+    def share_cpu(self) -> None:
+        """Cap accounts equally only while several use CPU (share_cpu): measured since the last call (the
+        pool's health loop, every second), so an account whose runs sleep does not hold back a busy one.
+        An account seen for the first time counts as busy (its job has just started)."""
+        unified = (CGROUP_ROOT / "cgroup.controllers").exists()
+        parent = CGROUP_ROOT / ("" if unified else "cpu") / CGROUP_PARENT
+        now = time.monotonic()
+        then, seen = self._cpu_seen
+        used = {group.name: cpu_seconds(group, unified) for group in account_groups(parent, self.site)}
+        busy = {name for name, seconds in used.items()
+                if name not in seen or seconds - seen[name] >= BUSY_CPU * (now - then)}
+        self._cpu_seen = (now, used)
+        share_cpu(parent, self.site, unified, busy)
 
     def kinds_available(self) -> set[str]:
         return set(LANGUAGES) | ({PRELOADED} if self.snapshots.ready() else set())

@@ -140,6 +140,12 @@ class Sandbox:
     def to_foreground(self) -> None:
         """It is about to run a job: from now on it competes for CPU as an equal (see the runsc backend)."""
 
+    def boost(self) -> None:
+        """A run is waiting for this sandbox, still starting: let it start at full CPU weight."""
+
+    def assign_account(self, account: str) -> None:
+        """Its job belongs to `account` (an opaque label): share the CPU by account from now on."""
+
     # Session (shared)
 
     def start(self) -> None:

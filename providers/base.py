@@ -154,11 +154,13 @@ class SandboxProvider:
     def run(
         self, code: str, language: str, limits: Limits, arguments: dict,
         should_stop: Callable[[], bool] | None = None, run_id: str = "", ledger: SandboxLedger | None = None,
+        account: str = "",
     ) -> ExecutionResult:
         """One complete run in a fresh sandbox that is never reused. `should_stop`, when given, is polled
         while the run is quiet: True cancels it (providers that cannot interrupt a remote call may ignore
         it; the run then ends at its deadline). `run_id` names the run to the service (idempotent creates,
-        tags); `ledger` records a remote sandbox until it is deleted."""
+        tags); `ledger` records a remote sandbox until it is deleted; `account` is an opaque label of whose
+        run it is (the self-managed pool shares the host's CPU equally between accounts, not runs)."""
         raise NotImplementedError
 
     def destroy_instance(self, instance_id: str) -> None:

@@ -199,7 +199,7 @@ class SaaSProvider(SandboxProvider):
 
     # The shared run.
     def run(self, code: str, language: str, limits: Limits, arguments: dict, should_stop=None,
-            run_id: str = "", ledger: SandboxLedger | None = None) -> ExecutionResult:
+            run_id: str = "", ledger: SandboxLedger | None = None, account: str = "") -> ExecutionResult:
         deadline = time.monotonic() + limits.timeout + RUN_OVERHEAD
         self.guarded("preparing", self.prepare, language, deadline)
         if ledger:

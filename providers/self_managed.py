@@ -154,13 +154,16 @@ class SelfManagedProvider(SandboxProvider):
         return f"sandbox.{language}"
 
     def run(self, code: str, language: str, limits: Limits, arguments: dict, should_stop=None, run_id: str = "",
-            ledger=None) -> ExecutionResult:
-        """One run in a fresh sandbox of this worker's pool (the kind chosen from the code), removed afterwards."""
+            ledger=None, account: str = "") -> ExecutionResult:
+        """One run in a fresh sandbox of this worker's pool (the kind chosen from the code), removed afterwards.
+        A busy host only slows a refill down (the sandbox made for a waiting run starts at full CPU weight), so
+        the run waits for its sandbox as long as its own time limit, never less than the pool's minimum wait."""
         pool = current_pool()
         if pool is None:
             raise ProviderError("this worker has no sandbox pool")
         try:
-            sandbox = pool.acquire(language, code=code)
+            sandbox = pool.acquire(language, timeout=max(settings.SANDBOX_POOL_ACQUIRE_TIMEOUT, limits.timeout),
+                                   code=code)
         except PoolExhausted as exc:
             raise ProviderError(str(exc), code="pool_exhausted") from exc
         except SandboxError as exc:
@@ -168,6 +171,7 @@ class SelfManagedProvider(SandboxProvider):
         try:
             job_limits = JobLimits(timeout=limits.timeout, memory_mb=limits.memory_mb,
                                    output_limit=limits.output_limit)
+            sandbox.assign_account(account)
             report = sandbox.run(code, arguments, job_limits, should_stop=should_stop)
         except SandboxError as exc:
             raise ProviderError(f"the sandbox failed: {exc}") from exc

@@ -85,3 +85,19 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     if raw not in choices:
         raise _bad(name, raw, f"one of {', '.join(choices)}")
     return raw
+
+
+def env_json_object(name: str, default: dict) -> dict:
+    """A JSON object (e.g. a storage backend's options)."""
+    import json
+
+    raw = _raw(name)
+    if raw is None:
+        return default
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise _bad(name, raw, "a JSON object")
+    return value

@@ -8,7 +8,17 @@ import dj_database_url
 from kombu import Exchange, Queue
 
 from executor import config as executor_config
-from sandboxctl.env import env_bool, env_choice, env_float, env_int, env_list, env_networks, env_rate, env_str
+from sandboxctl.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_json_object,
+    env_list,
+    env_networks,
+    env_rate,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("SANDBOXCTL_DATA_DIR", str(BASE_DIR / "data")))
@@ -100,6 +110,22 @@ STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"  # created by `manage.py bootstrap`
 # Static files (admin, the settings page, API docs) are served by the app itself, straight from the packages.
 WHITENOISE_USE_FINDERS = True
+
+# Artifact files (executions/files.py): the file system under the data folder by default; any Django storage
+# backend otherwise, e.g. S3 through django-storages (`pip install '.[s3]'`):
+# SANDBOX_STORAGE_BACKEND=storages.backends.s3.S3Storage SANDBOX_STORAGE_OPTIONS='{"bucket_name": "…"}'.
+SANDBOX_STORAGE_BACKEND = env_str("SANDBOX_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
+SANDBOX_STORAGE_OPTIONS = env_json_object("SANDBOX_STORAGE_OPTIONS", {"location": str(DATA_DIR / "files")})
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "executions": {"BACKEND": SANDBOX_STORAGE_BACKEND, "OPTIONS": SANDBOX_STORAGE_OPTIONS},
+}
+# The single-execution answer inlines artifacts up to this size (all are downloadable by URL).
+SANDBOX_ARTIFACT_INLINE_MAX_BYTES = env_int("SANDBOX_ARTIFACT_INLINE_MAX_BYTES", 256 * 1024)
+# Per account: artifact bytes kept before submits are refused (429); executions older than this are deleted.
+SANDBOX_TENANT_STORAGE_QUOTA = env_int("SANDBOX_TENANT_STORAGE_QUOTA", 1024 * 1024 * 1024)
+SANDBOX_RETENTION_DAYS = env_float("SANDBOX_RETENTION_DAYS", 30.0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -208,6 +234,13 @@ SANDBOX_POOL_ACQUIRE_TIMEOUT = env_float("SANDBOX_POOL_ACQUIRE_TIMEOUT", 10.0)
 SANDBOX_POOL_CREATORS = env_int("SANDBOX_POOL_CREATORS", 2)
 SANDBOX_POOL_MAX_CREATIONS_PER_SECOND = env_float("SANDBOX_POOL_MAX_CREATIONS_PER_SECOND", 8.0)
 SANDBOX_POOL_SWEEP_INTERVAL = env_float("SANDBOX_POOL_SWEEP_INTERVAL", 15.0)
+# Threads of a sandbox worker: runs one worker holds at once. The pool can supply up to SANDBOX_POOL_MAX warm
+# sandboxes per language, so that many runs per language is what it is sized for; a thread waiting costs
+# little, and a run held back by too few threads is the unfairness admission.py exists to prevent.
+SANDBOX_WORKER_CONCURRENCY = env_int("SANDBOX_WORKER_CONCURRENCY", 2 * SANDBOX_POOL_MAX)
+CELERY_WORKER_CONCURRENCY = SANDBOX_WORKER_CONCURRENCY  # `celery worker` without -c takes it from here
+# Runs in flight across all workers; 0: SANDBOX_WORKER_CONCURRENCY per live sandbox worker.
+SANDBOX_ADMISSION_CAPACITY = env_int("SANDBOX_ADMISSION_CAPACITY", 0)
 SANDBOX_CPUS = env_float("SANDBOX_CPUS", 1.0)
 # Modules imported in the snapshot Python runs importing them are restored from (runsc backend; empty: none).
 SANDBOX_PYTHON_PRELOAD = env_str("SANDBOX_PYTHON_PRELOAD", "numpy,pandas,matplotlib.pyplot")

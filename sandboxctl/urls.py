@@ -13,6 +13,8 @@ urlpatterns = [
     path("api/v1/executions", views.execution_list, name="execution-list"),
     path("api/v1/executions/<uuid:pk>", views.ExecutionDetailView.as_view(), name="execution-detail"),
     path("api/v1/executions/<uuid:pk>/cancel", views.ExecutionCancelView.as_view(), name="execution-cancel"),
+    path("api/v1/executions/<uuid:pk>/artifacts/<int:index>", views.ExecutionArtifactView.as_view(),
+         name="execution-artifact"),
     path("run", views.ragflow_run, name="ragflow-run"),
     path("healthz", views.healthz, name="healthz"),
     path("", views.healthz, name="root-healthz"),  # RAGFlow's executor answers health on / too

@@ -15,7 +15,8 @@ bash scripts/setup.sh
 export SANDBOXCTL_ROOT="$PWD"
 export SANDBOXCTL_VENV="$PWD/.venv"
 export SANDBOXCTL_DATA_DIR="${SANDBOXCTL_DATA_DIR:-$PWD/data}"
-export SANDBOXCTL_WORKER_CONCURRENCY="${WORKER_CONCURRENCY:-4}"
+# Sandbox worker threads: SANDBOX_WORKER_CONCURRENCY (settings: sized from the pool); WORKER_CONCURRENCY still works.
+if [ -n "${WORKER_CONCURRENCY:-}" ]; then export SANDBOX_WORKER_CONCURRENCY="$WORKER_CONCURRENCY"; fi
 export SANDBOXCTL_BINDS="--bind 0.0.0.0:$PORT --bind 0.0.0.0:$RAGFLOW_PORT"
 if [ -z "${CELERY_BROKER_URL:-}" ]; then
   export SANDBOXCTL_EMBEDDED_BROKER=true

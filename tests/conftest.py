@@ -74,7 +74,8 @@ def worker_env(database_name: str, **extra: str) -> dict:
 
 def start_worker(name: str, env: dict, log_path: Path, queues: str) -> subprocess.Popen:
     command = [
-        sys.executable, "-m", "celery", "-A", "sandboxctl", "worker", "-P", "threads", "-c", "4",
+        # Threads: SANDBOX_WORKER_CONCURRENCY, as the web side's admission counts them (admission.capacity).
+        sys.executable, "-m", "celery", "-A", "sandboxctl", "worker", "-P", "threads",
         "-n", name, "-Q", queues, "--loglevel", "INFO", "--without-gossip", "--without-mingle",
     ]
     log = open(log_path, "w")

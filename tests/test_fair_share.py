@@ -39,6 +39,20 @@ def test_one_accounts_backlog_does_not_delay_another(sandbox_worker, live_server
         time.sleep(0.5)
 
 
+def test_two_busy_accounts_leave_room_for_a_third(sandbox_worker, live_server, transactional_db, capsys):
+    """Issue 18: two accounts each holding their share of sleeping runs filled every worker thread."""
+    first, second = service_client(live_server, "sleepy-1", capsys), service_client(live_server, "sleepy-2", capsys)
+    sleeping = [client.post("/api/v1/executions", json={"language": "python", "code": SLEEP, "wait": False})
+                .json()["id"] for client in (first, second, first, second)]
+    deadline = time.monotonic() + 20
+    while Execution.objects.filter(pk__in=sleeping, status="running").count() < 4:
+        assert time.monotonic() < deadline, "the busy accounts' runs never started"
+        time.sleep(0.1)
+    body = service_client(live_server, "newcomer-3", capsys).run("def main():\n    return 'quick'")
+    assert body["status"] == "succeeded"
+    assert body["queue_wait"] < 1.0, f"the newcomer waited {body['queue_wait']}s behind two busy accounts"
+
+
 def test_a_full_queue_is_429_with_retry_after(live_server, transactional_db, capsys, settings):
     settings.SANDBOX_TENANT_MAX_QUEUED = 3
     client = service_client(live_server, "flooder", capsys)
@@ -63,3 +77,31 @@ def test_request_rate_is_limited_per_account(live_server, transactional_db, caps
     assert statuses[:5] == [200] * 5 and statuses[5] == 429
     other = service_client(live_server, "calm", capsys)
     assert other.get("/api/v1/executions").status_code == 200
+
+
+def test_admission_is_max_min_fair_across_accounts(transactional_db, settings, django_user_model):
+    """A freed slot goes to the account with the fewest runs in flight, whoever submitted first."""
+    from django.utils import timezone
+
+    from sandboxctl.executions import admission
+
+    settings.SANDBOX_ADMISSION_CAPACITY = 5
+    settings.SANDBOX_TENANT_MAX_CONCURRENT = 3
+    a, b, c = (django_user_model.objects.create_user(name) for name in ("max-min-a", "max-min-b", "max-min-c"))
+
+    def run(user, status="queued", sent=False) -> Execution:
+        return Execution.objects.create(provider="self_managed", language="python", code="x", caller=user,
+                                        status=status, queue="nowhere", dispatched_at=timezone.now() if sent else None)
+
+    flying_a = [run(a, "running"), run(a, sent=True)]
+    run(b, "running")
+    held_a = [run(a) for _ in range(3)]  # the oldest held runs are account a's
+    held_b = [run(b) for _ in range(2)]
+    held_c = run(c)
+    admitted = admission.admit()
+    assert [execution.pk for execution in admitted] == [held_b[0].pk, held_c.pk], (
+        "c (nothing in flight) and b (1) go before a (2), though a's runs waited longest")
+    assert admission.admit() == [], "the workers' capacity is full"
+    Execution.objects.filter(pk=flying_a[0].pk).update(status="succeeded")
+    assert [execution.pk for execution in admission.admit()] == [held_a[0].pk], "now a holds the fewest"
+    assert Execution.objects.get(pk=held_a[0].pk).dispatched_at is not None

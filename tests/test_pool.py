@@ -237,3 +237,112 @@ def test_a_cgroup_whose_owner_died_before_runsc_started_is_removed_too():
     finally:
         pool.shutdown()
         backend.clean_up(half_made)
+
+
+def cpu_weight(sandbox) -> str:
+    """The CPU weight of the sandbox's own cgroup (cgroup v2 `cpu.weight`, v1 `cpu.shares`)."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        return (CGROUP_ROOT / "sandboxctl" / sandbox.id / "cpu.weight").read_text().strip()
+    return (CGROUP_ROOT / "cpu" / "sandboxctl" / sandbox.id / "cpu.shares").read_text().strip()
+
+
+def test_a_sandbox_made_for_a_waiting_run_starts_at_full_cpu_weight():
+    """Warming sandboxes take only idle CPU, so on a busy host a run waiting for one would wait for ever;
+    the one being made while a run waits competes as an equal instead."""
+    pool = make_pool(size={"python": KindSize(1, 1)})
+    pool.start()
+    try:
+        wait_until(lambda: pool.depth()["python"] == 1)
+        first = pool.acquire("python")
+        assert cpu_weight(first) in ("1", "2"), "made with nobody waiting: the lowest weight"
+        pool.release(first)
+        second = pool.acquire("python", timeout=30)  # nothing warm: it waits for the refill
+        assert cpu_weight(second) in ("100", "1024"), "made while a run waited: full weight"
+        pool.release(second)
+    finally:
+        pool.shutdown()
+
+
+def account_quota(group: Path) -> int:
+    """The CPU quota of an account's cgroup in microseconds per 100 ms, -1 for none."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        quota = (group / "cpu.max").read_text().split()[0]
+        return -1 if quota == "max" else int(quota)
+    return int((group / "cpu.cfs_quota_us").read_text())
+
+
+def test_running_sandboxes_move_under_their_accounts_cgroups_which_share_the_host(pool):
+    import os
+
+    from executor.runsc_sandbox import account_group
+
+    wait_until(lambda: pool.depth()["python"] >= 2)
+    mine, theirs = pool.acquire("python"), pool.acquire("python")
+    mine.assign_account("tenant-7")
+    hierarchy = "" if (CGROUP_ROOT / "cgroup.controllers").exists() else "cpu"
+    groups = CGROUP_ROOT / hierarchy / "sandboxctl"
+    group = groups / account_group(pool.backend.site, "tenant-7")
+    assert (group / mine.id).is_dir()
+    assert account_quota(group) == -1, "an account alone may use the whole host"
+    theirs.assign_account("tenant-8")
+    other = groups / account_group(pool.backend.site, "tenant-8")
+    half = os.cpu_count() * 100000 // 2
+    assert account_quota(group) == account_quota(other) == half, "two accounts: half the host each"
+    report = mine.run("def main():\n    return 1", {}, JobLimits())
+    assert report.result["ok"], report
+    assert (group / mine.id / "cgroup.procs").read_text().split(), "the sandbox's processes run there"
+    pool.release(mine)
+    wait_until(lambda: not group.exists(), timeout=10)  # the account's cgroup goes with its last sandbox
+    assert account_quota(other) == -1, "alone again: no cap"
+    pool.release(theirs)
+
+
+def test_accounts_are_capped_only_while_several_use_cpu(pool):
+    """An account whose runs sleep does not hold a busy one to half the host; once both burn, both are."""
+    import os
+    import threading
+
+    from executor.runsc_sandbox import account_group
+
+    wait_until(lambda: pool.depth()["python"] >= 2)
+    busy, sleepy = pool.acquire("python"), pool.acquire("python")
+    hierarchy = "" if (CGROUP_ROOT / "cgroup.controllers").exists() else "cpu"
+    groups = CGROUP_ROOT / hierarchy / "sandboxctl"
+    burn = "import time\ndef main():\n    end = time.time() + 8\n    while time.time() < end:\n        pass"
+    for sandbox, account in ((busy, "busy-tenant"), (sleepy, "sleepy-tenant")):
+        sandbox.assign_account(account)
+    busy_group = groups / account_group(pool.backend.site, "busy-tenant")
+    threading.Thread(target=busy.run, args=(burn, {}, JobLimits(timeout=20)), daemon=True).start()
+    wait_until(lambda: account_quota(busy_group) == -1, timeout=5)  # the other one only waits
+    threading.Thread(target=sleepy.run, args=(burn, {}, JobLimits(timeout=20)), daemon=True).start()
+    half = os.cpu_count() * 100000 // 2
+    wait_until(lambda: account_quota(busy_group) == half, timeout=5)
+    for sandbox in (busy, sleepy):
+        sandbox.kill()
+        pool.release(sandbox)
+
+
+def test_a_refill_a_run_waits_for_is_not_starved_by_busy_accounts():
+    """Issue 18: with the host busy, refills at the lowest weight never finished and runs got
+    `pool_exhausted`. A run waiting for a sandbox now gets it, however busy the accounts' runs keep the CPU."""
+    import threading
+
+    pool = make_pool(size={"python": KindSize(2, 2)})
+    pool.start()
+    burn = "import time\ndef main():\n    end = time.time() + 14\n    while time.time() < end:\n        pass"
+    try:
+        wait_until(lambda: pool.depth()["python"] == 2)
+        burners = [pool.acquire("python") for _ in range(2)]  # their refills start now, at the lowest weight
+        for index, sandbox in enumerate(burners):
+            sandbox.assign_account(f"busy-{index}")
+            threading.Thread(target=sandbox.run, args=(burn, {}, JobLimits(timeout=20)), daemon=True).start()
+        time.sleep(1.0)  # both accounts burn a CPU each: the host is full
+        started = time.monotonic()
+        waited_for = pool.acquire("python", timeout=10)  # PoolExhausted here is the starvation
+        assert time.monotonic() - started < 10
+        pool.release(waited_for)
+        for sandbox in burners:
+            sandbox.kill()
+            pool.release(sandbox)
+    finally:
+        pool.shutdown()

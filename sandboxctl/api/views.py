@@ -1,8 +1,9 @@
 from django.conf import settings
 from django.db import connection
-from django.http import JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
+from django.utils.http import content_disposition_header
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import APIException, Throttled, ValidationError
@@ -15,9 +16,10 @@ from sandboxctl.api.auth import BearerTokenAuthentication
 from sandboxctl.api.readiness import check
 from sandboxctl.api.serializers import ExecutionFilter, ExecutionRequestSerializer, RagflowRunSerializer
 from sandboxctl.api.waiting import Answer, Pending, awaiting, pending
+from sandboxctl.executions import files
 from sandboxctl.executions.admission import TooManyQueued
 from sandboxctl.executions.models import Execution
-from sandboxctl.executions.representation import ExecutionSerializer
+from sandboxctl.executions.representation import ExecutionSerializer, ExecutionSummarySerializer
 from sandboxctl.executions.service import (
     IdempotencyConflict,
     Submission,
@@ -69,7 +71,7 @@ def pool_exhausted(execution: Execution) -> bool:
 
 
 class ExecutionListView(generics.ListAPIView):
-    serializer_class = ExecutionSerializer
+    serializer_class = ExecutionSummarySerializer
 
     def get_queryset(self):
         filters = ExecutionFilter(data={name: value for name in FILTERS
@@ -121,6 +123,23 @@ class ExecutionDetailView(generics.RetrieveAPIView):
 
     def get_queryset(self):
         return visible_executions(self.request)
+
+
+class ExecutionArtifactView(APIView):
+    """One artifact's bytes, for its own account (or staff): another account gets 404, as for the run."""
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request, pk, index: int):
+        execution = get_object_or_404(visible_executions(request), pk=pk)
+        if index >= len(execution.artifacts):
+            raise Http404("no such artifact")
+        artifact = execution.artifacts[index]
+        response = HttpResponse(files.content(artifact), content_type="application/octet-stream")
+        # An attachment that is never sniffed or rendered: an html or svg the code wrote runs nowhere.
+        response["Content-Disposition"] = content_disposition_header(True, artifact.get("name") or "artifact")
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "sandbox; default-src 'none'"
+        return response
 
 
 class ExecutionCancelView(APIView):

@@ -5,6 +5,8 @@ import base64
 import json
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -15,6 +17,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import JavascriptLexer, PythonLexer
 
+from sandboxctl.executions import files, retention
 from sandboxctl.executions.models import ApiToken, Execution
 
 FOLD_AFTER_LINES = 300
@@ -94,7 +97,8 @@ class ExecutionAdmin(admin.ModelAdmin):
         if stream not in ("stdout", "stderr", "code"):
             raise Http404("no such stream")
         execution = get_object_or_404(Execution, pk=pk)
-        return attachment(getattr(execution, stream).encode("utf-8"), f"{execution.pk}-{stream}.txt",
+        text = execution.code if stream == "code" else files.output(execution, stream)
+        return attachment(text.encode("utf-8"), f"{execution.pk}-{stream}.txt",
                           "text/plain; charset=utf-8")
 
     def download_artifact(self, request, pk, index: int):
@@ -102,8 +106,7 @@ class ExecutionAdmin(admin.ModelAdmin):
         if not 0 <= index < len(execution.artifacts):
             raise Http404("no such artifact")
         artifact = execution.artifacts[index]
-        return attachment(base64.b64decode(artifact.get("content_b64", "")), artifact.get("name", "artifact"),
-                          "application/octet-stream")
+        return attachment(files.content(artifact), artifact.get("name", "artifact"), "application/octet-stream")
 
     # List columns.
 
@@ -154,11 +157,13 @@ class ExecutionAdmin(admin.ModelAdmin):
 
     @admin.display(description="stdout")
     def stdout_view(self, execution: Execution):
-        return folded(execution.stdout, reverse("admin:executions_output", args=[execution.pk, "stdout"]))
+        return folded(files.output(execution, "stdout"), reverse("admin:executions_output",
+                                                                 args=[execution.pk, "stdout"]))
 
     @admin.display(description="stderr")
     def stderr_view(self, execution: Execution):
-        return folded(execution.stderr, reverse("admin:executions_output", args=[execution.pk, "stderr"]))
+        return folded(files.output(execution, "stderr"), reverse("admin:executions_output",
+                                                                 args=[execution.pk, "stderr"]))
 
     @admin.display(description="artifacts")
     def artifact_list(self, execution: Execution):
@@ -168,10 +173,11 @@ class ExecutionAdmin(admin.ModelAdmin):
         for index, artifact in enumerate(execution.artifacts):
             url = reverse("admin:executions_artifact", args=[execution.pk, index])
             picture = ""
-            if artifact.get("mime_type") in INLINE_IMAGES:
+            if artifact.get("mime_type") in INLINE_IMAGES and artifact.get("size", 0) <= files.inline_limit():
                 # An <img> never runs scripts, so even an svg the code wrote is safe to show this way.
                 picture = format_html('<img class="run-artifact" alt="{}" src="data:{};base64,{}">',
-                                      artifact["name"], artifact["mime_type"], artifact.get("content_b64", ""))
+                                      artifact["name"], artifact["mime_type"],
+                                      base64.b64encode(files.content(artifact)).decode())
             items.append((picture, url, artifact["name"], artifact.get("mime_type", ""), artifact.get("size", 0)))
         return format_html('<ul class="run-artifacts">{}</ul>', format_html_join(
             "", '<li>{}<a href="{}" download>{}</a> ({}, {} bytes)</li>', items))
@@ -198,3 +204,21 @@ class ApiTokenAdmin(admin.ModelAdmin):
         token, key = ApiToken.issue(obj.user, name=obj.name)
         obj.pk = token.pk
         self.message_user(request, f"New API token (shown once, copy it now): {key}", messages.WARNING)
+
+
+@admin.action(description="Delete all ended executions and files of the selected accounts",
+              permissions=["delete"])
+def purge_account_data(modeladmin, request, queryset):
+    for account in queryset:
+        deleted = retention.purge_account(account.pk)
+        modeladmin.message_user(request, f"{account}: {deleted} executions and their files deleted", messages.SUCCESS)
+
+
+# The account list gets the purge action; everything else of Django's user admin stays as it is (the auth
+# app comes before this one in INSTALLED_APPS, so its registration is there to replace).
+admin.site.unregister(get_user_model())
+
+
+@admin.register(get_user_model())
+class AccountAdmin(UserAdmin):
+    actions = [purge_account_data]

@@ -1,23 +1,31 @@
-"""Fair share between accounts: at most SANDBOX_TENANT_MAX_CONCURRENT runs of one account are in flight
-(SANDBOX_RAGFLOW_MAX_CONCURRENT for the `ragflow` account: max_concurrent).
+"""Fair share of the workers between accounts: max-min fair admission of held runs.
 
-A run is in flight from the moment its task is sent to the broker (`dispatched_at` set) until it ends. An
-account's other runs stay queued in the database only — held, with no broker message — so they take no
-place in a broker queue or a worker thread ahead of other accounts' runs. Whenever a run of the account
-ends (and on every reconcile), its oldest held runs are admitted up to the limit. The account's row is
-locked while deciding, so concurrent submits and ends cannot admit more than the limit. Beyond
-SANDBOX_TENANT_MAX_QUEUED queued runs, a submit is refused with 429.
+A run is in flight from the moment its task is sent to the broker (`dispatched_at` set) until it ends. Runs
+not yet admitted stay queued in the database only — held, with no broker message — so they take no place
+in a broker queue or a worker thread ahead of other accounts' runs.
+
+Two limits decide what may be sent: the workers' capacity (`capacity()`: worker threads of the live sandbox
+workers, or SANDBOX_ADMISSION_CAPACITY) and each account's own cap (`limit_for`). While there is room, the
+account with the fewest runs in flight goes next (its oldest held run; the oldest wins a tie), so an
+account with nothing in flight is always admitted before one already holding its share, and the broker
+never holds more messages than the workers have threads: a newcomer never waits behind a backlog. Whenever
+a run ends (and on every reconcile and submit) `admit()` fills the room again. One lock serialises the
+decision, so concurrent submits and ends can never exceed a limit.
 """
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from providers.base import Status
+from providers.heartbeats import live_workers
 from sandboxctl.executions.accounts import RAGFLOW_ACCOUNT
 from sandboxctl.executions.models import Execution
+
+ADMISSION_LOCK = 0x5BC7_AD01  # the PostgreSQL advisory lock taken while deciding (any constant of our own)
+HELD_SCAN_LIMIT = 2000  # held runs looked at per decision: far more than the room there ever is
 
 
 class TooManyQueued(Exception):
@@ -29,46 +37,104 @@ def lock_account(account_id: int) -> None:
     get_user_model().objects.select_for_update().filter(pk=account_id).values_list("pk", flat=True).first()
 
 
+class StorageQuotaExceeded(TooManyQueued):
+    """The account keeps as many bytes of files as its quota allows (answered 429, as a full queue is)."""
+
+
 def check_quota(account_id: int) -> None:
     queued = Execution.objects.filter(caller_id=account_id, status=Status.QUEUED).count()
     if queued >= settings.SANDBOX_TENANT_MAX_QUEUED:
         raise TooManyQueued(
             f"this account has {queued} runs queued, the most it may (SANDBOX_TENANT_MAX_QUEUED); retry when some end"
         )
+    stored = Execution.objects.filter(caller_id=account_id).aggregate(total=Sum("stored_bytes"))["total"] or 0
+    quota = settings.SANDBOX_TENANT_STORAGE_QUOTA
+    if stored >= quota:
+        raise StorageQuotaExceeded(
+            f"this account keeps {stored} bytes of artifacts, its quota is {quota} (SANDBOX_TENANT_STORAGE_QUOTA); "
+            f"runs older than {settings.SANDBOX_RETENTION_DAYS:g} days are deleted (SANDBOX_RETENTION_DAYS)"
+        )
 
 
-def max_concurrent(account_id: int) -> int:
-    """The account's cap on runs in flight. The `ragflow` service account stands for every RAGFlow user
-    behind one RAGFlow, so it has its own (SANDBOX_RAGFLOW_MAX_CONCURRENT)."""
+def limit_for(account_id: int) -> int:
+    """The most runs of one account in flight at once. The `ragflow` service account stands for every RAGFlow
+    user behind one RAGFlow, so it has its own cap (SANDBOX_RAGFLOW_MAX_CONCURRENT)."""
     name = get_user_model().objects.filter(pk=account_id).values_list("username", flat=True).first()
     if name == RAGFLOW_ACCOUNT:
         return settings.SANDBOX_RAGFLOW_MAX_CONCURRENT
     return settings.SANDBOX_TENANT_MAX_CONCURRENT
 
 
+def capacity() -> int:
+    """Runs the workers can hold at once: SANDBOX_ADMISSION_CAPACITY, or each live sandbox worker's threads."""
+    if settings.SANDBOX_ADMISSION_CAPACITY > 0:
+        return settings.SANDBOX_ADMISSION_CAPACITY
+    workers = sum(1 for depth in live_workers().values_list("pool_depth", flat=True) if depth)
+    return settings.SANDBOX_WORKER_CONCURRENCY * max(1, workers)
+
+
 def in_flight(account_id: int) -> int:
-    sent = Q(status=Status.QUEUED, dispatched_at__isnull=False) | Q(status=Status.RUNNING)
-    return Execution.objects.filter(sent, caller_id=account_id).count()
+    return Execution.objects.filter(_sent(), caller_id=account_id).count()
 
 
-def admit(account_id: int | None) -> list[Execution]:
-    """Mark the account's oldest held runs as sent, up to its limit, and return them for the caller to send."""
-    if account_id is None:
-        return []
+def _sent() -> Q:
+    return Q(status=Status.QUEUED, dispatched_at__isnull=False) | Q(status=Status.RUNNING)
+
+
+def _lock_admission() -> None:
+    """One decision at a time, across web and worker processes. SQLite transactions here are IMMEDIATE
+    (settings), which serialises them already."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADMISSION_LOCK])
+
+
+def choose(flying: dict[int, int], held: list[tuple[str, int]], room: int, limits: dict[int, int]) -> list[str]:
+    """Max-min fair pick of up to `room` runs: `held` is (run id, account) oldest first, `flying` the runs each
+    account has in flight, `limits` each account's cap. Each pick goes to the account with the fewest in
+    flight that is below its cap, taking that account's oldest held run."""
+    queues: dict[int, list[str]] = {}
+    for run_id, account in held:
+        queues.setdefault(account, []).append(run_id)
+    flying = dict(flying)
+    chosen = []
+    while room > 0:
+        ready = [account for account, runs in queues.items() if runs and flying.get(account, 0) < limits[account]]
+        if not ready:
+            break
+        # min() keeps the first of equals, and `queues` is in order of each account's oldest held run.
+        account = min(ready, key=lambda candidate: flying.get(candidate, 0))
+        chosen.append(queues[account].pop(0))
+        flying[account] = flying.get(account, 0) + 1
+        room -= 1
+    return chosen
+
+
+def admit(account_id: int | None = None) -> list[Execution]:
+    """Mark the next held runs of any account as sent, fairly and within the limits, and return them for the
+    caller to send. `account_id` (the account whose run was submitted or ended) is not needed: a freed slot
+    may belong to anyone."""
     with transaction.atomic():
-        lock_account(account_id)
-        room = max_concurrent(account_id) - in_flight(account_id)
+        _lock_admission()
+        flying = dict(
+            Execution.objects.filter(_sent(), caller__isnull=False)
+            .order_by().values("caller_id").annotate(count=Count("pk")).values_list("caller_id", "count")
+        )
+        room = capacity() - sum(flying.values())
         if room <= 0:
             return []
         held = list(
-            Execution.objects.filter(caller_id=account_id, status=Status.QUEUED, dispatched_at__isnull=True)
-            .order_by("created_at")
-            .values_list("pk", flat=True)[:room]
+            Execution.objects.filter(status=Status.QUEUED, dispatched_at__isnull=True, caller__isnull=False)
+            .order_by("created_at").values_list("pk", "caller_id")[:HELD_SCAN_LIMIT]
         )
-        Execution.objects.filter(pk__in=held, status=Status.QUEUED, dispatched_at__isnull=True).update(
+        limits = {account: limit_for(account) for account in {account for _, account in held}}
+        chosen = choose(flying, held, room, limits)
+        if not chosen:
+            return []
+        Execution.objects.filter(pk__in=chosen, status=Status.QUEUED, dispatched_at__isnull=True).update(
             dispatched_at=timezone.now()
         )
-        return list(Execution.objects.filter(pk__in=held))
+        return list(Execution.objects.filter(pk__in=chosen).order_by("created_at"))
 
 
 def accounts_with_held_runs() -> list[int]:

@@ -8,10 +8,12 @@ from django.utils import timezone
 
 from executor.verify import storable
 from providers.base import ExecutionResult, Status
-from sandboxctl.executions import notify
+from sandboxctl.executions import files, notify
 from sandboxctl.executions.signals import execution_ended
 
 TERMINAL = [status.value for status in Status if status.is_terminal]
+# The callback outbox's states in which a delivery is still due or under way (worker/callbacks.py).
+CALLBACK_OWED = ("pending", "retrying", "sending")
 
 
 def hash_token(key: str) -> str:
@@ -84,6 +86,11 @@ class Execution(models.Model):
     sandbox_id = models.CharField(max_length=128, blank=True, default="")
     # False while a remote (SaaS) sandbox of this run may still exist; the reconciler deletes it.
     sandbox_released = models.BooleanField(default=True, db_index=True)
+    # Bytes this run keeps in the file store (files.py): counted against the account's storage quota.
+    stored_bytes = models.BigIntegerField(default=0)
+    # Where a long stdout or stderr is kept whole (files.py); the text fields then hold its beginning.
+    stdout_file = models.CharField(max_length=255, blank=True, default="")
+    stderr_file = models.CharField(max_length=255, blank=True, default="")
     token = models.ForeignKey(ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     caller = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
@@ -141,16 +148,22 @@ class Execution(models.Model):
     def finish(self, outcome: ExecutionResult, worker: str | None = None) -> bool:
         """running → a terminal status, recording everything observed. False when it had already ended (or,
         with `worker`, when another instance holds it now)."""
+        artifacts, stored_bytes = files.offload_artifacts(self, storable(outcome.artifacts))
+        stdout, stdout_file, stdout_bytes = files.offload_output(self, "stdout", storable(outcome.stdout))
+        stderr, stderr_file, stderr_bytes = files.offload_output(self, "stderr", storable(outcome.stderr))
         fields = {
             "status": outcome.status,
-            "stdout": storable(outcome.stdout),
-            "stderr": storable(outcome.stderr),
+            "stdout": stdout,
+            "stderr": stderr,
+            "stdout_file": stdout_file,
+            "stderr_file": stderr_file,
             "stdout_truncated": outcome.stdout_truncated,
             "stderr_truncated": outcome.stderr_truncated,
             "exit_code": outcome.exit_code,
             "result_present": outcome.result_present,
             "result": storable(outcome.result_value),
-            "artifacts": storable(outcome.artifacts),
+            "artifacts": artifacts,
+            "stored_bytes": stored_bytes + stdout_bytes + stderr_bytes,
             "rejected_artifacts": storable(outcome.rejected_artifacts),
             "error_code": outcome.error_code,
             "error_message": storable(outcome.error_message),
@@ -164,6 +177,9 @@ class Execution(models.Model):
             for name, value in fields.items():  # what was stored is what we hold: no re-read needed
                 setattr(self, name, value)
         else:
+            # The row never named these files.
+            files.delete_files(Execution(pk=self.pk, artifacts=artifacts, stdout_file=stdout_file,
+                                         stderr_file=stderr_file))
             self.refresh_from_db()
         return bool(done)
 

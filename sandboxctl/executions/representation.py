@@ -3,10 +3,13 @@ the callback delivery both use it; neither builds its own)."""
 
 from rest_framework import serializers
 
+from sandboxctl.executions import files
 from sandboxctl.executions.models import Execution
 
 
 class ExecutionSerializer(serializers.ModelSerializer):
+    stdout = serializers.SerializerMethodField()
+    stderr = serializers.SerializerMethodField()
     result = serializers.SerializerMethodField()
     truncated = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
@@ -20,6 +23,12 @@ class ExecutionSerializer(serializers.ModelSerializer):
             "execution_time", "memory_used_kb", "artifacts", "rejected_artifacts", "truncated", "error",
             "limits", "created_at", "started_at", "finished_at", "queue_wait",
         ]
+
+    def get_stdout(self, execution: Execution) -> str:
+        return files.output(execution, "stdout")
+
+    def get_stderr(self, execution: Execution) -> str:
+        return files.output(execution, "stderr")
 
     def get_result(self, execution: Execution) -> dict:
         return execution.returned()
@@ -36,4 +45,18 @@ class ExecutionSerializer(serializers.ModelSerializer):
         return None if execution.queue_wait is None else execution.queue_wait.total_seconds()
 
     def get_artifacts(self, execution: Execution) -> list[dict]:
-        return execution.artifacts
+        return files.described(execution, files.inline_limit(), self.context.get("request"))
+
+
+class ExecutionSummarySerializer(ExecutionSerializer):
+    """A listing's item: the first 4 KiB of stdout and stderr (files.OUTPUT_INLINE_CHARS), and artifacts by
+    name, size and download URL, never their contents."""
+
+    def get_stdout(self, execution: Execution) -> str:
+        return execution.stdout
+
+    def get_stderr(self, execution: Execution) -> str:
+        return execution.stderr
+
+    def get_artifacts(self, execution: Execution) -> list[dict]:
+        return files.described(execution, None, self.context.get("request"))

@@ -17,7 +17,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from providers.base import Status
-from sandboxctl.executions.models import Execution
+from sandboxctl.executions.models import CALLBACK_OWED, Execution
 from sandboxctl.executions.outbound import CALLBACK_TIMEOUT, Refused, post_json
 from sandboxctl.executions.representation import ExecutionSerializer
 
@@ -66,7 +66,7 @@ def overdue(now=None):
     """Callbacks whose delivery task was lost (broker down when the run ended, worker died mid-delivery)."""
     now = now or timezone.now()
     return Execution.objects.filter(
-        callback_status__in=("pending", "retrying", "sending"), callback_due_at__lt=now - timedelta(seconds=30),
+        callback_status__in=CALLBACK_OWED, callback_due_at__lt=now - timedelta(seconds=30),
         status__in=[status.value for status in Status if status.is_terminal],
     )
 

@@ -19,7 +19,7 @@ from providers import manager
 from providers.base import Limits, ProviderError, Status
 from providers.heartbeats import live_workers
 from providers.models import WorkerHeartbeat
-from sandboxctl.executions import admission
+from sandboxctl.executions import admission, retention
 from sandboxctl.executions.dispatch import CALLBACK_TASK, RUN_TASK, dispatch, queue_callback
 from sandboxctl.executions.models import Execution, SandboxRecord
 from sandboxctl.worker import callbacks, spool
@@ -65,7 +65,7 @@ def run_execution(execution_id: str) -> None:
     try:
         outcome = provider.run(execution.code, execution.language, limits, execution.arguments,
                                should_stop=execution.was_cancelled, run_id=run_id(execution),
-                               ledger=SandboxRecord(execution.pk))
+                               ledger=SandboxRecord(execution.pk), account=str(execution.caller_id or ""))
     except ProviderError as exc:
         log.warning("execution %s: provider %s failed: %s", execution_id, provider.name, exc)
         failure = (exc.code, str(exc))
@@ -126,9 +126,15 @@ def reconcile(judge: bool | None = None) -> dict:
         "callbacks_resent": resend_lost_callbacks(now),
         "sandboxes_released": release_leftover_sandboxes(now),
         "heartbeats_forgotten": WorkerHeartbeat.objects.filter(seen_at__lt=now - HEARTBEAT_KEEP).delete()[0],
+        "executions_deleted": delete_expired_executions(now),
     }
     watch.pass_completed()
     return counts
+
+
+def delete_expired_executions(now) -> int:
+    """Storage stays bounded: executions older than SANDBOX_RETENTION_DAYS go, with their files."""
+    return retention.delete_expired(now)
 
 
 def expire_stale_queued(now) -> int:

@@ -44,3 +44,11 @@ def test_lists_and_networks(monkeypatch):
     assert env.env_list("SANDBOX_TEST_SETTING") == ["a", "b"]
     monkeypatch.setenv("SANDBOX_TEST_SETTING", "10.0.0.0/8,::1")
     assert [str(net) for net in env.env_networks("SANDBOX_TEST_SETTING")] == ["10.0.0.0/8", "::1/128"]
+
+
+def test_a_json_object_setting(monkeypatch):
+    monkeypatch.setenv("SANDBOX_TEST_OPTIONS", '{"bucket_name": "runs"}')
+    assert env.env_json_object("SANDBOX_TEST_OPTIONS", {}) == {"bucket_name": "runs"}
+    monkeypatch.setenv("SANDBOX_TEST_OPTIONS", '["runs"]')
+    with pytest.raises(ImproperlyConfigured, match="SANDBOX_TEST_OPTIONS"):
+        env.env_json_object("SANDBOX_TEST_OPTIONS", {})

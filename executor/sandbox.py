@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from executor.config import JobLimits, SandboxConfig
+from executor.deadlines import SANDBOX_DRAIN, SANDBOX_KILL_GRACE
 from executor.protocol import DONE, JOB, PING, READY, STDERR, STDOUT, FrameDecoder, ProtocolError, encode_frame
 from executor.runner.wire import KEY_SIZE
 from executor.verify import as_int, check_artifacts, check_outcome
@@ -21,9 +22,7 @@ from executor.verify import as_int, check_artifacts, check_outcome
 log = logging.getLogger(__name__)
 
 RUNNER = "/opt/sandboxctl/supervisor.py"
-HARD_GRACE = 0.6  # the supervisor stops the child at the deadline; past this the worker kills the sandbox
 SILENCE_CHECK = 0.3  # after this long without bytes, ask the backend whether the sandbox is still alive
-DRAIN_AFTER_EXIT = 1.0  # how long what an ended sandbox wrote is still read before its end is recorded
 MAX_FRAME = 64 * 1024 * 1024
 SANDBOX_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -207,7 +206,7 @@ class Sandbox:
 
     def _observe(self, report: RunReport, started: float, limits: JobLimits, should_stop, key: bytes) -> None:
         frames = FrameDecoder(MAX_FRAME, key)
-        hard_deadline = started + limits.timeout + HARD_GRACE
+        hard_deadline = started + limits.timeout + SANDBOX_KILL_GRACE
         next_stop_check = started + SILENCE_CHECK
         stdout, stderr = bytearray(), bytearray()
         last_bytes = time.monotonic()
@@ -234,7 +233,7 @@ class Sandbox:
                     if drain_until is None and quiet and not self._exit_state(False).running:
                         # It ended while we were not reading: its last frames (DONE) may still be in the pipe,
                         # written just before it exited. Read them before concluding it died.
-                        drain_until = time.monotonic() + DRAIN_AFTER_EXIT
+                        drain_until = time.monotonic() + SANDBOX_DRAIN
                     continue
                 if data == b"":
                     self._still_running(report, exited=True)

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from django.conf import settings
 
 from executor.config import LANGUAGES
+from executor.deadlines import SAAS_OVERHEAD, Budget, budget
 from executor.verify import NotJSON, check_outcome, strict_json
 from providers.schema import ConfigField, validate, with_defaults
 
@@ -104,6 +105,8 @@ class SandboxProvider:
     description: str = ""
     queue: str = "sandbox.saas"
     languages: tuple[str, ...] = LANGUAGES
+    # What the provider may take past a run's own limit before it gives up by itself (executor/deadlines.py).
+    run_overhead: float = SAAS_OVERHEAD
 
     def __init__(self) -> None:
         self.config: dict = {}
@@ -126,6 +129,15 @@ class SandboxProvider:
 
     def is_configured(self) -> bool:
         return not self.validate_config(self.config)
+
+    def acquire_wait(self, limits: Limits) -> float:
+        """How long a run may wait for a sandbox before its own limit starts (none here: SaaS creation is part
+        of `run_overhead`)."""
+        return 0.0
+
+    def budget(self, limits: Limits) -> Budget:
+        """Every deadline of one run of this provider, from the one home of deadlines."""
+        return budget(limits.timeout, self.acquire_wait(limits), self.run_overhead)
 
     def limits_for(self, timeout: float | None, memory_mb: int | None) -> Limits:
         """Clamp what a caller asked for to what this provider and the server allow; never raise a limit."""

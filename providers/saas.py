@@ -9,7 +9,7 @@ and that line is cut from stdout.
 
 Every failure of the service itself ends as one of `Failure`'s kinds, mapped from HTTP status and SDK
 exception types, never from message text; the retryable ones are tried again a bounded number of times
-within the run's deadline. Each run ends within its timeout plus RUN_OVERHEAD, whatever the SDK does.
+within the run's deadline. Each run ends within its provider deadline (executor/deadlines.py), whatever the SDK does.
 """
 
 import base64
@@ -43,10 +43,9 @@ DRIVERS = Path(__file__).parent / "drivers"
 DRIVER = {"python": (DRIVERS / "driver.py").read_text(), "nodejs": (DRIVERS / "driver.js").read_text()}
 RUNNER = {"python": (RUNNER_DIR / "child.py").read_bytes(), "nodejs": (RUNNER_DIR / "child.js").read_bytes()}
 
-# Past the run's own timeout: the driver reports the timeout itself; this covers the answer's way back.
+# Past the run's own timeout: the driver reports the timeout itself; this covers the answer's way back. The
+# whole run ends within its deadline budget (executor/deadlines.py: timeout plus SAAS_OVERHEAD).
 EXECUTE_GRACE = 5.0
-# Each run ends within its timeout plus this: sandbox creation, readiness, retries and the execute grace.
-RUN_OVERHEAD = 30.0
 REQUEST_TIMEOUT = 10.0  # one API call that is not the execution (create, delete, list, health)
 ATTEMPTS = 3
 BACKOFF = (0.5, 1.5)  # seconds before the 2nd and 3rd attempt, unless the service says Retry-After
@@ -200,7 +199,7 @@ class SaaSProvider(SandboxProvider):
     # The shared run.
     def run(self, code: str, language: str, limits: Limits, arguments: dict, should_stop=None,
             run_id: str = "", ledger: SandboxLedger | None = None, account: str = "") -> ExecutionResult:
-        deadline = time.monotonic() + limits.timeout + RUN_OVERHEAD
+        deadline = time.monotonic() + self.budget(limits).provider_deadline
         self.guarded("preparing", self.prepare, language, deadline)
         if ledger:
             ledger.creating()  # from here on a sandbox may exist, even if its create answer never arrives

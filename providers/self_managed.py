@@ -7,6 +7,7 @@ from pathlib import Path
 from django.conf import settings
 
 from executor.config import PRELOADED, JobLimits, KindSize, PoolConfig, SandboxConfig
+from executor.deadlines import SANDBOX_DRAIN, SANDBOX_KILL_GRACE
 from executor.pool import PoolExhausted, SandboxPool
 from executor.sandbox import RunReport, SandboxError
 from providers.base import (
@@ -114,6 +115,7 @@ def current_pool() -> SandboxPool | None:
 
 class SelfManagedProvider(SandboxProvider):
     name = "self_managed"
+    run_overhead = SANDBOX_KILL_GRACE + SANDBOX_DRAIN
     label = "Self-managed gVisor pool"
     description = "Warm single-use gVisor (runsc) containers on the worker hosts; no network, no secrets."
 
@@ -153,6 +155,10 @@ class SelfManagedProvider(SandboxProvider):
     def queue_for(self, language: str) -> str:
         return f"sandbox.{language}"
 
+    def acquire_wait(self, limits: Limits) -> float:
+        # A busy host only slows a refill down, so a run may wait for its sandbox as long as its own limit.
+        return max(settings.SANDBOX_POOL_ACQUIRE_TIMEOUT, limits.timeout)
+
     def run(self, code: str, language: str, limits: Limits, arguments: dict, should_stop=None, run_id: str = "",
             ledger=None, account: str = "") -> ExecutionResult:
         """One run in a fresh sandbox of this worker's pool (the kind chosen from the code), removed afterwards.
@@ -162,8 +168,7 @@ class SelfManagedProvider(SandboxProvider):
         if pool is None:
             raise ProviderError("this worker has no sandbox pool")
         try:
-            sandbox = pool.acquire(language, timeout=max(settings.SANDBOX_POOL_ACQUIRE_TIMEOUT, limits.timeout),
-                                   code=code)
+            sandbox = pool.acquire(language, timeout=self.acquire_wait(limits), code=code)
         except PoolExhausted as exc:
             raise ProviderError(str(exc), code="pool_exhausted") from exc
         except SandboxError as exc:

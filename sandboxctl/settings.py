@@ -8,6 +8,7 @@ import dj_database_url
 from kombu import Exchange, Queue
 
 from executor import config as executor_config
+from executor.deadlines import visibility_timeout
 from sandboxctl.env import (
     env_bool,
     env_choice,
@@ -196,7 +197,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = SANDBOX_REQUEST_MAX_BYTES
 SANDBOX_TENANT_MAX_CONCURRENT = env_int("SANDBOX_TENANT_MAX_CONCURRENT", 2)
 SANDBOX_TENANT_MAX_QUEUED = env_int("SANDBOX_TENANT_MAX_QUEUED", 50)
 SANDBOX_TENANT_RATE = env_rate("SANDBOX_TENANT_RATE", "1200/min")
-SANDBOX_WAIT_CAP = env_float("SANDBOX_WAIT_CAP", 90.0)
+SANDBOX_WAIT_CAP = env_float("SANDBOX_WAIT_CAP", 600.0)
 # RAGFlow's `/run` waits for the run's end as long as RAGFlow's own client does (its 600 s), holding no thread.
 SANDBOX_RAGFLOW_WAIT = env_float("SANDBOX_RAGFLOW_WAIT", 600.0)
 SANDBOX_QUEUE_TTL = env_float("SANDBOX_QUEUE_TTL", 600.0)
@@ -260,7 +261,8 @@ SANDBOX_SITE = env_str("SANDBOX_SITE", "") or hashlib.sha256(
 ).hexdigest()[:12]
 
 # A message not acknowledged within this time is redelivered: keep it well above the longest run.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(max(3600, SANDBOX_TIMEOUT_MAX * 10))}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": visibility_timeout(
+    SANDBOX_TIMEOUT_MAX, SANDBOX_POOL_ACQUIRE_TIMEOUT, SANDBOX_OVERDUE_GRACE)}
 
 # Fernet keys for provider secrets at rest: the first encrypts, all decrypt (rotation). Unset: derived from
 # SECRET_KEY, which is fine for a single machine; set your own in production.

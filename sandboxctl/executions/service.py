@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from providers import manager
+from providers.base import Limits
 from sandboxctl.executions import admission, notify
 from sandboxctl.executions.dispatch import dispatch
 from sandboxctl.executions.models import Execution
@@ -133,5 +134,7 @@ async def await_end(execution_id, timeout: float) -> bool:
 
 
 def wait_budget(execution: Execution) -> float:
-    """How long a `wait=true` request waits: the run's own limit plus time to queue, start and report."""
-    return min(execution.limits["timeout"] + settings.SANDBOX_POOL_ACQUIRE_TIMEOUT + 5.0, settings.SANDBOX_WAIT_CAP)
+    """How long a `wait=true` request waits: past its provider's own deadline (executor/deadlines.py), so a
+    run that ends is always answered, unless an operator caps it lower (SANDBOX_WAIT_CAP)."""
+    budget = manager.provider(execution.provider).budget(Limits(**execution.limits))
+    return min(budget.wait, settings.SANDBOX_WAIT_CAP)

@@ -200,11 +200,12 @@ def recover_runs_of_lost_workers(now) -> dict:
 
 
 def end_overdue_runs(now) -> int:
-    """A run still running well past its own time limit is ended, whatever its worker's heartbeat says."""
-    slack = settings.SANDBOX_OVERDUE_GRACE + settings.SANDBOX_POOL_ACQUIRE_TIMEOUT
+    """A run still running past its overdue point (executor/deadlines.py: its provider's deadline, the report
+    margin and SANDBOX_OVERDUE_GRACE) is ended, whatever its worker's heartbeat says."""
     ended = 0
     for execution in Execution.objects.filter(status=Status.RUNNING):
-        limit = timedelta(seconds=float(execution.limits.get("timeout", settings.SANDBOX_TIMEOUT_MAX)) + slack)
+        budget = manager.provider(execution.provider).budget(Limits(**execution.limits))
+        limit = timedelta(seconds=budget.overdue(settings.SANDBOX_OVERDUE_GRACE))
         if execution.started_at and execution.started_at < now - limit:
             ended += execution.end_with_error(
                 Status.SANDBOX_ERROR, "overdue", "the run outlived its time limit and its worker never ended it"

@@ -100,7 +100,7 @@ class Watch:
     def may_judge(self) -> bool:
         now = time.monotonic()
         gap = 3 * settings.CELERY_BEAT_SCHEDULE["reconcile-executions"]["schedule"]
-        if self.last is None or now - self.last > gap:
+        if self.since is None or self.last is None or now - self.last > gap:
             self.since = now
         return now - self.since >= settings.SANDBOX_WORKER_STALE_AFTER
 

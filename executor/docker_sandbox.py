@@ -225,3 +225,6 @@ class DockerBackend:
 
     def describe(self) -> dict[str, str]:
         return describe_docker_runtime(self.client, self.config.runtime)
+
+    def share_cpu(self) -> None:
+        """Containers are not grouped by account here: dockerd's CPU shares are per container."""

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 
 from executor.config import PRELOADED, PoolConfig
-from executor.sandbox import Sandbox, SandboxError
+from executor.sandbox import Sandbox, SandboxBackend, SandboxError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ def imported_packages(code: str) -> set[str]:
 
 
 class SandboxPool:
-    def __init__(self, backend, config: PoolConfig, live_owners: Callable[[], set[str]] | None = None) -> None:
+    def __init__(self, backend: SandboxBackend, config: PoolConfig,
+                 live_owners: Callable[[], set[str]] | None = None) -> None:
         """`backend` makes, finds and removes sandboxes (runsc_sandbox.RunscBackend, docker_sandbox.DockerBackend);
         `live_owners` names the worker instances alive now (fresh heartbeats); without it, only this pool's own
         sandboxes are ever reaped."""
@@ -329,11 +330,8 @@ class SandboxPool:
 
     def _share_cpu(self) -> None:
         """Share the host's CPU between the accounts running now (backends that can: runsc)."""
-        share = getattr(self.backend, "share_cpu", None)
-        if share is None:
-            return
         try:
-            share()
+            self.backend.share_cpu()
         except Exception:  # noqa: BLE001 - retried at the next health check
             log.exception("pool %s: sharing the CPU between accounts failed", self.config.name)
 

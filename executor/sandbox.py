@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from executor.config import JobLimits, SandboxConfig
 from executor.deadlines import SANDBOX_DRAIN, SANDBOX_KILL_GRACE
@@ -291,3 +292,36 @@ def _append_capped(buffer: bytearray, data: bytes, cap: int) -> bool:
     if room > 0:
         buffer += data[:room]
     return False
+
+
+class SandboxBackend(Protocol):
+    """What makes, finds and removes sandboxes on one host; the warm pool is written against this alone
+    (runsc_sandbox.RunscBackend drives runsc directly, docker_sandbox.DockerBackend goes through dockerd)."""
+
+    name: str
+    config: SandboxConfig
+
+    def prepare(self) -> None:
+        """Check the host and build what sandboxes need (root file systems); raises when it cannot."""
+
+    def describe(self) -> dict[str, str]:
+        """The runtime as operators see it: backend, version, platform."""
+
+    def owner_key(self, owner: str) -> str:
+        """The label a worker instance's sandboxes carry, so sweeps can tell whose they are."""
+
+    def kinds_available(self) -> set[str]:
+        """The kinds of sandbox this backend can make now (languages, and the preloaded snapshot once ready)."""
+
+    def make(self, kind: str, on_created: Callable[[str], None] | None = None) -> Sandbox:
+        """A new sandbox of `kind`, started and waiting for its one job."""
+
+    def find(self) -> list[Found]:
+        """Every sandbox of this site on this host, with its owner and creation time."""
+
+    def remove(self, sandbox_id: str) -> None:
+        """Remove a sandbox and everything of it; quiet when it is gone already."""
+
+    def share_cpu(self) -> None:
+        """Rebalance CPU between accounts with runs in flight (a backend without account cgroups does nothing)."""
+

@@ -59,6 +59,7 @@ class RunReport:
     duration: float = 0.0
     artifacts: list[dict] = field(default_factory=list)
     rejected_artifacts: list[dict] = field(default_factory=list)
+    too_many_artifacts: bool = False
 
 
 @dataclass
@@ -138,6 +139,13 @@ class Sandbox:
     def to_foreground(self) -> None:
         """It is about to run a job: from now on it competes for CPU as an equal (see the runsc backend)."""
 
+    def limit_memory(self, memory_mb: int) -> None:
+        """It is about to run a job that asked for memory_mb: hold it to that (the runsc backend does)."""
+
+    def memory_peak_kb(self) -> int | None:
+        """The sandbox's own peak memory during the run as the host measured it, when the backend can."""
+        return None
+
     # Session (shared)
 
     def start(self) -> None:
@@ -184,6 +192,7 @@ class Sandbox:
             },
         }
         self.to_foreground()
+        self.limit_memory(limits.memory_mb)
         started = time.monotonic()
         self._send(encode_frame(JOB, json.dumps(job, ensure_ascii=False).encode()))
         report = RunReport()
@@ -195,6 +204,7 @@ class Sandbox:
             self.kill()
         # The worker's own clock, never a number the sandbox sends.
         report.duration = time.monotonic() - started
+        report.memory_used_kb = self.memory_peak_kb() or report.memory_used_kb
         return report
 
     def _observe(self, report: RunReport, started: float, limits: JobLimits, should_stop, key: bytes) -> None:
@@ -259,6 +269,7 @@ class Sandbox:
         report.result = check_outcome(done.get("result"))
         report.stdout_truncated |= done.get("stdout_truncated") is True
         report.stderr_truncated |= done.get("stderr_truncated") is True
+        report.too_many_artifacts = done.get("artifacts_error") == "too_many_artifacts"
         report.artifacts, report.rejected_artifacts = check_artifacts(
             done.get("artifacts"), done.get("rejected_artifacts"), limits
         )

@@ -224,6 +224,8 @@ def classify(report: RunReport, limits: Limits, language: str) -> ExecutionResul
     elif report.sandbox_failure:
         set_status(result, Status.SANDBOX_ERROR, "sandbox_error", report.sandbox_failure)
     apply_outcome(result, report.result, limits)
+    if report.too_many_artifacts and result.status == Status.SUCCEEDED:
+        set_status(result, Status.FAILED, "too_many_artifacts", "the artifacts folder holds more than 1000 entries")
     return result
 
 

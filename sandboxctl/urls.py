@@ -4,7 +4,7 @@ from django.urls import path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from sandboxctl.console import provider_api
+from sandboxctl.console import login_throttle, provider_api
 from sandboxctl.console.admin_page import sandbox_settings
 from sandboxctl.console.dashboard import dashboard
 from sandboxctl.executions import metrics, views
@@ -27,5 +27,6 @@ urlpatterns = [
     path("admin/sandbox-settings/", admin.site.admin_view(sandbox_settings), name="sandbox-settings"),
     path("admin/dashboard/", admin.site.admin_view(dashboard), name="dashboard"),
     path("favicon.ico", RedirectView.as_view(url=static("console/favicon.svg"), permanent=True)),
+    path("admin/login/", login_throttle.login, name="admin-login"),
     path("admin/", admin.site.urls),
 ]

@@ -44,6 +44,7 @@ def sandbox_config() -> SandboxConfig:
         bundle_dir=Path(settings.SANDBOX_RUNSC_STATE_DIR) / "bundles",
         rootfs_dir=settings.SANDBOX_ROOTFS_DIR,
         snapshot_dir=settings.SANDBOX_SNAPSHOT_DIR,
+        snapshot_variants=settings.SANDBOX_SNAPSHOT_VARIANTS,
         image_cache_dir=settings.SANDBOX_IMAGE_CACHE_DIR,
     )
 

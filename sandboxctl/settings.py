@@ -176,6 +176,7 @@ SANDBOX_RUNSC_PLATFORM = env_choice("SANDBOX_RUNSC_PLATFORM", "ptrace", ("ptrace
 SANDBOX_RUNSC_STATE_DIR = Path(env_str("SANDBOX_RUNSC_STATE_DIR", "/run/sandboxctl"))
 SANDBOX_ROOTFS_DIR = Path(env_str("SANDBOX_ROOTFS_DIR", "/var/lib/sandboxctl/rootfs"))
 SANDBOX_SNAPSHOT_DIR = Path(env_str("SANDBOX_SNAPSHOT_DIR", "/var/lib/sandboxctl/snapshots"))
+SANDBOX_SNAPSHOT_VARIANTS = env_int("SANDBOX_SNAPSHOT_VARIANTS", 3)
 SANDBOX_RUNTIME = env_str("SANDBOX_RUNTIME", "runsc")
 SANDBOX_ALLOW_INSECURE_RUNTIME = env_bool("SANDBOX_ALLOW_INSECURE_RUNTIME", False)
 # Warm sandboxes kept at least, per kind; demand raises each up to SANDBOX_POOL_MAX.

@@ -295,6 +295,12 @@ def open_artifact_dir(rejected: list[dict]) -> int | None:
     must be a real directory owned by the child (uid 65534) — never something root made, or a link to it."""
     work = os.open(WORK_DIR, OPEN_DIR)
     try:
+        # Judged by lstat first and then by identity: on runsc 0.0~20240729 an open with O_NOFOLLOW and
+        # O_DIRECTORY was seen to follow a link to /root, so O_NOFOLLOW alone is not relied on.
+        seen = os.stat("artifacts", dir_fd=work, follow_symlinks=False)
+        if not stat.S_ISDIR(seen.st_mode):
+            rejected.append({"name": "artifacts", "reason": "the artifacts folder is not a real folder"})
+            return None
         folder = os.open("artifacts", OPEN_DIR, dir_fd=work)
     except FileNotFoundError:
         return None
@@ -304,7 +310,11 @@ def open_artifact_dir(rejected: list[dict]) -> int | None:
     finally:
         os.close(work)
     info = os.fstat(folder)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != NOBODY:
+    if (info.st_dev, info.st_ino) != (seen.st_dev, seen.st_ino) or not stat.S_ISDIR(info.st_mode):
+        os.close(folder)
+        rejected.append({"name": "artifacts", "reason": "the artifacts folder changed while it was opened"})
+        return None
+    if info.st_uid != NOBODY:
         os.close(folder)
         rejected.append({"name": "artifacts", "reason": "the artifacts folder is not owned by the run"})
         return None
@@ -381,7 +391,9 @@ def read_artifact(folder: int, name: str, limits: dict, count: int, total: int) 
     except OSError as exc:
         return ("symbolic links are not followed" if exc.errno == errno.ELOOP else f"cannot open: {exc.strerror}"), b""
     try:
-        info = os.fstat(fd)
+        seen, info = info, os.fstat(fd)
+        if (info.st_dev, info.st_ino) != (seen.st_dev, seen.st_ino):
+            return "the file changed while it was opened", b""
         if not stat.S_ISREG(info.st_mode):
             return "not a regular file", b""
         if info.st_nlink > 1:

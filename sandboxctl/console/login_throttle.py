@@ -14,12 +14,16 @@ from django.core.cache import cache
 from django.http import HttpResponse
 
 
+def failure_keys(username: str, source: str) -> list[str]:
+    """The cache keys counting failed sign-ins for this user name and this source address."""
+    digest = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]  # any text makes a safe key
+    return [f"login-failures:user:{digest}", f"login-failures:source:{source}"]
+
+
 def _keys(request) -> list[tuple[str, int]]:
-    username = request.POST.get("username", "").strip().lower()
-    source = request.META.get("REMOTE_ADDR", "")
-    digest = hashlib.sha256(username.encode()).hexdigest()[:32]  # any text a caller sends makes a safe key
-    return [(f"login-failures:user:{digest}", settings.SANDBOXCTL_LOGIN_FAILURES_PER_USER),
-            (f"login-failures:source:{source}", settings.SANDBOXCTL_LOGIN_FAILURES_PER_SOURCE)]
+    user_key, source_key = failure_keys(request.POST.get("username", ""), request.META.get("REMOTE_ADDR", ""))
+    return [(user_key, settings.SANDBOXCTL_LOGIN_FAILURES_PER_USER),
+            (source_key, settings.SANDBOXCTL_LOGIN_FAILURES_PER_SOURCE)]
 
 
 def _record_failure(keys: list[tuple[str, int]]) -> None:

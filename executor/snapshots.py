@@ -13,9 +13,9 @@ What cannot be reseeded — the string-hash seed, the address-space layout of ev
 addresses — differs between interpreter starts only. So several snapshots (`snapshot_variants`, 3 by
 default) are made, each from its own start, and restores rotate through them: consecutive restores never
 share a hash seed or a layout. Each costs one more sandbox start with the imports and a checkpoint
-(~68 MB on disk, about 4 s of one core here), paid once per image version in the background; re-making a
-snapshot every N restores instead would pay that again and again on the request path's host. What still
-repeats within a variant is written in the README's threat model.
+(~69 MB on disk, 6-9 s of wall time each on this shared 2-core host), paid once per image version in the
+background; re-making a snapshot every N restores instead would pay that again and again on the serving
+host. What still repeats within a variant is written in the README's threat model.
 """
 
 import hashlib

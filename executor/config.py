@@ -45,6 +45,7 @@ class SandboxConfig:
     bundle_dir: Path = Path("/run/sandboxctl/bundles")
     rootfs_dir: Path = Path("/var/lib/sandboxctl/rootfs")
     snapshot_dir: Path = Path("/var/lib/sandboxctl/snapshots")
+    snapshot_variants: int = 3  # snapshots from separate interpreter starts, restored in turn (snapshots.py)
     image_cache_dir: Path = Path("/var/cache/sandboxctl")
 
     def __post_init__(self) -> None:

@@ -174,6 +174,36 @@ class Cgroup:
             found += parent.glob(f"{ACCOUNT_PREFIX}*/{self.name}")
         return found
 
+    def limit_run(self, memory_mb: int) -> None:
+        """The run's memory_mb is the memory: from its job on, the sandbox may hold that much more than it held
+        idle (the Sentry and the warm interpreter). gVisor keeps tmpfs files (/tmp, /work, /dev/shm) in its
+        memory file, charged to this cgroup, so files count as well. The peak is reset so it is the run's."""
+        directory = self._dirs()[0]
+        usage_name, limit_name = (("memory.current", "memory.max") if self.unified
+                                  else ("memory.usage_in_bytes", "memory.limit_in_bytes"))
+        try:
+            usage = int((directory / usage_name).read_text())
+            current = int((directory / limit_name).read_text().strip().replace("max", str(2**62)))
+        except (OSError, ValueError):
+            return
+        limit = str(usage + memory_mb * 1024 * 1024)
+        if self.unified:
+            _write(directory / "memory.max", limit, quiet=True)
+            return
+        # memsw must never be below the memory limit: raise it first when raising, lower it last when lowering.
+        order = ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"]
+        for name in order if int(limit) > current else reversed(order):
+            _write(directory / name, limit, quiet=True)
+        _write(directory / "memory.max_usage_in_bytes", "0", quiet=True)
+
+    def peak_kb(self) -> int | None:
+        """The cgroup's peak since the run's job began (v2: since the sandbox started; it cannot be reset)."""
+        name = "memory.peak" if self.unified else "memory.max_usage_in_bytes"
+        try:
+            return int((self._dirs()[0] / name).read_text()) // 1024
+        except (OSError, ValueError):
+            return None
+
     def oom_killed(self) -> bool:
         memory_dirs = [self._dirs()[0]] + ([self.account_dir] if self.unified and self.account_dir else [])
         return any(self._oom_killed_in(directory) for directory in memory_dirs)
@@ -476,6 +506,12 @@ class RunscSandbox(Sandbox):
     def assign_account(self, account: str) -> None:
         if account and not self.cgroup.join_account(account_group(self.backend.site, account)):
             log.warning("sandbox %s: not moved under its account's cgroup; it shares CPU as a run", self._id)
+
+    def limit_memory(self, memory_mb: int) -> None:
+        self.cgroup.limit_run(memory_mb)
+
+    def memory_peak_kb(self) -> int | None:
+        return self.cgroup.peak_kb()
 
     def destroy(self) -> bool:
         """Stop it if it still runs, then remove its state, bundle and cgroup; False when something remains."""

@@ -61,6 +61,7 @@ class RunReport:
     duration: float = 0.0
     artifacts: list[dict] = field(default_factory=list)
     rejected_artifacts: list[dict] = field(default_factory=list)
+    too_many_artifacts: bool = False
 
 
 @dataclass
@@ -146,6 +147,13 @@ class Sandbox:
     def assign_account(self, account: str) -> None:
         """Its job belongs to `account` (an opaque label): share the CPU by account from now on."""
 
+    def limit_memory(self, memory_mb: int) -> None:
+        """It is about to run a job that asked for memory_mb: hold it to that (the runsc backend does)."""
+
+    def memory_peak_kb(self) -> int | None:
+        """The sandbox's own peak memory during the run as the host measured it, when the backend can."""
+        return None
+
     # Session (shared)
 
     def start(self) -> None:
@@ -192,6 +200,7 @@ class Sandbox:
             },
         }
         self.to_foreground()
+        self.limit_memory(limits.memory_mb)
         started = time.monotonic()
         self._send(encode_frame(JOB, json.dumps(job, ensure_ascii=False).encode()))
         report = RunReport()
@@ -203,6 +212,7 @@ class Sandbox:
             self.kill()
         # The worker's own clock, never a number the sandbox sends.
         report.duration = time.monotonic() - started
+        report.memory_used_kb = self.memory_peak_kb() or report.memory_used_kb
         return report
 
     def _observe(self, report: RunReport, started: float, limits: JobLimits, should_stop, key: bytes) -> None:
@@ -267,6 +277,7 @@ class Sandbox:
         report.result = check_outcome(done.get("result"))
         report.stdout_truncated |= done.get("stdout_truncated") is True
         report.stderr_truncated |= done.get("stderr_truncated") is True
+        report.too_many_artifacts = done.get("artifacts_error") == "too_many_artifacts"
         report.artifacts, report.rejected_artifacts = check_artifacts(
             done.get("artifacts"), done.get("rejected_artifacts"), limits
         )

@@ -45,6 +45,7 @@ def sandbox_config() -> SandboxConfig:
         bundle_dir=Path(settings.SANDBOX_RUNSC_STATE_DIR) / "bundles",
         rootfs_dir=settings.SANDBOX_ROOTFS_DIR,
         snapshot_dir=settings.SANDBOX_SNAPSHOT_DIR,
+        snapshot_variants=settings.SANDBOX_SNAPSHOT_VARIANTS,
         image_cache_dir=settings.SANDBOX_IMAGE_CACHE_DIR,
     )
 
@@ -234,6 +235,8 @@ def classify(report: RunReport, limits: Limits, language: str) -> ExecutionResul
     elif report.sandbox_failure:
         set_status(result, Status.SANDBOX_ERROR, "sandbox_error", report.sandbox_failure)
     apply_outcome(result, report.result, limits)
+    if report.too_many_artifacts and result.status == Status.SUCCEEDED:
+        set_status(result, Status.FAILED, "too_many_artifacts", "the artifacts folder holds more than 1000 entries")
     return result
 
 

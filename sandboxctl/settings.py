@@ -149,6 +149,9 @@ SPECTACULAR_SETTINGS = {
     # Serve Swagger UI's assets from the package: the docs page works on a machine without internet.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # The schema maps the whole API surface: a token (or a staff session) unless the docs are made public.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny" if env_bool("SANDBOXCTL_PUBLIC_DOCS")
+                          else "rest_framework.permissions.IsAuthenticated"],
 }
 
 # Celery: JSON only, at-least-once delivery with an at-most-once guard in the task (atomic status change).
@@ -222,6 +225,7 @@ SANDBOX_RUNSC_PLATFORM = env_choice("SANDBOX_RUNSC_PLATFORM", "ptrace", ("ptrace
 SANDBOX_RUNSC_STATE_DIR = Path(env_str("SANDBOX_RUNSC_STATE_DIR", "/run/sandboxctl"))
 SANDBOX_ROOTFS_DIR = Path(env_str("SANDBOX_ROOTFS_DIR", "/var/lib/sandboxctl/rootfs"))
 SANDBOX_SNAPSHOT_DIR = Path(env_str("SANDBOX_SNAPSHOT_DIR", "/var/lib/sandboxctl/snapshots"))
+SANDBOX_SNAPSHOT_VARIANTS = env_int("SANDBOX_SNAPSHOT_VARIANTS", 3)
 SANDBOX_RUNTIME = env_str("SANDBOX_RUNTIME", "runsc")
 SANDBOX_ALLOW_INSECURE_RUNTIME = env_bool("SANDBOX_ALLOW_INSECURE_RUNTIME", False)
 # Warm sandboxes kept at least, per kind; demand raises each up to SANDBOX_POOL_MAX.
@@ -276,6 +280,10 @@ RAGFLOW_PORT = env_int("RAGFLOW_PORT", 9385)
 SANDBOX_RAGFLOW_TRUSTED_NETWORKS = env_networks("SANDBOX_RAGFLOW_TRUSTED_NETWORKS", "127.0.0.1/32,::1/128")
 # When set, /metrics answers only to `Authorization: Bearer <this>`.
 SANDBOXCTL_METRICS_TOKEN = env_str("SANDBOXCTL_METRICS_TOKEN", "")
+# Admin sign-in: failed attempts allowed per user name and per source address within the window.
+SANDBOXCTL_LOGIN_FAILURES_PER_USER = env_int("SANDBOXCTL_LOGIN_FAILURES_PER_USER", 5)
+SANDBOXCTL_LOGIN_FAILURES_PER_SOURCE = env_int("SANDBOXCTL_LOGIN_FAILURES_PER_SOURCE", 20)
+SANDBOXCTL_LOGIN_WINDOW = env_int("SANDBOXCTL_LOGIN_WINDOW", 300)
 
 # Each queue has its own direct exchange and routing key, so a task reaches exactly one queue.
 _queues = [f"sandbox.{language}" for language in executor_config.LANGUAGES] + ["sandbox.saas", "control", "callbacks"]

@@ -5,7 +5,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from sandboxctl.api import metrics, views
-from sandboxctl.console import provider_api
+from sandboxctl.console import login_throttle, provider_api
 from sandboxctl.console.admin_page import sandbox_settings
 from sandboxctl.console.dashboard import dashboard
 
@@ -29,5 +29,6 @@ urlpatterns = [
     path("admin/sandbox-settings/", admin.site.admin_view(sandbox_settings), name="sandbox-settings"),
     path("admin/dashboard/", admin.site.admin_view(dashboard), name="dashboard"),
     path("favicon.ico", RedirectView.as_view(url=static("console/favicon.svg"), permanent=True)),
+    path("admin/login/", login_throttle.login, name="admin-login"),
     path("admin/", admin.site.urls),
 ]

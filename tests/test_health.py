@@ -19,9 +19,14 @@ def test_healthz(anonymous):
     assert response.json() == {"status": "ok"}
 
 
-def test_readyz_reports_warm_sandboxes_per_language(anonymous, sandbox_worker, transactional_db):
+METRICS = {"Authorization": "Bearer metrics-secret"}
+
+
+def test_readyz_reports_warm_sandboxes_per_language(anonymous, sandbox_worker, transactional_db, settings):
+    # The detail (workers, runtimes, counts) is for the metrics token or staff; anyone sees only the status.
+    settings.SANDBOXCTL_METRICS_TOKEN = "metrics-secret"
     wait_for_heartbeat()
-    response = anonymous.get("/readyz")
+    response = anonymous.get("/readyz", headers=METRICS)
     body = response.json()
     assert response.status_code == 200, body
     assert body["database"] == "ok" and body["broker"] == "ok"
@@ -34,22 +39,26 @@ def test_readyz_reports_warm_sandboxes_per_language(anonymous, sandbox_worker, t
 def test_readyz_is_503_with_the_reason_when_no_worker_is_live(anonymous, sandbox_worker, transactional_db, settings):
     wait_for_heartbeat()
     settings.SANDBOX_WORKER_STALE_AFTER = -60  # every heartbeat counts as stale
-    response = anonymous.get("/readyz")
+    settings.SANDBOXCTL_METRICS_TOKEN = "metrics-secret"
+    assert anonymous.get("/readyz").json()["status"] == "unavailable"
+    response = anonymous.get("/readyz", headers=METRICS)
     assert response.status_code == 503
     assert "no live worker serves python" in response.json()["problems"]
 
 
 def test_readyz_is_503_when_the_broker_is_unreachable(anonymous, transactional_db, settings):
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
-    response = anonymous.get("/readyz")
+    settings.SANDBOXCTL_METRICS_TOKEN = "metrics-secret"
+    response = anonymous.get("/readyz", headers=METRICS)
     assert response.status_code == 503
     assert any(problem.startswith("broker") for problem in response.json()["problems"])
 
 
-def test_metrics_report_warm_sandboxes_and_executions(api, anonymous):
+def test_metrics_report_warm_sandboxes_and_executions(api, anonymous, settings):
+    settings.SANDBOXCTL_METRICS_TOKEN = "metrics-secret"
     wait_for_heartbeat()
     api.run("def main():\n    return 1")
-    text = anonymous.get("/metrics").text
+    text = anonymous.get("/metrics", headers=METRICS).text
     worker = r'worker="pytest-worker@localhost#[0-9a-f]{8}"'
     assert re.search(r"sandboxctl_warm_sandboxes\{" + worker + r',language="python"\}', text)
     assert 'sandboxctl_executions{status="succeeded",provider="self_managed"} 1' in text

@@ -31,6 +31,8 @@ CLONE_NAMESPACE_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10
 # The one bit of the file type that character (0o020000) and block (0o060000) devices share and no other
 # type has: mknod of a FIFO stays allowed, of a device it is refused.
 S_IFCHR_BIT = 0o020000
+SUPERVISOR_PID = 1
+PRIO_PROCESS = 0
 
 ARCHITECTURES = {
     "x86_64": {
@@ -45,6 +47,9 @@ ARCHITECTURES = {
             "io_uring_setup": 425, "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsmount": 432,
             "kcmp": 312, "personality": 135,
         },
+        # syscall number: index of its pid argument (runsc 0.0~20240729 lets another uid use these on PID 1)
+        "on_pid": {203: 0, 274: 0, 144: 0, 142: 0, 314: 0, 302: 0},
+        "setpriority": 141,
     },
     "aarch64": {
         "audit_arch": 0xC00000B7,
@@ -58,6 +63,8 @@ ARCHITECTURES = {
             "io_uring_setup": 425, "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsmount": 432,
             "kcmp": 272, "personality": 92,
         },
+        "on_pid": {122: 0, 100: 0, 119: 0, 118: 0, 274: 0, 261: 0},
+        "setpriority": 140,
     },
 }
 
@@ -118,6 +125,25 @@ def filter_program(arch: dict) -> bytes:
     program.add(JEQ_K, arch["clone"], true="clone")
     for number in sorted(arch["mknod"]):
         program.add(JEQ_K, number, true=f"mknod_{number}")
+    for number in sorted(arch["on_pid"]):
+        program.add(JEQ_K, number, true=f"on_pid_{number}")
+    program.add(JEQ_K, arch["setpriority"], true="setpriority")
+    program.add(RET_K, RET_ALLOW)
+    # The supervisor is PID 1: the user's processes may tune themselves, never it. runsc 0.0~20240729 skips
+    # the cross-uid check for setpriority, sched_setaffinity and get_robust_list on it (see the README's
+    # threat model), so the pid argument is checked here; the scheduler and rlimit calls go with them.
+    for number, argument in sorted(arch["on_pid"].items()):
+        program.label(f"on_pid_{number}")
+        program.add(LD_W_ABS, OFFSET_ARG0_LOW + 8 * argument)
+        program.add(JEQ_K, SUPERVISOR_PID, true="eperm")
+        program.add(RET_K, RET_ALLOW)
+    # setpriority(which, who, prio): only PRIO_PROCESS of a process other than PID 1 (a process group or a
+    # user's processes could include the supervisor).
+    program.label("setpriority")
+    program.add(LD_W_ABS, OFFSET_ARG0_LOW)
+    program.add(JEQ_K, PRIO_PROCESS, false="eperm")
+    program.add(LD_W_ABS, OFFSET_ARG0_LOW + 8)
+    program.add(JEQ_K, SUPERVISOR_PID, true="eperm")
     program.add(RET_K, RET_ALLOW)
     program.label("clone")
     program.add(LD_W_ABS, OFFSET_ARG0_LOW)

@@ -23,6 +23,10 @@ ARTIFACT_TYPES = {
 MAGIC = {".png": (b"\x89PNG\r\n\x1a\n",), ".jpg": (b"\xff\xd8\xff",), ".jpeg": (b"\xff\xd8\xff",), ".pdf": (b"%PDF-",)}
 NAME_MAX = 128
 BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+# Windows opens these device names whatever the extension (`CON.txt` is the console): a file saved under one
+# by whoever downloads the artifact goes to a device, not to disk.
+WINDOWS_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{n}" for n in range(1, 10)),
+                             *(f"LPT{n}" for n in range(1, 10))})
 
 
 def extension(name: str) -> str:
@@ -45,6 +49,15 @@ def name_problem(name: str) -> str | None:
         return "name contains control characters"
     if any(char in BIDI_CONTROLS for char in name):
         return "name contains bidirectional text controls"
+    # Zero-width, byte-order marks, line/paragraph separators and odd spaces make two names look alike.
+    if any(unicodedata.category(char) == "Cf" for char in name):
+        return "name contains invisible format characters"
+    if any(unicodedata.category(char) in ("Zl", "Zp") for char in name):
+        return "name contains line or paragraph separators"
+    if any(unicodedata.category(char) == "Zs" and char != " " for char in name):
+        return "name contains spaces other than the plain space"
+    if name.split(".", 1)[0].rstrip(" ").upper() in WINDOWS_DEVICES:
+        return "name is a Windows device name"
     if extension(name) not in ARTIFACT_TYPES:
         return f"file type {extension(name) or '(none)'} is not allowed"
     return None

@@ -14,17 +14,21 @@ from sandboxctl.executions.models import Execution
 
 
 def authorised(request) -> bool:
-    """With SANDBOXCTL_METRICS_TOKEN set, only `Authorization: Bearer <token>` may read the numbers."""
+    """Only `Authorization: Bearer <SANDBOXCTL_METRICS_TOKEN>` may read the numbers; the value `public` opens
+    them to anyone, and unset they are closed (they name workers, versions and every tenant's counts)."""
     expected = settings.SANDBOXCTL_METRICS_TOKEN
-    if not expected:
+    if expected == "public":
         return True
+    if not expected:
+        return False
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def metrics(request):
     if not authorised(request):
-        response = JsonResponse({"detail": "a Bearer token (SANDBOXCTL_METRICS_TOKEN) is required",
+        response = JsonResponse({"detail": "a Bearer token (SANDBOXCTL_METRICS_TOKEN; set it to "
+                                 "`public` to open the metrics) is required",
                                  "code": "not_authenticated"}, status=401)
         response["WWW-Authenticate"] = "Bearer"
         return response

@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 from providers.base import Status
 from sandboxctl.api import ragflow
 from sandboxctl.api.auth import BearerTokenAuthentication
+from sandboxctl.api.metrics import authorised
 from sandboxctl.api.readiness import check
 from sandboxctl.api.serializers import ExecutionFilter, ExecutionRequestSerializer, RagflowRunSerializer
 from sandboxctl.api.waiting import Answer, Pending, awaiting, pending
@@ -187,8 +188,10 @@ async def healthz(request):
 def readyz(request):
     """Ready when the database and broker answer and each language has warm sandboxes on a live worker."""
     problems, details = check()
-    details["status"] = "ok" if not problems else "unavailable"
-    details["problems"] = problems
-    details["checked_at"] = timezone.now().isoformat()
+    status_code = 200 if not problems else 503
+    answer = {"status": "ok" if not problems else "unavailable", "checked_at": timezone.now().isoformat()}
+    # Anyone may learn whether it is ready; what it runs on and the counts need the metrics token or staff.
+    if authorised(request) or getattr(request.user, "is_staff", False):
+        answer.update(details, problems=problems)
     connection.close_if_unusable_or_obsolete()
-    return JsonResponse(details, status=200 if not problems else 503)
+    return JsonResponse(answer, status=status_code)

@@ -21,32 +21,80 @@ class Refused(Exception):
     """The callback may not be sent to this URL; retrying cannot help."""
 
 
-def _embedded_ipv4(address: Address) -> Address:
-    """The IPv4 address hidden in an IPv6 one (mapped, 6to4, Teredo), which is what a connection would reach."""
-    if isinstance(address, ipaddress.IPv6Address):
-        for embedded in (address.ipv4_mapped, address.sixtofour, address.teredo and address.teredo[1]):
-            if embedded:
-                return embedded
-    return address
+# Ranges Python 3.11's `ipaddress` still calls global, which a callback must never reach: deprecated
+# site-local, documentation (RFC 9637), SRv6 segment ids (RFC 9602), and the local-use NAT64 prefix (RFC 8215),
+# whose embedded IPv4 address sits where the operator's prefix length puts it, so it cannot be judged.
+NOT_GLOBAL_V6 = tuple(ipaddress.ip_network(net) for net in ("fec0::/10", "3fff::/20", "5f00::/16", "64:ff9b:1::/48"))
+NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+ISATAP_IDS = (0x00005EFE, 0x02005EFE)  # the upper half of an ISATAP interface id; the lower half is IPv4
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries, which are what a connection to it reaches on a network
+    that translates or tunnels it: mapped, IPv4-compatible, NAT64 (RFC 6052 /96), 6to4, Teredo, ISATAP."""
+    value = int(address)
+    low32 = ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    found = []
+    if address.ipv4_mapped:
+        found.append(address.ipv4_mapped)
+    if address in IPV4_COMPATIBLE or address in NAT64_WELL_KNOWN:
+        found.append(low32)
+    if address.sixtofour:
+        found.append(address.sixtofour)
+    if address.teredo:
+        found += list(address.teredo)
+    if (value >> 32) & 0xFFFFFFFF in ISATAP_IDS:
+        found.append(low32)
+    return found
+
+
+def _forbidden(address: Address) -> bool:
+    if address.is_multicast or address.is_reserved or not address.is_global:
+        return True
+    return isinstance(address, ipaddress.IPv6Address) and any(address in net for net in NOT_GLOBAL_V6)
+
+
+def _allowed(address: Address) -> bool:
+    return any(address in network for network in settings.SANDBOX_CALLBACK_ALLOWED_NETWORKS)
 
 
 def address_problem(address: Address) -> str | None:
-    """Why a callback may not go to this address, or None."""
-    if any(address in network for network in settings.SANDBOX_CALLBACK_ALLOWED_NETWORKS):
+    """Why a callback may not go to this address, or None. An address that embeds IPv4 is judged by the IPv4
+    address it reaches (the IPv6 wrapper itself is in ranges Python calls reserved), every other by itself."""
+    if _allowed(address):
         return None
-    for candidate in (address, _embedded_ipv4(address)):
-        if candidate.is_multicast or not candidate.is_global:
-            return f"{address} is not a public address"
+    inner = embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else []
+    if any(address in net for net in NOT_GLOBAL_V6 if address.version == 6):
+        return f"{address} is not a public address"
+    for candidate in inner or [address]:
+        if not _allowed(candidate) and _forbidden(candidate):
+            return f"{address} is not a public address" + (f" (it reaches {candidate})" if inner else "")
     return None
+
+
+def parse_literal(host: str) -> Address | None:
+    """The address a host names literally, in any form the resolver would read without a lookup
+    (`127.1`, `0x7f000001`, `[::ffff:7f00:1]`), or None for a name."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except (socket.gaierror, UnicodeError, ValueError):
+        return None
+    return ipaddress.ip_address(infos[0][4][0].split("%", 1)[0])
 
 
 def literal_host_problem(url: str) -> str | None:
     """At submit time: a URL whose host is a literal forbidden address is refused at once."""
     host = urlsplit(url).hostname or ""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return None if host else "has no host"
+    if not host:
+        return "has no host"
+    address = parse_literal(host)
+    if address is None:
+        return None
     problem = address_problem(address)
     if problem is None:
         return None

@@ -279,10 +279,12 @@ def test_ragflows_chart_example_works_without_creating_the_folder(ragflow):
     assert "missing from" not in result["stderr"], "CJK labels draw with the image's fallback font"
 
 
-def test_a_file_saved_at_the_top_of_the_working_directory_is_promoted(ragflow):
-    verdict, _, result = run(ragflow, "def main():\n    open('report.csv', 'w').write('a,b\\n1,2\\n')\n    return 1")
+def test_only_the_artifacts_folder_is_collected(ragflow):
+    # RAGFlow's executor collects artifacts/ alone: a file at the top of the working folder is not promoted.
+    code = "def main():\n    open('report.csv', 'w').write('a,b\\n1,2\\n')\n    return 1"
+    verdict, _, result = run(ragflow, code)
     assert verdict == "success"
-    assert [artifact["name"] for artifact in result["artifacts"]] == ["report.csv"]
+    assert result["artifacts"] == []
 
 
 def test_unicode_round_trips(ragflow):

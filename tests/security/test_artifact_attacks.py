@@ -163,3 +163,35 @@ def test_name_that_is_not_utf8_is_refused_and_stored_safely(api):
     assert refused["reason"] == "name is not valid UTF-8"
     assert refused["name"].endswith(".txt")
     assert api.get(f"/api/v1/executions/{body['id']}").status_code == 200
+
+
+INVISIBLE_NAMES = {
+    "zero_width_space": ("a\u200bb.txt", "invisible format characters"),
+    "byte_order_mark": ("\ufeffa.txt", "invisible format characters"),
+    "line_separator": ("a\u2028b.txt", "line or paragraph separators"),
+    "paragraph_separator": ("a\u2029b.txt", "line or paragraph separators"),
+    "ideographic_space": ("a\u3000b.txt", "spaces other than the plain space"),
+    "no_break_space": ("a\u00a0b.txt", "spaces other than the plain space"),
+    "console_device": ("CON.txt", "Windows device name"),
+    "printer_device_lower_case": ("prn.csv", "Windows device name"),
+    "serial_port_double_extension": ("COM1.tar.json", "Windows device name"),
+    "parallel_port": ("LPT9.txt", "Windows device name"),
+    "null_device": ("NUL.png", "Windows device name"),
+}
+
+
+@pytest.mark.parametrize("case", INVISIBLE_NAMES, ids=INVISIBLE_NAMES.keys())
+def test_invisible_characters_and_device_names_are_refused(api, case):
+    name, reason = INVISIBLE_NAMES[case]
+    code = "import os\ndef main(name):\n    open(os.path.join('artifacts', name), 'w').write('x')\n"
+    body = api.run(code, arguments={"name": name})
+    assert body["artifacts"] == []
+    [refused] = body["rejected_artifacts"]
+    assert reason in refused["reason"]
+
+
+def test_plain_spaces_and_names_like_devices_are_fine(api):
+    code = ("def main():\n    open('artifacts/my chart.txt', 'w').write('x')\n"
+            "    open('artifacts/console.txt', 'w').write('y')\n    return 1")
+    body = api.run(code)
+    assert {artifact["name"] for artifact in body["artifacts"]} == {"my chart.txt", "console.txt"}

@@ -4,6 +4,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LANGUAGES = ("python", "nodejs")
+
+
+def sandbox_queue(language: str) -> str:
+    """The broker queue of a self-managed language's runs."""
+    return f"sandbox.{language}"
+
+
+# The broker's queues, named once: settings declares them, the providers route to them, and the process
+# definitions (supervisord, docker-compose, Kubernetes, `make worker`) ask `python -m executor.config` for them.
+SAAS_QUEUE = "sandbox.saas"
+CONTROL_QUEUE = "control"  # the reconciler
+CALLBACK_QUEUE = "callbacks"
+SANDBOX_QUEUES = (*(sandbox_queue(language) for language in LANGUAGES), SAAS_QUEUE)
+IO_QUEUES = (CONTROL_QUEUE, CALLBACK_QUEUE)
 # The in-sandbox runner: baked into self-managed images, and shipped inside the SaaS driver program.
 RUNNER_DIR = Path(__file__).parent / "runner"
 IMAGE_NAMES = {"python": "sandboxctl-python", "nodejs": "sandboxctl-nodejs"}
@@ -106,3 +120,11 @@ class PoolConfig:
     sweep_interval: float = 15.0  # how often orphans (of dead instances, or lost by this one) are looked for
     lost_min_age: float = 60.0  # a container of this pool it does not know is lost only when older (creation races)
     demand_window: float = 30.0  # acquisitions over this many seconds set the demand of a kind
+
+
+if __name__ == "__main__":
+    # `python -m executor.config sandbox|io`: the queues a sandbox worker or the io worker consumes.
+    import sys
+
+    print(",".join({"sandbox": SANDBOX_QUEUES, "io": IO_QUEUES}[sys.argv[1]]))
+

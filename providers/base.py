@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
-from executor.config import LANGUAGES
+from executor.config import LANGUAGES, SAAS_QUEUE
 from executor.deadlines import SAAS_OVERHEAD, Budget, budget
 from executor.verify import NotJSON, check_outcome, strict_json
 from providers.schema import ConfigField, validate, with_defaults
@@ -103,7 +103,7 @@ class SandboxProvider:
     name: str = ""
     label: str = ""
     description: str = ""
-    queue: str = "sandbox.saas"
+    queue: str = SAAS_QUEUE
     languages: tuple[str, ...] = LANGUAGES
     # What the provider may take past a run's own limit before it gives up by itself (executor/deadlines.py).
     run_overhead: float = SAAS_OVERHEAD

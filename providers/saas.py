@@ -23,7 +23,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 
-from executor.config import RUNNER_DIR
+from executor.config import RUNNER_DIR, SAAS_QUEUE
 from providers.base import (
     ExecutionResult,
     Health,
@@ -166,7 +166,7 @@ def within(seconds: float, function: Callable, *args, **kwargs):
 class SaaSProvider(SandboxProvider):
     """A code interpreter run as a service: one fresh remote sandbox per run, destroyed afterwards."""
 
-    queue = "sandbox.saas"
+    queue = SAAS_QUEUE
     language_names = {"python": "python", "nodejs": "javascript"}
 
     # What each provider implements, in its SDK's terms; each raises ServiceError for a service failure.

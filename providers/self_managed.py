@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from executor.config import PRELOADED, JobLimits, KindSize, PoolConfig, SandboxConfig
+from executor.config import PRELOADED, JobLimits, KindSize, PoolConfig, SandboxConfig, sandbox_queue
 from executor.deadlines import SANDBOX_DRAIN, SANDBOX_KILL_GRACE
 from executor.pool import PoolExhausted, SandboxPool
 from executor.sandbox import RunReport, SandboxError
@@ -154,7 +154,7 @@ class SelfManagedProvider(SandboxProvider):
         return int(self.config.get("output_limit", settings.SANDBOX_OUTPUT_LIMIT))
 
     def queue_for(self, language: str) -> str:
-        return f"sandbox.{language}"
+        return sandbox_queue(language)
 
     def acquire_wait(self, limits: Limits) -> float:
         # A busy host only slows a refill down, so a run may wait for its sandbox as long as its own limit.

@@ -286,14 +286,14 @@ SANDBOXCTL_LOGIN_FAILURES_PER_SOURCE = env_int("SANDBOXCTL_LOGIN_FAILURES_PER_SO
 SANDBOXCTL_LOGIN_WINDOW = env_int("SANDBOXCTL_LOGIN_WINDOW", 300)
 
 # Each queue has its own direct exchange and routing key, so a task reaches exactly one queue.
-_queues = [f"sandbox.{language}" for language in executor_config.LANGUAGES] + ["sandbox.saas", "control", "callbacks"]
+_queues = [*executor_config.SANDBOX_QUEUES, *executor_config.IO_QUEUES]
 CELERY_TASK_QUEUES = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in _queues]
-CELERY_TASK_DEFAULT_QUEUE = "control"
+CELERY_TASK_DEFAULT_QUEUE = executor_config.CONTROL_QUEUE
 CELERY_BEAT_SCHEDULE = {
     "reconcile-executions": {
         "task": "sandboxctl.worker.tasks.reconcile",
         "schedule": env_float("SANDBOX_RECONCILE_INTERVAL", 15.0),
-        "options": {"queue": "control"},
+        "options": {"queue": executor_config.CONTROL_QUEUE},
     },
 }
 

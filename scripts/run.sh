@@ -17,6 +17,9 @@ export SANDBOXCTL_VENV="$PWD/.venv"
 export SANDBOXCTL_DATA_DIR="${SANDBOXCTL_DATA_DIR:-$PWD/data}"
 # Sandbox worker threads: SANDBOX_WORKER_CONCURRENCY (settings: sized from the pool); WORKER_CONCURRENCY still works.
 if [ -n "${WORKER_CONCURRENCY:-}" ]; then export SANDBOX_WORKER_CONCURRENCY="$WORKER_CONCURRENCY"; fi
+# The broker's queues come from their one home (executor/config.py).
+export SANDBOXCTL_SANDBOX_QUEUES="$(.venv/bin/python -m executor.config sandbox)"
+export SANDBOXCTL_IO_QUEUES="$(.venv/bin/python -m executor.config io)"
 export SANDBOXCTL_BINDS="--bind 0.0.0.0:$PORT --bind 0.0.0.0:$RAGFLOW_PORT"
 if [ -z "${CELERY_BROKER_URL:-}" ]; then
   export SANDBOXCTL_EMBEDDED_BROKER=true

@@ -17,4 +17,4 @@ concurrency="${WORKER_CONCURRENCY:-4}"
 echo "==> sandbox worker sandboxctl@$SANDBOX_WORKER_HOST ($concurrency threads) on $CELERY_BROKER_URL"
 # Ctrl-C (or SIGTERM) is Celery's warm shutdown: runs in flight finish, then every sandbox of this host is removed.
 exec .venv/bin/celery -A sandboxctl worker -P threads -c "$concurrency" -n "sandboxctl@$SANDBOX_WORKER_HOST" \
-  -Q sandbox.python,sandbox.nodejs,sandbox.saas --without-gossip --without-mingle --loglevel INFO
+  -Q "$(.venv/bin/python -m executor.config sandbox)" --without-gossip --without-mingle --loglevel INFO

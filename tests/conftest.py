@@ -18,6 +18,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.test import TransactionTestCase
 
+from executor.config import IO_QUEUES, SANDBOX_QUEUES
 from sandboxctl.executions.models import ApiToken
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +102,7 @@ def sandbox_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).flushdb()
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     env = worker_env(connection.settings_dict["NAME"])
-    process = start_worker(WORKER_NAME, env, log_path, "sandbox.python,sandbox.nodejs,sandbox.saas,control,callbacks")
+    process = start_worker(WORKER_NAME, env, log_path, ",".join((*SANDBOX_QUEUES, *IO_QUEUES)))
     try:
         with django_db_blocker.unblock():
             wait_for_warm_pool(process, log_path)

@@ -13,6 +13,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
+from executor.config import CALLBACK_QUEUE
 from providers.base import Status
 from sandboxctl.executions import admission
 from sandboxctl.executions.models import Execution
@@ -22,7 +23,6 @@ log = logging.getLogger(__name__)
 
 RUN_TASK = "sandboxctl.worker.tasks.run_execution"
 CALLBACK_TASK = "sandboxctl.worker.tasks.deliver_callback"
-CALLBACK_QUEUE = "callbacks"
 
 
 def dispatch(execution: Execution) -> bool:

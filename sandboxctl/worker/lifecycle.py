@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 from django.utils import timezone
 
+from executor.config import sandbox_queue
 from providers.base import LANGUAGES
 from sandboxctl.worker import spool
 
@@ -35,7 +36,7 @@ def instance_name(node_name: str) -> str:
 
 
 def sandbox_languages(queues: list[str]) -> tuple[str, ...]:
-    return tuple(language for language in LANGUAGES if f"sandbox.{language}" in queues)
+    return tuple(language for language in LANGUAGES if sandbox_queue(language) in queues)
 
 
 @signals.worker_init.connect

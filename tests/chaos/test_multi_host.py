@@ -27,6 +27,8 @@ import psycopg
 import pytest
 import requests
 
+from executor.config import IO_QUEUES
+
 from .conftest import ROOT, PrivatePostgres, PrivateRedis, free_port
 
 STALE_AFTER, RECONCILE = 5, 2
@@ -121,7 +123,7 @@ class Deployment:
         self.spawn("web", [sys.executable, "-m", "gunicorn", "sandboxctl.wsgi", "--bind", f"127.0.0.1:{self.port}",
                            "--worker-class", "gthread", "--threads", "8"], env)
         self.spawn("io", [sys.executable, "-m", "celery", "-A", "sandboxctl", "worker", "-P", "threads", "-c", "4",
-                          "-n", f"io@{self.site}", "-Q", "control,callbacks", "--without-gossip", "--without-mingle"],
+                          "-n", f"io@{self.site}", "-Q", ",".join(IO_QUEUES), "--without-gossip", "--without-mingle"],
                    env)
         self.spawn("beat", [sys.executable, "-m", "celery", "-A", "sandboxctl", "beat", "-s",
                             str(self.tmp / "web" / "beat-schedule"), "--pidfile="], env)

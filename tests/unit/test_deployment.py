@@ -47,7 +47,7 @@ def test_workers_are_a_privileged_daemonset_on_gvisor_nodes_named_after_their_no
     assert spec["nodeSelector"] == {"sandboxctl.io/gvisor": "true"}
     assert all(container["securityContext"]["privileged"] for container in containers(worker))
     [main] = spec["containers"]
-    assert "sandbox.python,sandbox.nodejs,sandbox.saas" in " ".join(main["command"])
+    assert "python -m executor.config sandbox" in " ".join(main["command"]), "the queues from their one home"
     host = {item["name"]: item for item in main["env"]}["SANDBOX_WORKER_HOST"]
     assert host["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
 

@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from executor.config import JobLimits, KindSize, PoolConfig, SandboxConfig
+from executor.config import KindSize, Limits, PoolConfig, SandboxConfig
 from executor.pool import SandboxPool
 from executor.runsc_sandbox import RunscBackend
 
@@ -52,7 +52,7 @@ def main() -> None:
             times = []
             for _ in range(args.runs):
                 sandbox = pool.acquire("python", timeout=120)
-                report = sandbox.run(TEMPLATE.format(imports=imports), {}, JobLimits(timeout=60))
+                report = sandbox.run(TEMPLATE.format(imports=imports), {}, Limits(timeout=60))
                 pool.release(sandbox)
                 times.append(json.loads(report.result["value_json"]))
             print(f"{label:<22} {statistics.median(times) * 1000:>8.1f} {max(times) * 1000:>8.1f}")

@@ -82,8 +82,9 @@ class SandboxConfig:
 
 
 @dataclass(frozen=True)
-class JobLimits:
-    """Limits of one run, already clamped by the caller to what the server allows."""
+class Limits:
+    """Limits of one run, already clamped to what the server and the provider allow: the one type from the
+    request (service.py stores the first three on the row) to the in-sandbox supervisor."""
 
     timeout: float = 10.0
     memory_mb: int = 256

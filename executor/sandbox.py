@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from executor.config import JobLimits, SandboxConfig
+from executor.config import Limits, SandboxConfig
 from executor.deadlines import SANDBOX_DRAIN, SANDBOX_KILL_GRACE
 from executor.protocol import DONE, JOB, PING, READY, STDERR, STDOUT, FrameDecoder, ProtocolError, encode_frame
 from executor.runner.wire import KEY_SIZE
@@ -177,7 +177,7 @@ class Sandbox:
         raise SandboxError("sandbox did not become ready in time")
 
     def run(
-        self, code: str, arguments: dict, limits: JobLimits, should_stop: Callable[[], bool] | None = None
+        self, code: str, arguments: dict, limits: Limits, should_stop: Callable[[], bool] | None = None
     ) -> RunReport:
         """Send the one job this sandbox will ever run and observe it until it ends.
 
@@ -215,7 +215,7 @@ class Sandbox:
         report.memory_used_kb = self.memory_peak_kb() or report.memory_used_kb
         return report
 
-    def _observe(self, report: RunReport, started: float, limits: JobLimits, should_stop, key: bytes) -> None:
+    def _observe(self, report: RunReport, started: float, limits: Limits, should_stop, key: bytes) -> None:
         frames = FrameDecoder(MAX_FRAME, key)
         hard_deadline = started + limits.timeout + SANDBOX_KILL_GRACE
         next_stop_check = started + SILENCE_CHECK
@@ -263,7 +263,7 @@ class Sandbox:
         finally:
             report.stdout, report.stderr = bytes(stdout), bytes(stderr)
 
-    def _apply_done(self, report: RunReport, body: bytes, started: float, limits: JobLimits) -> None:
+    def _apply_done(self, report: RunReport, body: bytes, started: float, limits: Limits) -> None:
         try:
             done = json.loads(body, parse_constant=lambda name: None)
         except (ValueError, RecursionError) as exc:

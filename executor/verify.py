@@ -14,7 +14,7 @@ import re
 import sys
 import unicodedata
 
-from executor.config import JobLimits
+from executor.config import Limits
 from executor.runner.rules import ARTIFACT_TYPES, BIDI_CONTROLS, content_problem, extension, name_problem
 
 JSON_MAX_DEPTH = 64
@@ -118,7 +118,7 @@ def check_outcome(outcome) -> dict | None:
     return clean
 
 
-def check_artifacts(accepted, rejected, limits: JobLimits) -> tuple[list[dict], list[dict]]:
+def check_artifacts(accepted, rejected, limits: Limits) -> tuple[list[dict], list[dict]]:
     """Re-apply every artifact rule to what the supervisor sent; return (accepted, refused with reasons)."""
     refused = [
         {"name": display_name(item.get("name")), "reason": storable(str(item.get("reason", "")))[:REASON_MAX]}

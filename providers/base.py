@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
-from executor.config import LANGUAGES, SAAS_QUEUE
+from executor.config import LANGUAGES, SAAS_QUEUE, Limits  # noqa: F401 - Limits: the one type, re-exported
 from executor.deadlines import SAAS_OVERHEAD, Budget, budget
 from executor.verify import NotJSON, check_outcome, strict_json
 from providers.schema import ConfigField, validate, with_defaults
@@ -35,15 +35,6 @@ class Status(StrEnum):
         return self not in (Status.QUEUED, Status.RUNNING)
 
 
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Effective limits of one run, already clamped to the server's maximums."""
-
-    timeout: float
-    memory_mb: int
-    output_limit: int
 
 
 @dataclass

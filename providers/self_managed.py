@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from executor.config import PRELOADED, JobLimits, KindSize, PoolConfig, SandboxConfig, sandbox_queue
+from executor.config import PRELOADED, KindSize, PoolConfig, SandboxConfig, sandbox_queue
 from executor.deadlines import SANDBOX_DRAIN, SANDBOX_KILL_GRACE
 from executor.pool import PoolExhausted, SandboxPool
 from executor.sandbox import RunReport, SandboxError
@@ -175,10 +175,8 @@ class SelfManagedProvider(SandboxProvider):
         except SandboxError as exc:
             raise ProviderError(str(exc)) from exc
         try:
-            job_limits = JobLimits(timeout=limits.timeout, memory_mb=limits.memory_mb,
-                                   output_limit=limits.output_limit)
             sandbox.assign_account(account)
-            report = sandbox.run(code, arguments, job_limits, should_stop=should_stop)
+            report = sandbox.run(code, arguments, limits, should_stop=should_stop)
         except SandboxError as exc:
             raise ProviderError(f"the sandbox failed: {exc}") from exc
         finally:

@@ -8,7 +8,7 @@ import uuid
 import docker
 import pytest
 
-from executor.config import JobLimits, KindSize, PoolConfig, SandboxConfig
+from executor.config import KindSize, Limits, PoolConfig, SandboxConfig
 from executor.docker_sandbox import POOL_LABEL, SITE_LABEL, DockerBackend
 from executor.pool import SandboxPool
 
@@ -31,7 +31,7 @@ def pool():
 def run(pool, language: str, code: str, **limits):
     sandbox = pool.acquire(language)
     try:
-        return sandbox.run(code, {}, JobLimits(**limits))
+        return sandbox.run(code, {}, Limits(**limits))
     finally:
         pool.release(sandbox)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from executor.config import PRELOADED, JobLimits, KindSize, PoolConfig, SandboxConfig
+from executor.config import PRELOADED, KindSize, Limits, PoolConfig, SandboxConfig
 from executor.pool import PoolExhausted, SandboxPool, imported_packages
 from executor.runsc_sandbox import CGROUP_ROOT, RunscBackend, owner_key
 
@@ -52,7 +52,7 @@ def test_each_sandbox_runs_once_and_is_replaced(pool):
         sandbox = pool.acquire("python")
         assert sandbox.id not in used
         used.add(sandbox.id)
-        report = sandbox.run("def main():\n    return 1", {}, JobLimits())
+        report = sandbox.run("def main():\n    return 1", {}, Limits())
         assert report.result["ok"]
         pool.release(sandbox)
     wait_until(lambda: pool.depth()["python"] >= 2 and not used & sandboxes_of(pool))
@@ -65,7 +65,7 @@ def test_sandbox_killed_from_outside_is_replaced(pool):
     wait_until(lambda: victim not in sandboxes_of(pool), timeout=15)
     wait_until(lambda: pool.depth()["python"] == 2)
     sandbox = pool.acquire("python")
-    assert sandbox.run("def main():\n    return 2", {}, JobLimits()).result["ok"]
+    assert sandbox.run("def main():\n    return 2", {}, Limits()).result["ok"]
     pool.release(sandbox)
 
 
@@ -185,7 +185,7 @@ def test_a_cancelled_run_is_killed_at_the_next_check(pool):
     sandbox = pool.acquire("python")
     asked_at = time.monotonic() + 0.5
     started = time.monotonic()
-    report = sandbox.run("import time\ndef main():\n    time.sleep(30)", {}, JobLimits(timeout=30),
+    report = sandbox.run("import time\ndef main():\n    time.sleep(30)", {}, Limits(timeout=30),
                          should_stop=lambda: time.monotonic() >= asked_at)
     pool.release(sandbox)
     assert report.cancelled is True
@@ -205,7 +205,7 @@ def test_code_importing_the_preloaded_modules_gets_a_restored_sandbox():
         assert pool.kind_for("nodejs", "import numpy") == "nodejs"
         sandbox = pool.acquire("python", code="import numpy\ndef main():\n    return 1")
         started = time.monotonic()
-        report = sandbox.run("import sys\ndef main():\n    return 'pandas' in sys.modules", {}, JobLimits())
+        report = sandbox.run("import sys\ndef main():\n    return 'pandas' in sys.modules", {}, Limits())
         pool.release(sandbox)
         assert json.loads(report.result["value_json"]) is True, "the snapshot's interpreter has them imported"
         assert time.monotonic() - started < 1.0
@@ -288,7 +288,7 @@ def test_running_sandboxes_move_under_their_accounts_cgroups_which_share_the_hos
     other = groups / account_group(pool.backend.site, "tenant-8")
     half = os.cpu_count() * 100000 // 2
     assert account_quota(group) == account_quota(other) == half, "two accounts: half the host each"
-    report = mine.run("def main():\n    return 1", {}, JobLimits())
+    report = mine.run("def main():\n    return 1", {}, Limits())
     assert report.result["ok"], report
     assert (group / mine.id / "cgroup.procs").read_text().split(), "the sandbox's processes run there"
     pool.release(mine)
@@ -312,9 +312,9 @@ def test_accounts_are_capped_only_while_several_use_cpu(pool):
     for sandbox, account in ((busy, "busy-tenant"), (sleepy, "sleepy-tenant")):
         sandbox.assign_account(account)
     busy_group = groups / account_group(pool.backend.site, "busy-tenant")
-    threading.Thread(target=busy.run, args=(burn, {}, JobLimits(timeout=20)), daemon=True).start()
+    threading.Thread(target=busy.run, args=(burn, {}, Limits(timeout=20)), daemon=True).start()
     wait_until(lambda: account_quota(busy_group) == -1, timeout=5)  # the other one only waits
-    threading.Thread(target=sleepy.run, args=(burn, {}, JobLimits(timeout=20)), daemon=True).start()
+    threading.Thread(target=sleepy.run, args=(burn, {}, Limits(timeout=20)), daemon=True).start()
     half = os.cpu_count() * 100000 // 2
     wait_until(lambda: account_quota(busy_group) == half, timeout=5)
     for sandbox in (busy, sleepy):
@@ -335,7 +335,7 @@ def test_a_refill_a_run_waits_for_is_not_starved_by_busy_accounts():
         burners = [pool.acquire("python") for _ in range(2)]  # their refills start now, at the lowest weight
         for index, sandbox in enumerate(burners):
             sandbox.assign_account(f"busy-{index}")
-            threading.Thread(target=sandbox.run, args=(burn, {}, JobLimits(timeout=20)), daemon=True).start()
+            threading.Thread(target=sandbox.run, args=(burn, {}, Limits(timeout=20)), daemon=True).start()
         time.sleep(1.0)  # both accounts burn a CPU each: the host is full
         started = time.monotonic()
         waited_for = pool.acquire("python", timeout=10)  # PoolExhausted here is the starvation

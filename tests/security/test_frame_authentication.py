@@ -10,9 +10,9 @@ import uuid
 
 import pytest
 
-from executor.config import JobLimits, SandboxConfig
+from executor.config import Limits, SandboxConfig
 from executor.runsc_sandbox import RunscBackend, RunscSandbox
-from providers.base import Limits, Status
+from providers.base import Status
 from providers.self_managed import classify
 
 HOSTILE = r"""
@@ -64,7 +64,7 @@ def run_hostile(mode: str):
     sandbox = HostileSandbox(mode)
     try:
         sandbox.start()
-        return sandbox.run("def main():\n    return 1", {}, JobLimits(timeout=3))
+        return sandbox.run("def main():\n    return 1", {}, Limits(timeout=3))
     finally:
         sandbox.destroy()
 

@@ -4,7 +4,7 @@ import base64
 
 import pytest
 
-from executor.config import JobLimits
+from executor.config import Limits
 from executor.verify import NotJSON, check_artifacts, check_outcome, display_name, storable, strict_json
 
 
@@ -19,19 +19,19 @@ def artifact(name, content: bytes = b"x", **extra) -> dict:
     ("n" * 130 + ".txt", "longer than"), ("a\udcffb.txt", "UTF-8"), ("tool.exe", "not allowed"), ("", "empty"),
 ])
 def test_hostile_names_are_refused(name, reason):
-    accepted, refused = check_artifacts([artifact(name)], [], JobLimits())
+    accepted, refused = check_artifacts([artifact(name)], [], Limits())
     assert accepted == []
     assert reason in refused[0]["reason"]
 
 
 def test_the_type_comes_from_the_name_not_from_the_sandbox():
-    [accepted], _ = check_artifacts([artifact("data.csv")], [], JobLimits())
+    [accepted], _ = check_artifacts([artifact("data.csv")], [], Limits())
     assert accepted["mime_type"] == "text/csv"
     assert accepted["size"] == 1
 
 
 def test_sizes_and_counts_are_enforced_again():
-    limits = JobLimits(artifact_max_count=2, artifact_max_bytes=4, artifact_max_total_bytes=6)
+    limits = Limits(artifact_max_count=2, artifact_max_bytes=4, artifact_max_total_bytes=6)
     items = [artifact("a.txt", b"1234"), artifact("b.txt", b"12345"), artifact("c.txt", b"123"),
              artifact("d.txt", b"1")]
     accepted, refused = check_artifacts(items, [], limits)
@@ -40,12 +40,12 @@ def test_sizes_and_counts_are_enforced_again():
 
 
 def test_binary_types_must_match_their_content():
-    _, refused = check_artifacts([artifact("x.png", b"<svg/>")], [], JobLimits())
+    _, refused = check_artifacts([artifact("x.png", b"<svg/>")], [], Limits())
     assert refused[0]["reason"] == "content is not a PNG file"
 
 
 def test_malformed_entries_are_refused_not_raised():
-    accepted, refused = check_artifacts([None, {"name": 3}, artifact("a.txt", content_b64="!!")], "x", JobLimits())
+    accepted, refused = check_artifacts([None, {"name": 3}, artifact("a.txt", content_b64="!!")], "x", Limits())
     assert accepted == [] and len(refused) == 3
 
 

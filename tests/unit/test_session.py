@@ -3,7 +3,7 @@
 import json
 import time
 
-from executor.config import JobLimits, SandboxConfig
+from executor.config import Limits, SandboxConfig
 from executor.protocol import DONE, JOB, STDOUT, encode_frame
 from executor.runner.wire import HEADER
 from executor.sandbox import SILENCE_CHECK, ExitState, Sandbox
@@ -57,7 +57,7 @@ class Scripted(Sandbox):
 def test_a_report_written_just_before_the_sandbox_exited_is_read_not_lost():
     frames = [lambda key, n: encode_frame(STDOUT, b"hi\n", key, n),
               lambda key, n: encode_frame(DONE, json.dumps(DONE_BODY).encode(), key, n)]
-    report = Scripted(quiet=SILENCE_CHECK + 0.05, frames=frames).run("", {}, JobLimits(timeout=5, memory_mb=64,
+    report = Scripted(quiet=SILENCE_CHECK + 0.05, frames=frames).run("", {}, Limits(timeout=5, memory_mb=64,
                                                                                        output_limit=1024))
     assert report.sandbox_failure is None, report.sandbox_failure
     assert report.stdout == b"hi\n" and report.result == {"ok": True, "value_json": "42"}
@@ -65,7 +65,7 @@ def test_a_report_written_just_before_the_sandbox_exited_is_read_not_lost():
 
 def test_a_sandbox_that_ended_without_a_report_is_still_a_sandbox_failure():
     frames = [lambda key, n: encode_frame(STDOUT, b"partial\n", key, n)]
-    report = Scripted(quiet=SILENCE_CHECK + 0.05, frames=frames).run("", {}, JobLimits(timeout=5, memory_mb=64,
+    report = Scripted(quiet=SILENCE_CHECK + 0.05, frames=frames).run("", {}, Limits(timeout=5, memory_mb=64,
                                                                                        output_limit=1024))
     assert report.sandbox_failure == "sandbox exited unexpectedly (exit code 0)"
     assert report.stdout == b"partial\n"

@@ -20,3 +20,18 @@ def warm_sandboxes() -> dict[str, int]:
         for language, count in beat.pool_depth.items():
             depth[language] = depth.get(language, 0) + count
     return depth
+
+
+def unserved(beats, languages) -> dict[str, str]:
+    """The languages no live worker can make sandboxes for now, each with why. A pool drained by load still
+    serves (its runs wait for a refill); a pool whose creations fail does not. /readyz and the self-managed
+    provider's health both read this."""
+    problems = {}
+    for language in languages:
+        serving = [beat for beat in beats if language in beat.pool_depth]
+        if not serving:
+            problems[language] = f"no live worker serves {language}"
+        elif all(language in beat.pool_failing for beat in serving):
+            problems[language] = f"{language} sandboxes cannot be created: {serving[0].pool_failing[language]}"
+    return problems
+

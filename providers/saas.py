@@ -65,13 +65,21 @@ class Failure(StrEnum):
 RETRYABLE = (Failure.RATE_LIMITED, Failure.SERVICE_UNAVAILABLE)
 # Interpreter error names (not messages) meaning the service stopped the execution at its time limit.
 INTERRUPTIONS = ("KeyboardInterrupt", "TimeoutError", "timeout")
-SUMMARY = {
-    Failure.CREDENTIALS_REJECTED: "credentials rejected",
-    Failure.RATE_LIMITED: "rate limited",
-    Failure.SERVICE_UNAVAILABLE: "service unavailable",
-    Failure.BAD_RESPONSE: "unexpected answer",
-    Failure.SANDBOX_LOST: "the sandbox was lost",
+# One wording per failure, in one place: a short label for health answers, and the sentence an operator can
+# act on for the console's Test connection (console/probe.py).
+WORDING = {
+    Failure.CREDENTIALS_REJECTED: (
+        "credentials rejected", "The service rejected the credentials: check the key and its permissions."),
+    Failure.RATE_LIMITED: (
+        "rate limited", "The service is limiting requests right now: try again in a moment."),
+    Failure.SERVICE_UNAVAILABLE: (
+        "service unavailable", "The service is unavailable: it answered with a server error or not at all."),
+    Failure.BAD_RESPONSE: (
+        "unexpected answer", "The service answered something unexpected: check that the endpoint is this service's."),
+    Failure.SANDBOX_LOST: (
+        "the sandbox was lost", "The service lost the test's sandbox while it ran: try again."),
 }
+SUMMARY = {kind: label for kind, (label, _) in WORDING.items()}
 
 
 class ServiceError(ProviderError):

@@ -188,15 +188,14 @@ class SelfManagedProvider(SandboxProvider):
     def health_check(self) -> Health:
         """Each language is served by a live worker that can make sandboxes (read from heartbeats: the pools
         live in the workers). A pool drained by load is healthy; one whose creations fail is not."""
-        from providers.heartbeats import live_workers  # models: this module loads before the registry is ready
+        from providers.heartbeats import live_workers, unserved  # models: loaded before the registry is ready
 
         beats = list(live_workers())
         if not beats:
             return Health(False, "no live worker: start one (make run starts one)")
-        unserved = [language for language in self.languages
-                    if not any(language in beat.pool_depth and language not in beat.pool_failing for beat in beats)]
-        if unserved:
-            return Health(False, f"no worker can make {' or '.join(unserved)} sandboxes now")
+        problems = unserved(beats, self.languages)
+        if problems:
+            return Health(False, "; ".join(problems.values()))
         warm: dict[str, int] = {}
         for beat in beats:
             for kind, count in beat.pool_depth.items():

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import connection
 
 from providers.config_store import active_name
-from providers.heartbeats import live_workers, warm_sandboxes
+from providers.heartbeats import live_workers, unserved, warm_sandboxes
 from sandboxctl.celery import app
 
 
@@ -45,11 +45,5 @@ def _check_pool(problems: list[str]) -> dict[str, int]:
     depth = warm_sandboxes()
     if active_name() != "self_managed":
         return depth
-    beats = list(live_workers())
-    for language in depth:
-        serving = [beat for beat in beats if language in beat.pool_depth]
-        if not serving:
-            problems.append(f"no live worker serves {language}")
-        elif all(language in beat.pool_failing for beat in serving):
-            problems.append(f"{language} sandboxes cannot be created: {serving[0].pool_failing[language]}")
+    problems.extend(unserved(list(live_workers()), depth).values())
     return depth

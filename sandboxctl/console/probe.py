@@ -11,6 +11,7 @@ import time
 
 from providers import manager
 from providers.base import Limits, ProviderError, Status
+from providers.saas import WORDING
 from sandboxctl.executions.models import Execution
 from sandboxctl.executions.service import Submission, submit, wait_for
 
@@ -36,13 +37,7 @@ def run_probe(name: str, config: dict, user) -> dict:
     return {"success": success, "message": message, "details": details}
 
 
-PLAIN = {
-    "credentials_rejected": "The service rejected the credentials: check the key and its permissions.",
-    "rate_limited": "The service is limiting requests right now: try again in a moment.",
-    "bad_response": "The service answered something unexpected: check that the endpoint is this service's.",
-    "sandbox_lost": "The service lost the test's sandbox while it ran: try again.",
-    "service_unavailable": "The service is unavailable: it answered with a server error or not at all.",
-}
+PLAIN = {kind.value: sentence for kind, (_, sentence) in WORDING.items()}
 # Why a connection failed, from the exception chain (the SDKs' own messages are for developers, e.g. a
 # resolver's debug dump), each as one sentence an operator can act on.
 NETWORK = (

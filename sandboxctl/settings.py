@@ -21,6 +21,9 @@ from sandboxctl.env import (
     env_str,
 )
 
+# The executor's defaults have one home (executor/config.py); the settings below override them from the environment.
+_EXECUTOR = executor_config.SandboxConfig()
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("SANDBOXCTL_DATA_DIR", str(BASE_DIR / "data")))
 
@@ -189,7 +192,7 @@ SANDBOX_TIMEOUT_DEFAULT = env_float("SANDBOX_TIMEOUT_DEFAULT", 10.0)
 SANDBOX_TIMEOUT_MAX = env_float("SANDBOX_TIMEOUT_MAX", 60.0)
 SANDBOX_MEMORY_DEFAULT_MB = env_int("SANDBOX_MEMORY_DEFAULT_MB", 256)
 SANDBOX_MEMORY_MIN_MB = 32
-SANDBOX_MEMORY_MAX_MB = env_int("SANDBOX_MEMORY_MAX_MB", 512)
+SANDBOX_MEMORY_MAX_MB = env_int("SANDBOX_MEMORY_MAX_MB", _EXECUTOR.memory_mb)
 SANDBOX_OUTPUT_LIMIT = env_int("SANDBOX_OUTPUT_LIMIT", 1024 * 1024)
 SANDBOX_CODE_MAX_BYTES = env_int("SANDBOX_CODE_MAX_BYTES", 1024 * 1024)
 SANDBOX_ARGUMENTS_MAX_BYTES = env_int("SANDBOX_ARGUMENTS_MAX_BYTES", 1024 * 1024)
@@ -218,16 +221,16 @@ SANDBOX_CALLBACK_ALLOWED_NETWORKS = env_networks("SANDBOX_CALLBACK_ALLOWED_NETWO
 
 # The self-managed pool (one per worker host). The runsc backend drives runsc directly on OCI bundles (half
 # the CPU per sandbox of a start through dockerd); the docker backend goes through dockerd's runsc runtime.
-SANDBOX_BACKEND = env_choice("SANDBOX_BACKEND", "runsc", ("runsc", "docker"))
-SANDBOX_RUNSC_PATH = env_str("SANDBOX_RUNSC_PATH", "/usr/bin/runsc")
+SANDBOX_BACKEND = env_choice("SANDBOX_BACKEND", _EXECUTOR.backend, executor_config.BACKENDS)
+SANDBOX_RUNSC_PATH = env_str("SANDBOX_RUNSC_PATH", _EXECUTOR.runsc_path)
 # ptrace measured cheaper than systrap per sandbox on the 2-core VMs this was built on; see README.
-SANDBOX_RUNSC_PLATFORM = env_choice("SANDBOX_RUNSC_PLATFORM", "ptrace", ("ptrace", "systrap", "kvm"))
-SANDBOX_RUNSC_STATE_DIR = Path(env_str("SANDBOX_RUNSC_STATE_DIR", "/run/sandboxctl"))
-SANDBOX_ROOTFS_DIR = Path(env_str("SANDBOX_ROOTFS_DIR", "/var/lib/sandboxctl/rootfs"))
-SANDBOX_SNAPSHOT_DIR = Path(env_str("SANDBOX_SNAPSHOT_DIR", "/var/lib/sandboxctl/snapshots"))
-SANDBOX_SNAPSHOT_VARIANTS = env_int("SANDBOX_SNAPSHOT_VARIANTS", 3)
-SANDBOX_RUNTIME = env_str("SANDBOX_RUNTIME", "runsc")
-SANDBOX_ALLOW_INSECURE_RUNTIME = env_bool("SANDBOX_ALLOW_INSECURE_RUNTIME", False)
+SANDBOX_RUNSC_PLATFORM = env_choice("SANDBOX_RUNSC_PLATFORM", _EXECUTOR.runsc_platform, ("ptrace", "systrap", "kvm"))
+SANDBOX_RUNSC_STATE_DIR = Path(env_str("SANDBOX_RUNSC_STATE_DIR", str(_EXECUTOR.runsc_root.parent)))
+SANDBOX_ROOTFS_DIR = Path(env_str("SANDBOX_ROOTFS_DIR", str(_EXECUTOR.rootfs_dir)))
+SANDBOX_SNAPSHOT_DIR = Path(env_str("SANDBOX_SNAPSHOT_DIR", str(_EXECUTOR.snapshot_dir)))
+SANDBOX_SNAPSHOT_VARIANTS = env_int("SANDBOX_SNAPSHOT_VARIANTS", _EXECUTOR.snapshot_variants)
+SANDBOX_RUNTIME = env_str("SANDBOX_RUNTIME", _EXECUTOR.runtime)
+SANDBOX_ALLOW_INSECURE_RUNTIME = env_bool("SANDBOX_ALLOW_INSECURE_RUNTIME", _EXECUTOR.allow_insecure_runtime)
 # Warm sandboxes kept at least, per kind; demand raises each up to SANDBOX_POOL_MAX.
 SANDBOX_POOL_SIZE_PYTHON = env_int("SANDBOX_POOL_SIZE_PYTHON", 2)
 SANDBOX_POOL_SIZE_NODEJS = env_int("SANDBOX_POOL_SIZE_NODEJS", 1)
@@ -246,12 +249,12 @@ SANDBOX_WORKER_CONCURRENCY = env_int("SANDBOX_WORKER_CONCURRENCY", 2 * SANDBOX_P
 CELERY_WORKER_CONCURRENCY = SANDBOX_WORKER_CONCURRENCY  # `celery worker` without -c takes it from here
 # Runs in flight across all workers; 0: SANDBOX_WORKER_CONCURRENCY per live sandbox worker.
 SANDBOX_ADMISSION_CAPACITY = env_int("SANDBOX_ADMISSION_CAPACITY", 0)
-SANDBOX_CPUS = env_float("SANDBOX_CPUS", 1.0)
+SANDBOX_CPUS = env_float("SANDBOX_CPUS", _EXECUTOR.cpus)
 # Modules imported in the snapshot Python runs importing them are restored from (runsc backend; empty: none).
 SANDBOX_PYTHON_PRELOAD = env_str("SANDBOX_PYTHON_PRELOAD", "numpy,pandas,matplotlib.pyplot")
 # Where a worker keeps run endings it could not write while the database was away (one folder per worker host).
 SANDBOX_SPOOL_DIR = Path(env_str("SANDBOX_SPOOL_DIR", str(DATA_DIR / "spool")))
-SANDBOX_IMAGE_CACHE_DIR = Path(env_str("SANDBOX_IMAGE_CACHE_DIR", "/var/cache/sandboxctl"))
+SANDBOX_IMAGE_CACHE_DIR = Path(env_str("SANDBOX_IMAGE_CACHE_DIR", str(_EXECUTOR.image_cache_dir)))
 SANDBOX_WORKER_HOST = env_str("SANDBOX_WORKER_HOST", "") or socket.gethostname()
 SANDBOX_WORKER_STALE_AFTER = env_float("SANDBOX_WORKER_STALE_AFTER", 30.0)
 # A queued run whose queue is empty this long has lost its message (a broker restart): it is sent again.

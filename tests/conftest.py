@@ -45,7 +45,16 @@ def _flush_with_retries(original):
     return flush
 
 
-TransactionTestCase._fixture_teardown = _flush_with_retries(TransactionTestCase._fixture_teardown)
+@pytest.fixture(scope="session", autouse=True)
+def flush_retries_on_postgres(django_db_setup):
+    """Only the stack tier (PostgreSQL, a live worker) needs the retry; the fast tier keeps Django's own."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    original = TransactionTestCase._fixture_teardown
+    TransactionTestCase._fixture_teardown = _flush_with_retries(original)
+    yield
+    TransactionTestCase._fixture_teardown = original
 
 UNIT_TESTS = Path(__file__).resolve().parent / "unit"
 

@@ -122,7 +122,7 @@ def pool_warm_up() -> float:
     django.setup()
     from executor.config import PoolConfig
     from executor.pool import SandboxPool
-    from providers.self_managed import make_backend, pool_sizes, sandbox_config
+    from sandboxctl.worker.pool import make_backend, pool_sizes, sandbox_config
 
     name = f"bench-{uuid.uuid4().hex[:6]}#1"
     config = sandbox_config()

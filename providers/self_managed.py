@@ -1,12 +1,10 @@
 """The self-managed provider: this worker host's warm pool of single-use gVisor sandboxes."""
 
 import logging
-import threading
-from pathlib import Path
 
 from django.conf import settings
 
-from executor.config import PRELOADED, KindSize, PoolConfig, SandboxConfig, sandbox_queue
+from executor.config import sandbox_queue
 from executor.deadlines import SANDBOX_DRAIN, SANDBOX_KILL_GRACE
 from executor.pool import PoolExhausted, SandboxPool
 from executor.sandbox import RunReport, SandboxError
@@ -26,88 +24,14 @@ from providers.schema import ConfigField
 
 log = logging.getLogger(__name__)
 
+# This worker host's pool, made and attached by the worker (sandboxctl/worker/pool.py); None in the web.
 _pool: SandboxPool | None = None
-_pool_lock = threading.Lock()
 
 
-def sandbox_config() -> SandboxConfig:
-    return SandboxConfig(
-        backend=settings.SANDBOX_BACKEND,
-        runtime=settings.SANDBOX_RUNTIME,
-        allow_insecure_runtime=settings.SANDBOX_ALLOW_INSECURE_RUNTIME,
-        memory_mb=settings.SANDBOX_MEMORY_MAX_MB,
-        cpus=settings.SANDBOX_CPUS,
-        python_preload=settings.SANDBOX_PYTHON_PRELOAD if settings.SANDBOX_BACKEND == "runsc" else "",
-        labels={"sandboxctl.worker-host": settings.SANDBOX_WORKER_HOST},
-        runsc_path=settings.SANDBOX_RUNSC_PATH,
-        runsc_platform=settings.SANDBOX_RUNSC_PLATFORM,
-        runsc_root=Path(settings.SANDBOX_RUNSC_STATE_DIR) / "runsc",
-        bundle_dir=Path(settings.SANDBOX_RUNSC_STATE_DIR) / "bundles",
-        rootfs_dir=settings.SANDBOX_ROOTFS_DIR,
-        snapshot_dir=settings.SANDBOX_SNAPSHOT_DIR,
-        snapshot_variants=settings.SANDBOX_SNAPSHOT_VARIANTS,
-        image_cache_dir=settings.SANDBOX_IMAGE_CACHE_DIR,
-    )
-
-
-def make_backend(config: SandboxConfig, owner: str):
-    # Only worker processes drive a backend: the web never pays for importing docker-py and runsc's machinery.
-    if config.backend == "docker":
-        from executor.docker_sandbox import DockerBackend
-
-        return DockerBackend(config, settings.SANDBOX_SITE, owner)
-    from executor.runsc_sandbox import RunscBackend
-
-    return RunscBackend(config, settings.SANDBOX_SITE, owner)
-
-
-def pool_sizes(languages: tuple[str, ...], config: SandboxConfig) -> dict[str, KindSize]:
-    minimum = {"python": settings.SANDBOX_POOL_SIZE_PYTHON, "nodejs": settings.SANDBOX_POOL_SIZE_NODEJS,
-               PRELOADED: settings.SANDBOX_POOL_SIZE_PYTHON_PRELOADED}
-    kinds = list(languages) + ([PRELOADED] if "python" in languages and config.preload_modules else [])
-    return {kind: KindSize(minimum[kind], max(minimum[kind], settings.SANDBOX_POOL_MAX)) for kind in kinds}
-
-
-def live_owners() -> set[str]:
-    """Worker instances with a fresh heartbeat: the only owners whose sandboxes are not orphans."""
-    from django.db import close_old_connections
-
-    from providers.heartbeats import live_workers  # models: this module is imported before the registry is ready
-
-    try:
-        return set(live_workers().values_list("worker", flat=True))
-    finally:
-        close_old_connections()
-
-
-def start_pool(name: str, languages: tuple[str, ...]) -> SandboxPool:
-    """Start this worker's pool (once per process); `name` is this worker instance, the owner of its sandboxes."""
+def attach_pool(pool: SandboxPool | None) -> None:
+    """The worker hands its host's pool to the provider (sandboxctl/worker/pool.py makes it from settings)."""
     global _pool
-    with _pool_lock:
-        if _pool is None:
-            sandbox = sandbox_config()
-            if sandbox.insecure:
-                log.critical("INSECURE: sandboxes run with runtime %r, not gVisor", sandbox.runtime)
-            config = PoolConfig(
-                name=name,
-                site=settings.SANDBOX_SITE,
-                size=pool_sizes(languages, sandbox),
-                acquire_timeout=settings.SANDBOX_POOL_ACQUIRE_TIMEOUT,
-                creators=settings.SANDBOX_POOL_CREATORS,
-                max_creations_per_second=settings.SANDBOX_POOL_MAX_CREATIONS_PER_SECOND,
-                sweep_interval=settings.SANDBOX_POOL_SWEEP_INTERVAL,
-            )
-            _pool = SandboxPool(make_backend(sandbox, name), config, live_owners=live_owners)
-            _pool.start()
-        return _pool
-
-
-def stop_pool() -> None:
-    global _pool
-    with _pool_lock:
-        if _pool is not None:
-            _pool.shutdown()
-            _pool = None
+    _pool = pool
 
 
 def current_pool() -> SandboxPool | None:

@@ -42,7 +42,7 @@ def sandbox_languages(queues: list[str]) -> tuple[str, ...]:
 @signals.worker_init.connect
 def start_sandbox_pool(sender=None, **kwargs) -> None:
     # Celery imports this module while the app is configured, before Django's app registry is ready.
-    from providers.self_managed import start_pool
+    from sandboxctl.worker.pool import start_pool
 
     _state["name"] = instance_name(sender.hostname)
     _state["stop"].clear()
@@ -58,7 +58,7 @@ def start_sandbox_pool(sender=None, **kwargs) -> None:
 
 @signals.worker_shutdown.connect
 def stop_sandbox_pool(**kwargs) -> None:
-    from providers.self_managed import stop_pool
+    from sandboxctl.worker.pool import stop_pool  # see start_sandbox_pool
 
     _state["stop"].set()
     stop_pool()

@@ -51,17 +51,21 @@ class Server:
 
     def metric(self, name: str) -> tuple[int, int]:
         """(pid, value) of a per-process gauge from /metrics."""
-        text = requests.get(self.url("/metrics"), timeout=10).text
+        text = requests.get(self.url("/metrics"), headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10).text
         found = re.search(rf'^{name}{{pid="(\d+)"}} (\d+)$', text, re.MULTILINE)
         assert found, text[-2000:]
         return int(found.group(1)), int(found.group(2))
+
+
+METRICS_TOKEN = f"web-tier-metrics-{uuid.uuid4().hex}"  # /metrics needs a token (tests/security)
 
 
 def start_server(tmp_path: Path, **env: str) -> Server:
     main, ragflow = free_port(), free_port()
     log = tmp_path / f"web-{main}.log"
     environment = worker_env(connection.settings_dict["NAME"], RAGFLOW_PORT=str(ragflow),
-                             SANDBOX_TENANT_RATE="100000/min", SECRET_KEY="web-tier-" + "k" * 40, **env)
+                             SANDBOX_TENANT_RATE="100000/min", SECRET_KEY="web-tier-" + "k" * 40,
+                             SANDBOXCTL_METRICS_TOKEN=METRICS_TOKEN, **env)
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "sandboxctl.asgi", "-k", "sandboxctl.api.server.Worker", "--workers", "1",
          "--bind", f"127.0.0.1:{main}", "--bind", f"127.0.0.1:{ragflow}", "--no-control-socket"],

@@ -8,11 +8,12 @@ claims, and a callback whose delivery task was lost is sent again.
 
 import logging
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
 
 from providers import manager
@@ -99,7 +100,8 @@ class Watch:
 
     def may_judge(self) -> bool:
         now = time.monotonic()
-        gap = 3 * settings.CELERY_BEAT_SCHEDULE["reconcile-executions"]["schedule"]
+        interval = settings.CELERY_BEAT_SCHEDULE["reconcile-executions"]["schedule"]
+        gap = max(3 * interval, settings.SANDBOX_WORKER_STALE_AFTER)  # skipped or slow passes are no gap
         if self.since is None or self.last is None or now - self.last > gap:
             self.since = now
         return now - self.since >= settings.SANDBOX_WORKER_STALE_AFTER
@@ -109,12 +111,38 @@ class Watch:
 
 
 watch = Watch()
+RECONCILE_LOCK = 0x5BC7_EC01  # the PostgreSQL advisory lock one reconciler pass holds (any constant of ours)
+
+
+@contextmanager
+def one_pass_at_a_time():
+    """Yields whether this pass may run: a pass still running when beat sends the next one makes it skip, so
+    slow passes never pile up on the io worker's threads (where callback deliveries must keep flowing)."""
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [RECONCILE_LOCK])
+        mine = cursor.fetchone()[0]
+    try:
+        yield mine
+    finally:
+        if mine:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [RECONCILE_LOCK])
 
 
 @shared_task(name="sandboxctl.worker.tasks.reconcile")
 def reconcile(judge: bool | None = None) -> dict:
     """End, requeue or resend what faults left behind; returns how many of each it did. `judge` forces the
     decisions about lost workers and overdue runs (an operator's `manage.py reconcile_executions`)."""
+    with one_pass_at_a_time() as mine:
+        if not mine:
+            return {"skipped": 1}
+        return _reconcile(judge)
+
+
+def _reconcile(judge: bool | None) -> dict:
     now = timezone.now()
     judging = watch.may_judge() if judge is None else judge
     counts = {

@@ -10,10 +10,24 @@ import hmac
 import struct
 from collections.abc import Iterator
 
-from executor.runner.wire import DONE, HEADER, JOB, PING, READY, STDERR, STDOUT, TAG_SIZE, encode_frame, frame_tag
+from executor.runner.wire import (
+    CELL,
+    DONE,
+    FILE,
+    HEADER,
+    JOB,
+    PING,
+    READY,
+    SESSION,
+    STDERR,
+    STDOUT,
+    TAG_SIZE,
+    encode_frame,
+    frame_tag,
+)
 
-__all__ = ["DONE", "JOB", "PING", "READY", "STDERR", "STDOUT", "encode_frame", "DockerStreamDecoder",
-           "FrameDecoder", "ProtocolError"]
+__all__ = ["CELL", "DONE", "FILE", "JOB", "PING", "READY", "SESSION", "STDERR", "STDOUT", "encode_frame",
+           "DockerStreamDecoder", "FrameDecoder", "ProtocolError"]
 
 DOCKER_HEADER = struct.Struct(">BxxxI")
 DOCKER_STDOUT, DOCKER_STDERR = 1, 2

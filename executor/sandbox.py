@@ -62,6 +62,7 @@ class RunReport:
     artifacts: list[dict] = field(default_factory=list)
     rejected_artifacts: list[dict] = field(default_factory=list)
     too_many_artifacts: bool = False
+    session_over: str | None = None  # a session's cell: why the session cannot go on (None: it goes on)
 
 
 @dataclass
@@ -176,28 +177,30 @@ class Sandbox:
                 raise SandboxError(f"unexpected frame {kind!r} before ready")
         raise SandboxError("sandbox did not become ready in time")
 
+    def address_space(self, memory_mb: int) -> int:
+        return (memory_mb + self.config.address_space_headroom_mb) * 1024 * 1024
+
     def run(
-        self, code: str, arguments: dict, limits: Limits, should_stop: Callable[[], bool] | None = None
+        self, code: str, arguments: dict, limits: Limits, should_stop: Callable[[], bool] | None = None,
+        files: list[dict] | None = None,
     ) -> RunReport:
         """Send the one job this sandbox will ever run and observe it until it ends.
 
         `should_stop` is asked every SILENCE_CHECK while the run is quiet; when it answers True (the run
-        was cancelled) the sandbox is killed and the report says so.
+        was cancelled) the sandbox is killed and the report says so. `files` ({path, content_b64}) are
+        written into the working folder before the code starts.
         """
-        address_space = (limits.memory_mb + self.config.address_space_headroom_mb) * 1024 * 1024
         # A fresh key per run, sent only now that the child exists: the child never holds it.
         key = secrets.token_bytes(KEY_SIZE)
         job = {
             "key": key.hex(),
             "linger": self.linger,
-            "payload": {"code": code, "arguments": arguments, "memory_limit_bytes": address_space},
+            "payload": {"code": code, "arguments": arguments,
+                        "memory_limit_bytes": self.address_space(limits.memory_mb)},
             "timeout": limits.timeout,
             "output_limit": limits.output_limit,
-            "artifacts": {
-                "max_count": limits.artifact_max_count,
-                "max_bytes": limits.artifact_max_bytes,
-                "max_total_bytes": limits.artifact_max_total_bytes,
-            },
+            "artifacts": artifact_limits(limits),
+            "files": files or [],
         }
         self.to_foreground()
         self.limit_memory(limits.memory_mb)
@@ -205,7 +208,7 @@ class Sandbox:
         self._send(encode_frame(JOB, json.dumps(job, ensure_ascii=False).encode()))
         report = RunReport()
         try:
-            self._observe(report, started, limits, should_stop, key)
+            self._observe(report, started, limits, should_stop, FrameDecoder(MAX_FRAME, key))
         except ProtocolError as exc:
             log.warning("sandbox %s: protocol violation: %s", self.id, exc)
             report.protocol_violation = str(exc)
@@ -215,9 +218,11 @@ class Sandbox:
         report.memory_used_kb = self.memory_peak_kb() or report.memory_used_kb
         return report
 
-    def _observe(self, report: RunReport, started: float, limits: Limits, should_stop, key: bytes) -> None:
-        frames = FrameDecoder(MAX_FRAME, key)
-        hard_deadline = started + limits.timeout + SANDBOX_KILL_GRACE
+    def _observe(self, report: RunReport, started: float, limits: Limits, should_stop, frames: FrameDecoder,
+                 grace: float = 0.0) -> dict | None:
+        """Read frames until the DONE of this run (or cell); returns that report as sent, None without one.
+        `grace` is how long past its timeout the sandbox itself may take (a session's interrupt)."""
+        hard_deadline = started + limits.timeout + grace + SANDBOX_KILL_GRACE
         next_stop_check = started + SILENCE_CHECK
         stdout, stderr = bytearray(), bytearray()
         last_bytes = time.monotonic()
@@ -256,20 +261,14 @@ class Sandbox:
                     elif kind == STDERR:
                         report.stderr_truncated |= not _append_capped(stderr, body, limits.output_limit)
                     elif kind == DONE:
-                        self._apply_done(report, body, started, limits)
-                        return
+                        return self._apply_done(report, body, started, limits)
                     else:
                         raise ProtocolError(f"unexpected frame {kind!r} during a run")
         finally:
             report.stdout, report.stderr = bytes(stdout), bytes(stderr)
 
-    def _apply_done(self, report: RunReport, body: bytes, started: float, limits: Limits) -> None:
-        try:
-            done = json.loads(body, parse_constant=lambda name: None)
-        except (ValueError, RecursionError) as exc:
-            raise ProtocolError(f"unreadable report: {exc}") from None
-        if not isinstance(done, dict):
-            raise ProtocolError("the report is not an object")
+    def _apply_done(self, report: RunReport, body: bytes, started: float, limits: Limits) -> dict:
+        done = read_report(body)
         # Trust the supervisor's deadline only when the worker's own clock agrees.
         report.timed_out = done.get("timed_out") is True and time.monotonic() - started >= limits.timeout * 0.9
         report.exit_code = as_int(done.get("exit_code"), -255, 255)
@@ -281,6 +280,7 @@ class Sandbox:
         report.artifacts, report.rejected_artifacts = check_artifacts(
             done.get("artifacts"), done.get("rejected_artifacts"), limits
         )
+        return done
 
     def _still_running(self, report: RunReport, exited: bool = False) -> bool:
         """Ask the backend about the sandbox; record why it died if it did."""
@@ -292,6 +292,21 @@ class Sandbox:
         else:
             report.sandbox_failure = state.failure or "sandbox exited unexpectedly"
         return False
+
+
+def read_report(body: bytes) -> dict:
+    try:
+        done = json.loads(body, parse_constant=lambda name: None)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"unreadable report: {exc}") from None
+    if not isinstance(done, dict):
+        raise ProtocolError("the report is not an object")
+    return done
+
+
+def artifact_limits(limits: Limits) -> dict:
+    return {"max_count": limits.artifact_max_count, "max_bytes": limits.artifact_max_bytes,
+            "max_total_bytes": limits.artifact_max_total_bytes}
 
 
 def _append_capped(buffer: bytearray, data: bytes, cap: int) -> bool:

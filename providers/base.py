@@ -13,6 +13,7 @@ from django.conf import settings
 
 from executor.config import LANGUAGES, SAAS_QUEUE, Limits  # noqa: F401 - Limits: the one type, re-exported
 from executor.deadlines import SAAS_OVERHEAD, Budget, budget
+from executor.session import FileLimits  # noqa: F401 - re-exported: the size caps of files
 from executor.verify import NotJSON, check_outcome, strict_json
 from providers.schema import ConfigField, validate, with_defaults
 
@@ -54,6 +55,8 @@ class ExecutionResult:
     error_code: str = ""
     error_message: str = ""
     sandbox_id: str = ""
+    # A session's cell: why the session cannot go on after it ("" while it goes on).
+    session_ended: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,60 @@ class ProviderError(Exception):
         self.code = code
 
 
+class SessionsUnsupported(ProviderError):
+    """This provider keeps no state between runs, or takes no files (the API answers 400 naming it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="sessions_unsupported")
+
+
+class FileRefused(Exception):
+    """A file request that cannot be done: `code` says why (not_found, bad_path, link, is_a_folder,
+    not_a_folder, not_a_file, too_large, no_space, file_service_gone, io_error)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SessionGone(ProviderError):
+    """The session's sandbox is gone (it ended, or it was never on this worker): `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, code="session_ended")
+        self.reason = reason
+
+
+class ProviderSession:
+    """A live session with one sandbox of a provider: cells that share state, and the sandbox's files.
+    Calls come one at a time (the worker serialises them); any of them may raise SessionGone."""
+
+    sandbox_id: str = ""
+
+    def run(self, code: str, arguments: dict, limits: Limits, should_stop: Callable[[], bool] | None = None
+            ) -> ExecutionResult:
+        """One cell, classified as a one-shot run is; `session_ended` says when the session cannot go on."""
+        raise NotImplementedError
+
+    def put_file(self, path: str, content: bytes) -> dict:
+        """Write a file ({path, size}); FileRefused when it cannot be."""
+        raise NotImplementedError
+
+    def get_file(self, path: str) -> bytes:
+        raise NotImplementedError
+
+    def list_files(self) -> list[dict]:
+        """Every file of the working folder: [{path, size, modified}]."""
+        raise NotImplementedError
+
+    def delete_file(self, path: str) -> None:
+        raise NotImplementedError
+
+    def close(self, reason: str) -> None:
+        """End the session and remove its sandbox; quiet when it is gone already."""
+        raise NotImplementedError
+
+
 class SandboxProvider:
     """Base class of sandbox backends.
 
@@ -98,6 +155,10 @@ class SandboxProvider:
     languages: tuple[str, ...] = LANGUAGES
     # What the provider may take past a run's own limit before it gives up by itself (executor/deadlines.py).
     run_overhead: float = SAAS_OVERHEAD
+    # Whether `run` takes input files and `open_session` gives sessions (the API answers 400 naming the
+    # provider when not).
+    takes_files: bool = False
+    has_sessions: bool = False
 
     def __init__(self) -> None:
         self.config: dict = {}
@@ -157,14 +218,21 @@ class SandboxProvider:
     def run(
         self, code: str, language: str, limits: Limits, arguments: dict,
         should_stop: Callable[[], bool] | None = None, run_id: str = "", ledger: SandboxLedger | None = None,
-        account: str = "",
+        account: str = "", files: list[dict] | None = None,
     ) -> ExecutionResult:
         """One complete run in a fresh sandbox that is never reused. `should_stop`, when given, is polled
         while the run is quiet: True cancels it (providers that cannot interrupt a remote call may ignore
         it; the run then ends at its deadline). `run_id` names the run to the service (idempotent creates,
         tags); `ledger` records a remote sandbox until it is deleted; `account` is an opaque label of whose
-        run it is (the self-managed pool shares the host's CPU equally between accounts, not runs)."""
+        run it is (the self-managed pool shares the host's CPU equally between accounts, not runs); `files`
+        ({path, content_b64}) go into the working folder first (only providers that `takes_files`)."""
         raise NotImplementedError
+
+    def open_session(self, language: str, limits: Limits, files: list[dict], file_limits: "FileLimits",
+                     account: str = "", session_id: str = "") -> ProviderSession:
+        """A sandbox that lives between cells (see ProviderSession), with `files` ({path, content_b64}) written
+        into its working folder first. SessionsUnsupported when the provider has no such thing."""
+        raise SessionsUnsupported(f"{self.label} ({self.name}) has no sessions: it keeps no state between runs")
 
     def destroy_instance(self, instance_id: str) -> None:
         """Delete a sandbox a run left behind (SaaS); quiet when it is gone, ProviderError when not deleted."""

@@ -24,6 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from executor.config import RUNNER_DIR, SAAS_QUEUE
+from executor.runner.wire import pack_message
 from providers.base import (
     ExecutionResult,
     Health,
@@ -31,6 +32,7 @@ from providers.base import (
     ProviderError,
     SandboxLedger,
     SandboxProvider,
+    SessionsUnsupported,
     Status,
     apply_outcome,
     mark_timeout,
@@ -119,7 +121,8 @@ def b64(data: bytes) -> str:
 
 def driver_program(code: str, language: str, arguments: dict, marker: str, timeout: float) -> str:
     """The fixed driver with only base64 text, a hex marker and a number filled in (none can end a literal)."""
-    job = json.dumps({"code": code, "arguments": arguments}, ensure_ascii=False).encode("utf-8")
+    # The runner reads its job as one MESSAGE (a length, then the JSON), as it does in our own sandboxes.
+    job = pack_message(json.dumps({"code": code, "arguments": arguments}, ensure_ascii=False).encode("utf-8"))
     return (
         DRIVER[language].replace('"{runner}"', f'"{b64(RUNNER[language])}"')
         .replace('"{job}"', f'"{b64(job)}"')
@@ -206,7 +209,10 @@ class SaaSProvider(SandboxProvider):
 
     # The shared run.
     def run(self, code: str, language: str, limits: Limits, arguments: dict, should_stop=None,
-            run_id: str = "", ledger: SandboxLedger | None = None, account: str = "") -> ExecutionResult:
+            run_id: str = "", ledger: SandboxLedger | None = None, account: str = "",
+            files: list[dict] | None = None) -> ExecutionResult:
+        if files:
+            raise SessionsUnsupported(f"{self.label} ({self.name}) takes no input files")
         deadline = time.monotonic() + self.budget(limits).provider_deadline
         self.guarded("preparing", self.prepare, language, deadline)
         if ledger:

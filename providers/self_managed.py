@@ -1,5 +1,6 @@
 """The self-managed provider: this worker host's warm pool of single-use gVisor sandboxes."""
 
+import base64
 import logging
 
 from django.conf import settings
@@ -8,12 +9,16 @@ from executor.config import sandbox_queue
 from executor.deadlines import SANDBOX_DRAIN, SANDBOX_KILL_GRACE
 from executor.pool import PoolExhausted, SandboxPool
 from executor.sandbox import RunReport, SandboxError
+from executor.session import FileLimits, SandboxSession, SessionOver
 from providers.base import (
     ExecutionResult,
+    FileRefused,
     Health,
     Limits,
     ProviderError,
+    ProviderSession,
     SandboxProvider,
+    SessionGone,
     Status,
     apply_outcome,
     mark_memory_limit,
@@ -43,6 +48,8 @@ class SelfManagedProvider(SandboxProvider):
     run_overhead = SANDBOX_KILL_GRACE + SANDBOX_DRAIN
     label = "Self-managed gVisor pool"
     description = "Warm single-use gVisor (runsc) containers on the worker hosts; no network, no secrets."
+    takes_files = True
+    has_sessions = True
 
     @classmethod
     def get_config_schema(cls) -> list[ConfigField]:
@@ -85,22 +92,15 @@ class SelfManagedProvider(SandboxProvider):
         return max(settings.SANDBOX_POOL_ACQUIRE_TIMEOUT, limits.timeout)
 
     def run(self, code: str, language: str, limits: Limits, arguments: dict, should_stop=None, run_id: str = "",
-            ledger=None, account: str = "") -> ExecutionResult:
+            ledger=None, account: str = "", files: list[dict] | None = None) -> ExecutionResult:
         """One run in a fresh sandbox of this worker's pool (the kind chosen from the code), removed afterwards.
         A busy host only slows a refill down (the sandbox made for a waiting run starts at full CPU weight), so
         the run waits for its sandbox as long as its own time limit, never less than the pool's minimum wait."""
-        pool = current_pool()
-        if pool is None:
-            raise ProviderError("this worker has no sandbox pool")
-        try:
-            sandbox = pool.acquire(language, timeout=self.acquire_wait(limits), code=code)
-        except PoolExhausted as exc:
-            raise ProviderError(str(exc), code="pool_exhausted") from exc
-        except SandboxError as exc:
-            raise ProviderError(str(exc)) from exc
+        pool = _pool_here()
+        sandbox = _acquire(pool, language, self.acquire_wait(limits), code)
         try:
             sandbox.assign_account(account)
-            report = sandbox.run(code, arguments, limits, should_stop=should_stop)
+            report = sandbox.run(code, arguments, limits, should_stop=should_stop, files=files)
         except SandboxError as exc:
             raise ProviderError(f"the sandbox failed: {exc}") from exc
         finally:
@@ -108,6 +108,21 @@ class SelfManagedProvider(SandboxProvider):
         result = classify(report, limits, language)
         result.sandbox_id = sandbox.id
         return result
+
+    def open_session(self, language: str, limits: Limits, files: list[dict], file_limits: FileLimits,
+                     account: str = "", session_id: str = "") -> "SelfManagedSession":
+        """A sandbox of this worker's pool turned into a session: it stays on this worker until it ends."""
+        pool = _pool_here()
+        sandbox = _acquire(pool, language, self.acquire_wait(limits), "")
+        session = SandboxSession(sandbox, limits.memory_mb, limits.output_limit, limits, file_limits)
+        try:
+            sandbox.assign_account(account)
+            session.open(files)
+        except SandboxError as exc:
+            session.end("the session did not open")
+            pool.release(sandbox)
+            raise ProviderError(f"the session did not open: {exc}") from exc
+        return SelfManagedSession(pool, session, language, file_limits)
 
     def health_check(self) -> Health:
         """Each language is served by a live worker that can make sandboxes (read from heartbeats: the pools
@@ -128,6 +143,87 @@ class SelfManagedProvider(SandboxProvider):
         pools = ", ".join(f"{kind} {count}" for kind, count in sorted(warm.items()))
         return Health(True, f"{len(beats)} live worker{'s' if len(beats) != 1 else ''}; warm: {pools}"
                             + (f"; {', '.join(versions)}" if versions else ""))
+
+
+def _pool_here() -> SandboxPool:
+    pool = current_pool()
+    if pool is None:
+        raise ProviderError("this worker has no sandbox pool")
+    return pool
+
+
+def _acquire(pool: SandboxPool, language: str, wait: float, code: str):
+    try:
+        return pool.acquire(language, timeout=wait, code=code)
+    except PoolExhausted as exc:
+        raise ProviderError(str(exc), code="pool_exhausted") from exc
+    except SandboxError as exc:
+        raise ProviderError(str(exc)) from exc
+
+
+class SelfManagedSession(ProviderSession):
+    """A session on a sandbox of this worker's pool (executor/session.py); released to the pool at its end."""
+
+    def __init__(self, pool: SandboxPool, session: SandboxSession, language: str, file_limits: FileLimits) -> None:
+        self.pool = pool
+        self.session = session
+        self.language = language
+        self.file_limits = file_limits
+        self.sandbox_id = session.id
+        self._released = False
+
+    def run(self, code: str, arguments: dict, limits: Limits, should_stop=None) -> ExecutionResult:
+        try:
+            report = self.session.run(code, arguments, limits, should_stop=should_stop)
+        except SessionOver as exc:
+            self.close(exc.reason)
+            raise SessionGone(exc.reason) from exc
+        except SandboxError as exc:
+            self.close(str(exc))
+            raise SessionGone(f"the sandbox failed: {exc}") from exc
+        result = classify(report, limits, self.language)
+        result.sandbox_id = self.sandbox_id
+        result.session_ended = report.session_over or ""
+        if report.session_over:
+            self.close(report.session_over)
+        return result
+
+    def put_file(self, path: str, content: bytes) -> dict:
+        if len(content) > self.file_limits.max_file_bytes:
+            raise FileRefused("too_large", f"the file is {len(content)} bytes; the limit is "
+                                           f"{self.file_limits.max_file_bytes} (SANDBOX_SESSION_FILE_MAX_BYTES)")
+        answer = self._ask({"op": "put", "path": path, "content_b64": base64.b64encode(content).decode(),
+                            "max_total_bytes": self.file_limits.max_total_bytes})
+        return {"path": answer["path"], "size": answer["size"]}
+
+    def get_file(self, path: str) -> bytes:
+        answer = self._ask({"op": "get", "path": path, "max_bytes": self.file_limits.max_file_bytes})
+        return base64.b64decode(answer.get("content_b64") or "")
+
+    def list_files(self) -> list[dict]:
+        return list(self._ask({"op": "list"}).get("files") or [])
+
+    def delete_file(self, path: str) -> None:
+        self._ask({"op": "delete", "path": path})
+
+    def close(self, reason: str) -> None:
+        self.session.end(reason)
+        if not self._released:
+            self._released = True
+            self.pool.release(self.session.sandbox)
+
+    def _ask(self, request: dict) -> dict:
+        try:
+            answer = self.session.file(request)
+        except SessionOver as exc:
+            self.close(exc.reason)
+            raise SessionGone(exc.reason) from exc
+        except SandboxError as exc:
+            self.close(str(exc))
+            raise SessionGone(f"the sandbox failed: {exc}") from exc
+        if not answer.get("ok"):
+            raise FileRefused(str(answer.get("code") or "io_error"), str(answer.get("message") or "refused")[:500])
+        return answer
 
 
 def classify(report: RunReport, limits: Limits, language: str) -> ExecutionResult:

@@ -204,6 +204,20 @@ SANDBOX_TENANT_MAX_CONCURRENT = env_int("SANDBOX_TENANT_MAX_CONCURRENT", 2)
 SANDBOX_TENANT_MAX_QUEUED = env_int("SANDBOX_TENANT_MAX_QUEUED", 50)
 SANDBOX_TENANT_RATE = env_rate("SANDBOX_TENANT_RATE", "1200/min")
 SANDBOX_WAIT_CAP = env_float("SANDBOX_WAIT_CAP", 600.0)
+# Sessions (sandboxctl/executions/sessions.py): live sandboxes per account, per worker host; how long one may
+# sit idle and live at most (callers may ask for less; defaults when they do not ask); the size of one file and
+# of all a session's files; a one-shot run's input files (sent as base64 inside the JSON body, so they must fit
+# SANDBOX_REQUEST_MAX_BYTES with the code).
+SANDBOX_TENANT_MAX_SESSIONS = env_int("SANDBOX_TENANT_MAX_SESSIONS", 4)
+SANDBOX_WORKER_MAX_SESSIONS = env_int("SANDBOX_WORKER_MAX_SESSIONS", 16)
+SANDBOX_SESSION_IDLE_TIMEOUT = env_float("SANDBOX_SESSION_IDLE_TIMEOUT", 600.0)
+SANDBOX_SESSION_IDLE_TIMEOUT_MAX = env_float("SANDBOX_SESSION_IDLE_TIMEOUT_MAX", 3600.0)
+SANDBOX_SESSION_MAX_LIFETIME = env_float("SANDBOX_SESSION_MAX_LIFETIME", 3600.0)
+SANDBOX_SESSION_MAX_LIFETIME_MAX = env_float("SANDBOX_SESSION_MAX_LIFETIME_MAX", 24 * 3600.0)
+SANDBOX_SESSION_FILE_MAX_BYTES = env_int("SANDBOX_SESSION_FILE_MAX_BYTES", 32 * 1024 * 1024)
+SANDBOX_SESSION_FILES_MAX_BYTES = env_int("SANDBOX_SESSION_FILES_MAX_BYTES", 96 * 1024 * 1024)
+SANDBOX_INPUT_FILES_MAX_BYTES = env_int("SANDBOX_INPUT_FILES_MAX_BYTES", 2 * 1024 * 1024)
+SANDBOX_INPUT_FILES_MAX_COUNT = env_int("SANDBOX_INPUT_FILES_MAX_COUNT", 100)
 # RAGFlow's `/run` waits for the run's end as long as RAGFlow's own client does (its 600 s), holding no thread.
 SANDBOX_RAGFLOW_WAIT = env_float("SANDBOX_RAGFLOW_WAIT", 600.0)
 SANDBOX_QUEUE_TTL = env_float("SANDBOX_QUEUE_TTL", 600.0)

@@ -4,7 +4,7 @@ from django.urls import path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from sandboxctl.api import metrics, views
+from sandboxctl.api import metrics, session_views, views
 from sandboxctl.console import login_throttle, provider_api
 from sandboxctl.console.admin_page import sandbox_settings
 from sandboxctl.console.dashboard import dashboard
@@ -15,6 +15,11 @@ urlpatterns = [
     path("api/v1/executions/<uuid:pk>/cancel", views.ExecutionCancelView.as_view(), name="execution-cancel"),
     path("api/v1/executions/<uuid:pk>/artifacts/<int:index>", views.ExecutionArtifactView.as_view(),
          name="execution-artifact"),
+    path("api/v1/sessions", session_views.session_list, name="session-list"),
+    path("api/v1/sessions/<uuid:pk>", session_views.SessionDetailView.as_view(), name="session-detail"),
+    path("api/v1/sessions/<uuid:pk>/executions", session_views.session_cells, name="session-cells"),
+    path("api/v1/sessions/<uuid:pk>/files", session_views.session_files, name="session-files"),
+    path("api/v1/sessions/<uuid:pk>/files/<path:path>", session_views.session_file, name="session-file"),
     path("run", views.ragflow_run, name="ragflow-run"),
     path("healthz", views.healthz, name="healthz"),
     path("", views.healthz, name="root-healthz"),  # RAGFlow's executor answers health on / too

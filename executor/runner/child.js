@@ -1,5 +1,6 @@
 "use strict";
-// In-sandbox Node.js child: waits for one job on stdin, runs the user's code, calls main(arguments).
+// In-sandbox Node.js child: waits for one job on stdin, runs the user's code, calls main(arguments); in a
+// session (session.py), it runs cell after cell in one context instead.
 // The return value goes to the result pipe (fd in argv), never to stdout, so printed text cannot pose
 // as a result. Started by supervisor.py before the job exists; Node's standard library only.
 
@@ -8,22 +9,30 @@ const vm = require("vm");
 
 const resultFd = Number(process.argv[2]);
 
-function readStdin() {
-  const chunks = [];
-  const buffer = Buffer.alloc(65536);
-  for (;;) {
+function readExactSync(fd, size) {
+  const buffer = Buffer.alloc(size);
+  let offset = 0;
+  while (offset < size) {
     let count;
     try {
-      count = fs.readSync(0, buffer, 0, buffer.length, null);
+      count = fs.readSync(fd, buffer, offset, size - offset, null);
     } catch (err) {
       if (err.code === "EAGAIN") continue;
-      if (err.code === "EOF") break;
+      if (err.code === "EOF") return null;
       throw err;
     }
-    if (count === 0) break;
-    chunks.push(Buffer.from(buffer.subarray(0, count)));
+    if (count === 0) return null;
+    offset += count;
   }
-  return Buffer.concat(chunks).toString("utf8");
+  return buffer;
+}
+
+// One MESSAGE (a 4-byte big-endian length, then JSON), read before the event loop has anything to do.
+function readMessageSync(fd) {
+  const header = readExactSync(fd, 4);
+  if (header === null) return null;
+  const body = readExactSync(fd, header.readUInt32BE(0));
+  return body === null ? null : JSON.parse(body.toString("utf8"));
 }
 
 // The stack as the user's code sees it: this runner's own frames and Node's internals are left out.
@@ -52,7 +61,11 @@ function findMain(sandboxModule) {
   const exported = sandboxModule.exports && sandboxModule.exports.main;
   if (exported !== undefined) return exported;
   if (typeof sandboxModule.exports === "function") return sandboxModule.exports;
-  // A top-level `function main` or `const main` lives in the script's global scope.
+  return globalMain();
+}
+
+// A top-level `function main` or `const main` lives in the script's global scope.
+function globalMain() {
   return vm.runInThisContext("typeof main === 'undefined' ? undefined : main");
 }
 
@@ -62,30 +75,43 @@ function serialize(value) {
   return text;
 }
 
-async function run(job) {
+function freshModule() {
   const sandboxModule = { exports: {} };
   globalThis.module = sandboxModule;
   globalThis.exports = sandboxModule.exports;
   globalThis.require = require;
+  return sandboxModule;
+}
+
+// Run the code, then main(arguments) when this code defined one. `options` are vm's (a session interrupts
+// a cell past its timeout with SIGINT: breakOnSigint).
+async function run(job, filename = "main.js", options = {}, mainBefore = undefined) {
+  const sandboxModule = freshModule();
   try {
-    vm.runInThisContext(job.code, { filename: "main.js" });
+    vm.runInThisContext(job.code, { filename, ...options });
   } catch (err) {
     printError(err);
     return failure(err && err.name ? err.name : "Error", err && err.message ? err.message : err);
   }
-  const main = findMain(sandboxModule);
+  let main = findMain(sandboxModule);
+  // In a session, a main() that an earlier cell defined is not this cell's.
+  if (main !== undefined && main === mainBefore && sandboxModule.exports.main === undefined) main = undefined;
   if (main === undefined) {
     if (Object.keys(job.arguments).length) return failure("MissingMain", "code must define main() when arguments are given");
+    if (options.breakOnSigint) return { ok: true, script: true };
     // A plain script may still have timers or I/O pending: it is done when the event loop is empty.
     return new Promise((resolve) => process.once("beforeExit", () => resolve({ ok: true, script: true })));
   }
   if (typeof main !== "function") return failure("MainNotCallable", "main is defined but is not callable");
   let value;
   try {
-    value = await main(job.arguments);
+    globalThis.__sandboxctlCall = () => main(job.arguments);
+    value = await (options.breakOnSigint ? vm.runInThisContext("__sandboxctlCall()", options) : main(job.arguments));
   } catch (err) {
     printError(err);
     return failure(err && err.name ? err.name : "Error", err && err.message ? err.message : err);
+  } finally {
+    delete globalThis.__sandboxctlCall;
   }
   // As RAGFlow's runner does: a main() that forgot its `return` gets told so instead of a silent null.
   if (value === undefined) return failure("NoReturnValue", "main() must return a value");
@@ -96,7 +122,61 @@ async function run(job) {
   }
 }
 
+function flushed() {
+  return new Promise((resolve) => process.stdout.write("", () => process.stderr.write("", resolve)));
+}
+
+// A session: cells arrive as MESSAGEs on the requests descriptor and run one at a time in this one context;
+// each is answered with one MESSAGE on the result pipe. A SIGINT (the cell passed its timeout) ends the
+// waiting for the cell's main(), which may still be pending: the session goes on.
+function serveSession(requests) {
+  let pending = Buffer.alloc(0);
+  const queue = [];
+  let busy = false;
+  let number = 0;
+  let interrupt = null;
+  process.on("SIGINT", () => {
+    if (interrupt) interrupt(failure("KeyboardInterrupt", "the cell was interrupted at its timeout"));
+  });
+  async function next() {
+    if (busy || !queue.length) return;
+    busy = true;
+    const job = queue.shift();
+    number += 1;
+    const mainBefore = globalMain();
+    const interrupted = new Promise((resolve) => { interrupt = resolve; });
+    const outcome = await Promise.race([
+      run(job, `cell${number}.js`, { breakOnSigint: true }, mainBefore).catch((err) => failure("RunnerError", err)),
+      interrupted,
+    ]);
+    interrupt = null;
+    await flushed();
+    const answer = Buffer.from(JSON.stringify(outcome));
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(answer.length, 0);
+    fs.writeSync(resultFd, Buffer.concat([header, answer]));
+    busy = false;
+    next();
+  }
+  const input = fs.createReadStream(null, { fd: requests, highWaterMark: 1 << 20 });
+  input.on("data", (chunk) => {
+    pending = Buffer.concat([pending, chunk]);
+    while (pending.length >= 4 && pending.length >= 4 + pending.readUInt32BE(0)) {
+      const size = pending.readUInt32BE(0);
+      queue.push(JSON.parse(pending.subarray(4, 4 + size).toString("utf8")));
+      pending = pending.subarray(4 + size);
+    }
+    next();
+  });
+  input.on("end", () => process.exit(0));
+}
+
 fs.writeSync(resultFd, "R");
-const job = JSON.parse(readStdin());
+const job = readMessageSync(0);
+if (job === null) process.exit(1);
 fs.mkdirSync("artifacts", { recursive: true }); // code may save into artifacts/ without creating it
-run(job).then(finish, (err) => finish(failure("RunnerError", err)));
+if (job.session) {
+  serveSession(0);
+} else {
+  run(job).then(finish, (err) => finish(failure("RunnerError", err)));
+}

@@ -1,7 +1,8 @@
 """In-sandbox Python child (the supervisor's forked self, or run directly): waits for one job on stdin, then runs the user's code and calls main(**arguments).
 
 The return value goes to the result pipe (fd given in argv), never to stdout, so printed text cannot
-pose as a result. Started by supervisor.py before the job exists; standard library only.
+pose as a result. Started by supervisor.py before the job exists; standard library only. In a session
+(session.py) it runs cell after cell in one namespace, answering each with one MESSAGE on the result pipe.
 """
 
 import ast
@@ -48,7 +49,7 @@ def preload() -> None:
 
 
 USER_FILE = "main.py"
-user_source = ""
+sources: dict[str, str] = {}  # the code of each file name tracebacks show (one per cell in a session)
 
 
 def print_traceback(exc: BaseException) -> None:
@@ -56,7 +57,8 @@ def print_traceback(exc: BaseException) -> None:
     import linecache
     import traceback  # imported on failure only: it is slow to import under gVisor
 
-    linecache.cache[USER_FILE] = (len(user_source), None, user_source.splitlines(True), USER_FILE)
+    for name, source in sources.items():
+        linecache.cache[name] = (len(source), None, source.splitlines(True), name)
     frames = None if isinstance(exc, SyntaxError) else exc.__traceback__
     while frames is not None and frames.tb_frame.f_code.co_filename == __file__:
         frames = frames.tb_next
@@ -113,21 +115,24 @@ def report_traceback(exc: BaseException) -> None:
         pass
 
 
-def run(job: dict) -> dict:
-    global user_source
+def run(job: dict, namespace: dict | None = None, filename: str = USER_FILE) -> dict:
+    """Run the code and its main(); in a session `namespace` is the one every cell shares."""
     code, arguments = job["code"], job["arguments"]
-    user_source = code
+    sources[filename] = code
     try:
-        tree = ast.parse(code, filename=USER_FILE)
+        tree = ast.parse(code, filename=filename)
     except SyntaxError as exc:
         report_traceback(exc)
         return failure("SyntaxError", f"{exc.msg} (line {exc.lineno})")
     has_main = defines_main(tree)
     if not has_main and arguments:
         return failure("MissingMain", "code must define main() when arguments are given")
-    namespace = {"__name__": "__sandbox__" if has_main else "__main__", "__builtins__": __builtins__}
+    if namespace is None:
+        namespace = {"__builtins__": __builtins__}
+    # `if __name__ == "__main__": main()` must not call main a second time where we call it.
+    namespace["__name__"] = "__sandbox__" if has_main else "__main__"
     try:
-        exec(compile(tree, USER_FILE, "exec"), namespace)
+        exec(compile(tree, filename, "exec"), namespace)
         if not has_main:
             return {"ok": True, "script": True}
         main = namespace.get("main")
@@ -152,29 +157,83 @@ def run(job: dict) -> dict:
         return failure("ResultNotSerializable", f"main() returned a value that is not JSON: {describe(exc)}")
 
 
-def main(result_fd: int) -> None:
-    seed_matplotlib_cache()
-    preload()
-    os.write(result_fd, b"R")
-    job = json.loads(sys.stdin.buffer.read())
+def read_message(fd: int) -> dict | None:
+    """One MESSAGE (a 4-byte length, then JSON) from `fd`; None at its end."""
+    header = read_exact(fd, 4)
+    if header is None:
+        return None
+    body = read_exact(fd, int.from_bytes(header, "big"))
+    return None if body is None else json.loads(body)
+
+
+def read_exact(fd: int, size: int) -> bytes | None:
+    chunks = []
+    while size:
+        chunk = os.read(fd, size)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def start_running(job: dict) -> None:
+    """What every job and session does once it arrives, before the user's code: a closed stdin, line-buffered
+    output (partial output survives a kill), fresh random state, the artifacts folder, the memory cap."""
     reseed()
     os.makedirs("artifacts", exist_ok=True)  # code may save into artifacts/ without creating it
     sys.stdin.close()
     os.close(0)
     os.open(os.devnull, os.O_RDONLY)
     sys.stdin = open(0, closefd=False)
-    # Line buffering keeps partial output when the run is killed at its deadline.
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
     limit = job.get("memory_limit_bytes")
     if limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    outcome = run(job)
+
+
+def flush_output() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except BaseException:  # noqa: BLE001 - the code closed or replaced it; what it wrote is already out
             pass
+
+
+def serve_session(result_fd: int, requests: int) -> None:
+    """Cells until the supervisor closes the requests: one namespace, one answer per cell, in order."""
+    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+    number = 0
+    while True:
+        try:
+            request = read_message(requests)
+            if request is None:
+                os._exit(0)
+            number += 1
+            outcome = run(request, namespace, f"cell{number}.py")
+            flush_output()
+            answer = json.dumps(outcome).encode()
+            os.write(result_fd, len(answer).to_bytes(4, "big") + answer)
+        except KeyboardInterrupt:
+            # The interrupt for a cell past its timeout came after the cell was done: it has answered already.
+            continue
+
+
+def main(result_fd: int) -> None:
+    seed_matplotlib_cache()
+    preload()
+    os.write(result_fd, b"R")
+    job = read_message(0)
+    if job is None:
+        os._exit(1)
+    if job.get("session"):
+        requests = os.dup(0)  # not inherited by anything the code starts (Python's descriptors are not)
+        start_running(job)
+        serve_session(result_fd, requests)
+    start_running(job)
+    outcome = run(job)
+    flush_output()
     with os.fdopen(result_fd, "w", encoding="utf-8") as channel:
         channel.write(json.dumps(outcome))  # ASCII: a lone surrogate in a message must not break the report
     os._exit(0 if outcome["ok"] else 1)

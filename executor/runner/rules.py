@@ -69,3 +69,36 @@ def content_problem(name: str, content: bytes) -> str | None:
     if signatures and not content.startswith(signatures):
         return f"content is not a {extension(name)[1:].upper()} file"
     return None
+
+
+# Paths of a session's files (and of a run's input files): relative to the working folder, at most this deep
+# and long, each component a plain name. Checked by the API (400 naming the path) and again in the sandbox,
+# where every component is also opened without following links.
+PATH_MAX = 1024
+PATH_DEPTH_MAX = 16
+COMPONENT_MAX = 255
+
+
+def path_problem(path: str) -> str | None:
+    """Why `path` cannot name a file in the working folder, or None when it can."""
+    if not isinstance(path, str) or not path:
+        return "the path is empty"
+    if len(path.encode("utf-8", "surrogatepass")) > PATH_MAX:
+        return f"the path is longer than {PATH_MAX} bytes"
+    if path.startswith("/") or path.startswith("\\") or (len(path) > 1 and path[1] == ":"):
+        return "the path must be relative to the working folder, not absolute"
+    if "\\" in path:
+        return "the path must use / between folders"
+    components = path.split("/")
+    if len(components) > PATH_DEPTH_MAX:
+        return f"the path is more than {PATH_DEPTH_MAX} folders deep"
+    for component in components:
+        if component in ("", ".", ".."):
+            return "the path must not contain '..', '.' or empty components (it would leave or blur the folder)"
+        if len(component.encode("utf-8", "surrogatepass")) > COMPONENT_MAX:
+            return f"a path component is longer than {COMPONENT_MAX} bytes"
+        if any(0xD800 <= ord(char) <= 0xDFFF for char in component):
+            return "the path is not valid UTF-8"
+        if any(unicodedata.category(char) == "Cc" for char in component):
+            return "the path contains control characters"
+    return None

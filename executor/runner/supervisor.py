@@ -21,6 +21,7 @@ sandbox image with only the standard library; it must not import the project.
 import errno
 import json
 import os
+import select
 import selectors
 import signal
 import stat
@@ -32,13 +33,16 @@ sys.path.insert(0, RUNNER_DIR)  # -I leaves the script's folder off the path; th
 
 from confine import confine_child, keep_only_capabilities  # noqa: E402
 from rules import ARTIFACT_TYPES, extension, name_problem  # noqa: E402
-from wire import DONE, HEADER, JOB, PING, READY, STDERR, STDOUT, encode_frame  # noqa: E402
+from wire import CELL, DONE, FILE, HEADER, JOB, MESSAGE, PING, READY, SESSION, STDERR, STDOUT, encode_frame, pack_message  # noqa: E402,E501
 
 WORK_DIR = "/work"
 ARTIFACT_DIR = os.path.join(WORK_DIR, "artifacts")
 RESULT_CAP = 4 * 1024 * 1024
 CAP_KILL = 5
 EXIT_GRACE = 0.2  # after the child exits, how long to keep draining pipes a background process holds open
+FILE_TIMEOUT = 60.0  # how long a file request may take the keeper (64 MiB through a pipe takes well under that)
+FILE_ANSWER_CAP = 96 * 1024 * 1024  # a file's base64 and its envelope
+INTERRUPT_GRACE = 1.0  # a cell past its timeout gets this long, after SIGINT, to stop and keep the session
 
 
 class Channel:
@@ -69,23 +73,33 @@ def read_exact(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_job(channel: "Channel") -> dict:
-    """Answer PINGs (a restored sandbox is asked whether it is there) until the one job arrives."""
+def read_request(channel: "Channel") -> tuple[bytes, dict]:
+    """Answer PINGs (a restored sandbox is asked whether it is there) until the job or a session arrives."""
     while True:
         kind, length = HEADER.unpack(read_exact(0, HEADER.size))
         if kind == PING:
             read_exact(0, length)
             channel.send(READY, b"")
             continue
-        if kind != JOB:
+        if kind not in (JOB, SESSION):
             raise ValueError(f"unexpected frame type {kind!r}")
         break
-    job = json.loads(read_exact(0, length))
-    # Nothing more comes on stdin: put /dev/null there so /proc/1/fd/0 leads nowhere.
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    return job
+    request = json.loads(read_exact(0, length))
+    if kind == JOB:
+        # Nothing more comes on stdin: put /dev/null there so /proc/1/fd/0 leads nowhere.
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+    return kind, request
+
+
+def read_frame() -> tuple[bytes, dict] | None:
+    """The host's next request in a session; None when it closed our input (the session is over)."""
+    try:
+        kind, length = HEADER.unpack(read_exact(0, HEADER.size))
+        return kind, json.loads(read_exact(0, length))
+    except EOFError:
+        return None
 
 
 def node_command(result_fd: int) -> list[str]:
@@ -124,6 +138,78 @@ def start_child(language: str) -> tuple[int, int, int, int, int]:
     for fd in (stdin_r, out_w, err_w, res_w):
         os.close(fd)
     return pid, stdin_w, out_r, err_r, res_r
+
+
+class FileKeeper:
+    """The sandbox's file keeper (workfiles.py): forked now, while this process may still make a nobody."""
+
+    def __init__(self) -> None:
+        requests_r, self.requests = os.pipe()
+        self.answers, answers_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                os.setsid()
+                os.dup2(requests_r, 0)
+                os.dup2(answers_w, 1)
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, 2)
+                os.closerange(3, 1024)
+                os.chdir(WORK_DIR)
+                confine_child()
+                import workfiles
+
+                workfiles.serve()
+            finally:
+                os._exit(0)
+        os.close(requests_r)
+        os.close(answers_w)
+
+    def ask(self, request: dict, timeout: float = FILE_TIMEOUT) -> dict:
+        """One request and its answer; a keeper that is gone (the code killed it) or silent is a clear error."""
+        try:
+            write_all(self.requests, pack_message(json.dumps(request).encode()))
+            answer = read_message(self.answers, time.monotonic() + timeout, FILE_ANSWER_CAP)
+        except (OSError, EOFError, TimeoutError, ValueError) as exc:
+            return {"ok": False, "code": "file_service_gone",
+                    "message": f"the sandbox's file service did not answer ({type(exc).__name__})"}
+        return answer if isinstance(answer, dict) else {"ok": False, "code": "io_error", "message": "bad answer"}
+
+    def close(self) -> None:
+        for fd in (self.requests, self.answers):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def read_message(fd: int, deadline: float, cap: int) -> object:
+    """One MESSAGE from `fd` (wire.py) by `deadline`, decoded from JSON."""
+    header = read_by(fd, MESSAGE.size, deadline)
+    (size,) = MESSAGE.unpack(header)
+    if size > cap:
+        raise ValueError(f"message of {size} bytes")
+    return json.loads(read_by(fd, size, deadline))
+
+
+def read_by(fd: int, size: int, deadline: float) -> bytes:
+    chunks = []
+    while size:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            raise TimeoutError
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
 
 
 def run_python_child(result_fd: int) -> None:
@@ -332,9 +418,10 @@ def artifact_names(folder: int) -> list[str]:
     return sorted(names)
 
 
-def collect_artifacts(limits: dict) -> tuple[list[dict], list[dict], str | None]:
+def collect_artifacts(limits: dict, since: float | None = None) -> tuple[list[dict], list[dict], str | None]:
     """Read the files of /work/artifacts (one level, nothing promoted from /work) without following links;
-    report every file refused with its reason. Returns (accepted, rejected, error code or None).
+    report every file refused with its reason. Returns (accepted, rejected, error code or None). A session's
+    cell passes `since` (when it started): only files written since then are its artifacts.
 
     Runs after every user process is dead; and every open is relative to the folder's descriptor with
     O_NOFOLLOW, so even a swap between the check and the read could only swap in what the run owns."""
@@ -350,6 +437,8 @@ def collect_artifacts(limits: dict) -> tuple[list[dict], list[dict], str | None]
             return [], [], "too_many_artifacts"
         total = 0
         for name in names:
+            if since is not None and not changed_since(folder, name, since):
+                continue
             reason, content = read_artifact(folder, name, limits, len(accepted), total)
             if reason == "empty":
                 continue  # an empty file is no artifact (RAGFlow's executor skips them too)
@@ -362,6 +451,13 @@ def collect_artifacts(limits: dict) -> tuple[list[dict], list[dict], str | None]
     finally:
         os.close(folder)
     return accepted, rejected, None
+
+
+def changed_since(folder: int, name: str, since: float) -> bool:
+    try:
+        return os.stat(name, dir_fd=folder, follow_symlinks=False).st_mtime >= since
+    except OSError:
+        return True  # read_artifact says why it cannot be read
 
 
 def b64encode(data: bytes) -> bytes:
@@ -420,21 +516,58 @@ def read_bounded(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def main() -> None:
-    language = sys.argv[1]
-    channel = Channel()
-    pid, stdin_w, out_r, err_r, res_r = start_child(language)
-    keep_only_capabilities(CAP_KILL)  # SETUID/SETGID were for the child's drop to nobody; it is done
-    wait_ready(res_r, err_r)
-    channel.send(READY, b"")
-    job = read_job(channel)
-    channel.key = bytes.fromhex(job.pop("key"))
+def write_input_files(keeper: FileKeeper, files: list[dict], limits: dict) -> list[dict]:
+    """Write the request's files into the working folder through the keeper; returns what it wrote."""
+    written = []
+    for entry in files:
+        answer = keeper.ask({"op": "put", "path": entry.get("path"), "content_b64": entry.get("content_b64", ""),
+                             "max_total_bytes": limits.get("max_total_bytes")})
+        if not answer.get("ok"):
+            raise InputFileError(f"{entry.get('path')!r}: {answer.get('message')}")
+        written.append({"path": answer["path"], "size": answer["size"]})
+    return written
+
+
+class InputFileError(Exception):
+    pass
+
+
+def run_job(channel: Channel, job: dict, child: tuple[int, int, int, int, int], keeper: FileKeeper) -> None:
+    pid, stdin_w, out_r, err_r, res_r = child
+    try:
+        write_input_files(keeper, job.get("files") or [], job.get("file_limits") or {})
+    except InputFileError as exc:
+        end_user_processes(pid, None)
+        failed = {"ok": False, "error": {"type": "InputFileError", "message": str(exc)[:2000]}}
+        channel.send(DONE, json.dumps({"timed_out": False, "exit_code": None, "result": failed}).encode())
+        return
+    keeper.close()  # the run's files are in place: the keeper has no more to do (it ends with the run)
     with os.fdopen(stdin_w, "wb") as child_stdin:
-        child_stdin.write(json.dumps(job["payload"]).encode())
+        child_stdin.write(pack_message(json.dumps(job["payload"]).encode()))
     report = pump(channel, pid, out_r, err_r, res_r, job)
     report["artifacts"], report["rejected_artifacts"], report["artifacts_error"] = collect_artifacts(job["artifacts"])
     channel.send(DONE, json.dumps(report).encode())
-    if job.get("linger"):
+
+
+def main() -> None:
+    language = sys.argv[1]
+    channel = Channel()
+    child = start_child(language)
+    keeper = FileKeeper()
+    keep_only_capabilities(CAP_KILL)  # SETUID/SETGID were for the drops to nobody; they are done
+    pid, stdin_w, out_r, err_r, res_r = child
+    wait_ready(res_r, err_r)
+    channel.send(READY, b"")
+    kind, request = read_request(channel)
+    channel.key = bytes.fromhex(request.pop("key"))
+    if kind == SESSION:
+        from session import serve_session
+
+        serve_session(channel, child, keeper, request)
+        end_user_processes(pid, None)
+        return
+    run_job(channel, request, child, keeper)
+    if request.get("linger"):
         # Through dockerd's attach stream, a container that exits right after writing can lose the tail of
         # its output (the report included); there the worker removes the sandbox instead.
         while True:

@@ -21,11 +21,18 @@ from rest_framework.throttling import UserRateThrottle
 log = logging.getLogger(__name__)
 
 
-def too_large(size: int | None = None) -> dict:
-    limit = settings.SANDBOX_REQUEST_MAX_BYTES
+def body_limit(method: str, path: str) -> tuple[int, str]:
+    """The largest body this request may send, and the setting that says so: a file put into a session may be
+    as large as SANDBOX_SESSION_FILE_MAX_BYTES; every other body SANDBOX_REQUEST_MAX_BYTES."""
+    if method.upper() == "PUT" and path.startswith("/api/v1/sessions/") and "/files/" in path:
+        return settings.SANDBOX_SESSION_FILE_MAX_BYTES, "SANDBOX_SESSION_FILE_MAX_BYTES"
+    return settings.SANDBOX_REQUEST_MAX_BYTES, "SANDBOX_REQUEST_MAX_BYTES"
+
+
+def too_large(size: int | None = None, method: str = "", path: str = "") -> dict:
+    limit, setting = body_limit(method, path)
     told = f"is {size} bytes" if size is not None else "is too large"
-    return {"detail": f"the request body {told}; the limit is {limit} bytes (SANDBOX_REQUEST_MAX_BYTES)",
-            "code": "too_large"}
+    return {"detail": f"the request body {told}; the limit is {limit} bytes ({setting})", "code": "too_large"}
 
 
 class RefusalMiddleware:
@@ -60,8 +67,8 @@ class RequestSizeLimitMiddleware(RefusalMiddleware):
             size = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             size = 0
-        if size > settings.SANDBOX_REQUEST_MAX_BYTES:
-            return JsonResponse(too_large(size), status=413)
+        if size > body_limit(request.method, request.path)[0]:
+            return JsonResponse(too_large(size, request.method, request.path), status=413)
         return None
 
 

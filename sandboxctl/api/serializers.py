@@ -3,6 +3,7 @@ import json
 from django.conf import settings
 from rest_framework import exceptions, serializers
 
+from executor.runner.rules import path_problem
 from executor.verify import JSON_MAX_DEPTH, SURROGATES, json_depth
 from providers.base import LANGUAGES, Status
 from providers.registry import PROVIDERS
@@ -63,6 +64,48 @@ def check_arguments(value: dict) -> dict:
     return value
 
 
+class InputFileSerializer(serializers.Serializer):
+    """One file to put into the working folder before the code runs."""
+
+    path = StrictCharField(trim_whitespace=False)
+    content_b64 = StrictCharField(trim_whitespace=False, allow_blank=True)
+
+    def validate_path(self, value: str) -> str:
+        return check_path(value)
+
+    def validate_content_b64(self, value: str) -> str:
+        import base64
+        import binascii
+
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise serializers.ValidationError("must be base64") from None
+        return value
+
+
+def check_path(value: str) -> str:
+    problem = path_problem(value)
+    if problem:
+        raise serializers.ValidationError(problem)
+    return value
+
+
+def check_input_files(files: list[dict]) -> list[dict]:
+    """At most SANDBOX_INPUT_FILES_MAX_COUNT files of SANDBOX_INPUT_FILES_MAX_BYTES together, no path twice."""
+    if len(files) > settings.SANDBOX_INPUT_FILES_MAX_COUNT:
+        raise serializers.ValidationError(f"at most {settings.SANDBOX_INPUT_FILES_MAX_COUNT} files "
+                                          "(SANDBOX_INPUT_FILES_MAX_COUNT)")
+    paths = [entry["path"] for entry in files]
+    if len(set(paths)) != len(paths):
+        raise serializers.ValidationError("a path is given twice")
+    total = sum(len(entry["content_b64"]) * 3 // 4 - entry["content_b64"].count("=") for entry in files)
+    if total > settings.SANDBOX_INPUT_FILES_MAX_BYTES:
+        raise PayloadTooLarge({"files": [f"hold {total} bytes together; the limit is "
+                                         f"{settings.SANDBOX_INPUT_FILES_MAX_BYTES} (SANDBOX_INPUT_FILES_MAX_BYTES)"]})
+    return [dict(entry) for entry in files]
+
+
 class ExecutionRequestSerializer(serializers.Serializer):
     language = StrictCharField()
     code = StrictCharField(trim_whitespace=False, allow_blank=True)
@@ -72,12 +115,10 @@ class ExecutionRequestSerializer(serializers.Serializer):
     memory_mb = serializers.IntegerField(required=False, allow_null=True, max_value=10**9)
     wait = serializers.BooleanField(required=False, default=True)
     callback_url = serializers.URLField(required=False, allow_blank=True, default="", max_length=2000)
+    files = InputFileSerializer(many=True, required=False, default=list)
 
     def validate_language(self, value: str) -> str:
-        try:
-            return LANGUAGE_ALIASES[value.strip().lower()]
-        except KeyError:
-            raise serializers.ValidationError("must be one of: python, nodejs, javascript") from None
+        return check_language(value)
 
     def validate_code(self, value: str) -> str:
         return check_code(value)
@@ -86,9 +127,10 @@ class ExecutionRequestSerializer(serializers.Serializer):
         return check_arguments(value)
 
     def validate_memory_mb(self, value: int | None) -> int | None:
-        if value is not None and value < settings.SANDBOX_MEMORY_MIN_MB:
-            raise serializers.ValidationError(f"must be at least {settings.SANDBOX_MEMORY_MIN_MB}")
-        return value
+        return check_memory_mb(value)
+
+    def validate_files(self, value: list[dict]) -> list[dict]:
+        return check_input_files(value)
 
     def validate_callback_url(self, value: str) -> str:
         if has_lone_surrogate(value):
@@ -99,6 +141,53 @@ class ExecutionRequestSerializer(serializers.Serializer):
         if problem:
             raise serializers.ValidationError(problem)
         return value
+
+
+def check_language(value: str) -> str:
+    try:
+        return LANGUAGE_ALIASES[value.strip().lower()]
+    except KeyError:
+        raise serializers.ValidationError("must be one of: python, nodejs, javascript") from None
+
+
+def check_memory_mb(value: int | None) -> int | None:
+    if value is not None and value < settings.SANDBOX_MEMORY_MIN_MB:
+        raise serializers.ValidationError(f"must be at least {settings.SANDBOX_MEMORY_MIN_MB}")
+    return value
+
+
+class SessionRequestSerializer(serializers.Serializer):
+    """POST /api/v1/sessions. Above the server's maximums the times and memory are clamped to them."""
+
+    language = StrictCharField()
+    idle_timeout = serializers.FloatField(required=False, allow_null=True, min_value=1, max_value=1e9)
+    max_lifetime = serializers.FloatField(required=False, allow_null=True, min_value=1, max_value=1e9)
+    memory_mb = serializers.IntegerField(required=False, allow_null=True, max_value=10**9)
+    files = InputFileSerializer(many=True, required=False, default=list)
+
+    def validate_language(self, value: str) -> str:
+        return check_language(value)
+
+    def validate_memory_mb(self, value: int | None) -> int | None:
+        return check_memory_mb(value)
+
+    def validate_files(self, value: list[dict]) -> list[dict]:
+        return check_input_files(value)
+
+
+class CellRequestSerializer(serializers.Serializer):
+    """POST /api/v1/sessions/{id}/executions: one cell."""
+
+    code = StrictCharField(trim_whitespace=False, allow_blank=True)
+    arguments = JSONObjectField(required=False, default=dict)
+    timeout = serializers.FloatField(required=False, allow_null=True, min_value=0.001, max_value=1e9)
+    wait = serializers.BooleanField(required=False, default=True)
+
+    def validate_code(self, value: str) -> str:
+        return check_code(value)
+
+    def validate_arguments(self, value) -> dict:
+        return check_arguments(value)
 
 
 def check_code(value: str) -> str:

@@ -69,6 +69,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.reading: str | None = None  # "headers", "body", or None between requests
         self.header_bytes = 0
         self.body_bytes = 0
+        self.method_and_path = ("GET", "/")
         self.read_timer = None
 
     # Connections
@@ -116,8 +117,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.refuse_large_headers()
             return
         size = self.content_length()
-        if size is not None and size > settings.SANDBOX_REQUEST_MAX_BYTES:
-            self.refuse(413, too_large(size))  # before Django's ASGI handler would read all of it
+        self.method_and_path = (self.parser.get_method().decode("latin-1"),
+                                self.url.split(b"?", 1)[0].decode("latin-1"))
+        if size is not None and size > body_limit(*self.method_and_path):
+            self.refuse(413, too_large(size, *self.method_and_path))  # before Django's ASGI handler reads it all
             return
         self.start_reading("body")
         super().on_headers_complete()
@@ -126,8 +129,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self.refused:
             return
         self.body_bytes += len(body)
-        if self.body_bytes > settings.SANDBOX_REQUEST_MAX_BYTES:  # a chunked body, sent without a length
-            self.refuse(413, too_large())
+        if self.body_bytes > body_limit(*self.method_and_path):  # a chunked body, sent without a length
+            self.refuse(413, too_large(None, *self.method_and_path))
             return
         super().on_body(body)
 
@@ -183,10 +186,16 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def too_large(size: int | None = None) -> dict:
-    from sandboxctl.api.intake import too_large  # Django is set up once the app is loaded
+def too_large(size: int | None, method: str, path: str) -> dict:
+    from sandboxctl.api import intake  # Django is set up once the app is loaded
 
-    return too_large(size)
+    return intake.too_large(size, method, path)
+
+
+def body_limit(method: str, path: str) -> int:
+    from sandboxctl.api import intake
+
+    return intake.body_limit(method, path)[0]
 
 
 class Worker(UvicornWorker):

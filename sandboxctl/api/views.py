@@ -22,6 +22,7 @@ from sandboxctl.executions.admission import TooManyQueued
 from sandboxctl.executions.models import Execution
 from sandboxctl.executions.representation import ExecutionSerializer, ExecutionSummarySerializer
 from sandboxctl.executions.service import (
+    FilesUnsupported,
     IdempotencyConflict,
     Submission,
     UnsupportedLanguage,
@@ -51,6 +52,8 @@ def submit_request(request, submission: Submission) -> tuple[Execution, bool]:
         raise Conflict(str(exc)) from exc
     except UnsupportedLanguage as exc:
         raise ValidationError({"language": [str(exc)]}) from exc
+    except FilesUnsupported as exc:
+        raise ValidationError({"files": [str(exc)]}) from exc
     except TooManyQueued as exc:
         raise QueueFull(str(exc)) from exc
 
@@ -96,6 +99,7 @@ class ExecutionListView(generics.ListAPIView):
             timeout=data.get("timeout"),
             memory_mb=data.get("memory_mb"),
             callback_url=data["callback_url"],
+            files=tuple(data["files"]),
         )
         try:
             execution, _ = submit_request(request, submission)

@@ -18,6 +18,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections
+from django.http.response import HttpResponseBase
 from rest_framework.response import Response
 
 from sandboxctl.api.errors import exception_handler
@@ -37,8 +38,8 @@ class Answer:
 
 @dataclass
 class Pending:
-    """What a view waits for: this execution's end, at most `timeout` seconds; then `answer()` (run on the
-    pool) gives the response's body, status and headers."""
+    """What a view waits for: this execution's (or session request's) end, at most `timeout` seconds; then
+    `answer()` (run on the pool) gives the response's body, status and headers, or a whole response."""
 
     execution_id: object
     timeout: float
@@ -82,6 +83,8 @@ def awaiting(view: Callable) -> Callable:
         await await_end(wait.execution_id, wait.timeout)
         try:
             answer = await run_sync(request, wait.answer)
+            if isinstance(answer, HttpResponseBase):  # a whole answer of its own (a file's bytes, streamed)
+                return answer
         except Exception as exc:  # noqa: BLE001 - answered as the DRF view answers it (a database away: 503)
             failed = exception_handler(exc, {"view": view})
             headers = {name: value for name, value in failed.headers.items() if name.lower() != "content-type"}

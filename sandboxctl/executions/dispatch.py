@@ -22,6 +22,7 @@ from sandboxctl.executions.signals import execution_ended
 log = logging.getLogger(__name__)
 
 RUN_TASK = "sandboxctl.worker.tasks.run_execution"
+CELL_TASK = "sandboxctl.worker.sessions.run_cell"  # a session's cell: to the queue of the worker holding it
 CALLBACK_TASK = "sandboxctl.worker.tasks.deliver_callback"
 
 
@@ -30,7 +31,8 @@ def dispatch(execution: Execution) -> bool:
     leaves the run queued and held (no `dispatched_at`), and admission sends it again on the next run's end or
     reconcile pass once the broker is back."""
     try:
-        current_app.send_task(RUN_TASK, args=[str(execution.pk)], queue=execution.queue)
+        task = CELL_TASK if execution.session_id else RUN_TASK
+        current_app.send_task(task, args=[str(execution.pk)], queue=execution.queue)
     except BrokerUnavailable as exc:
         log.warning("execution %s: broker unavailable (%s); it stays queued until it is back", execution.pk, exc)
         Execution.objects.filter(pk=execution.pk, status=Status.QUEUED).update(dispatched_at=None)

@@ -105,6 +105,10 @@ class Execution(models.Model):
     callback_attempts = models.PositiveSmallIntegerField(default=0)
     callback_error = models.TextField(blank=True, default="")
     callback_due_at = models.DateTimeField(null=True, blank=True)
+    # A cell of a session (sessions.py) runs in the session's sandbox, on the session's worker.
+    session = models.ForeignKey("Session", null=True, blank=True, on_delete=models.SET_NULL, related_name="cells")
+    # A one-shot run's input files as sent ({path, content_b64}), written into its working folder first.
+    input_files = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -241,3 +245,105 @@ class SandboxRecord:
 
     def released(self) -> None:
         self.rows.update(sandbox_released=True)
+
+
+class SessionStatus(models.TextChoices):
+    STARTING = "starting"
+    ACTIVE = "active"
+    ENDED = "ended"  # deleted, idle, at its lifetime, or a cell ended it (end_reason says which)
+    LOST = "lost"  # its worker host died: the sandbox went with it
+    FAILED = "failed"  # it never opened
+
+
+LIVE_SESSION = (SessionStatus.STARTING, SessionStatus.ACTIVE)
+
+
+class Session(models.Model):
+    """A sandbox that lives between cells on one worker host (sessions.py)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    caller = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="sessions")
+    provider = models.CharField(max_length=64)
+    language = models.CharField(max_length=16)
+    status = models.CharField(max_length=16, choices=SessionStatus.choices, default=SessionStatus.STARTING,
+                              db_index=True)
+    end_reason = models.CharField(max_length=300, blank=True, default="")
+    limits = models.JSONField(default=dict)  # memory_mb and output_limit for every cell
+    idle_timeout = models.FloatField()
+    max_lifetime = models.FloatField()
+    worker = models.CharField(max_length=255, blank=True, default="")
+    queue = models.CharField(max_length=255, blank=True, default="")
+    sandbox_id = models.CharField(max_length=128, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_active_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.language} session {self.id} ({self.status})"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_SESSION
+
+    @property
+    def expires_at(self):
+        """When it ends unless a cell comes first: idle_timeout after the last activity, at most max_lifetime."""
+        from datetime import timedelta
+
+        idle = self.last_active_at + timedelta(seconds=self.idle_timeout)
+        return min(idle, self.created_at + timedelta(seconds=self.max_lifetime))
+
+    def end(self, status: str, reason: str) -> bool:
+        """starting or active → ended, lost or failed; False when it had ended already."""
+        return bool(Session.objects.filter(pk=self.pk, status__in=LIVE_SESSION).update(
+            status=status, end_reason=storable(reason)[:300], ended_at=timezone.now()))
+
+
+class RequestStatus(models.TextChoices):
+    QUEUED = "queued"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class SessionRequest(models.Model):
+    """Opening a session, or one file request to it, as the worker that holds the sandbox answers it. The web
+    waits for it as for an execution (notify.py); file bytes travel through the file store (`blob`)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="requests")
+    kind = models.CharField(max_length=8)  # open, put, get, list, delete
+    path = models.CharField(max_length=1024, blank=True, default="")
+    status = models.CharField(max_length=8, choices=RequestStatus.choices, default=RequestStatus.QUEUED)
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    payload = models.JSONField(default=dict, blank=True)  # what the worker needs (the opening files)
+    answer = models.JSONField(default=dict, blank=True)  # what it answered (a listing, a size)
+    blob = models.CharField(max_length=255, blank=True, default="")  # file bytes in the store, either way
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.path} ({self.status})".replace("  ", " ")
+
+    @property
+    def is_done(self) -> bool:
+        return self.status != RequestStatus.QUEUED
+
+    def complete(self, answer: dict | None = None, blob: str = "") -> bool:
+        return self._end(status=RequestStatus.DONE, answer=answer or {}, blob=blob)
+
+    def fail(self, code: str, message: str) -> bool:
+        return self._end(status=RequestStatus.FAILED, error_code=code, error_message=storable(message)[:2000])
+
+    def _end(self, **fields) -> bool:
+        with transaction.atomic():
+            done = bool(SessionRequest.objects.filter(pk=self.pk, status=RequestStatus.QUEUED).update(
+                finished_at=timezone.now(), **fields))
+            if done:
+                notify.announce_finished(self.pk)
+        return done

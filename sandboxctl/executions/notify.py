@@ -150,10 +150,14 @@ def _ended_among(ids: list[str]) -> list[str]:
     # By name: models imports this module to announce ends, so this one may not import models.
     execution = apps.get_model("executions", "Execution")
     terminal = [status.value for status in Status if status.is_terminal]
+    request = apps.get_model("executions", "SessionRequest")  # a session's opening or file request
     ended = []
     for start in range(0, len(ids), WATCH_BATCH):
-        batch = execution.objects.filter(pk__in=ids[start:start + WATCH_BATCH], status__in=terminal)
-        ended += [str(pk) for pk in batch.values_list("pk", flat=True)]
+        batch = ids[start:start + WATCH_BATCH]
+        ended += [str(pk) for pk in execution.objects.filter(pk__in=batch, status__in=terminal)
+                  .values_list("pk", flat=True)]
+        ended += [str(pk) for pk in request.objects.filter(pk__in=batch).exclude(status="queued")
+                  .values_list("pk", flat=True)]
     return ended
 
 

@@ -4,7 +4,7 @@ the callback delivery both use it; neither builds its own)."""
 from rest_framework import serializers
 
 from sandboxctl.executions import files
-from sandboxctl.executions.models import Execution
+from sandboxctl.executions.models import Execution, Session
 
 
 class ExecutionSerializer(serializers.ModelSerializer):
@@ -15,14 +15,20 @@ class ExecutionSerializer(serializers.ModelSerializer):
     error = serializers.SerializerMethodField()
     artifacts = serializers.SerializerMethodField()
     queue_wait = serializers.SerializerMethodField()
+    input_files = serializers.SerializerMethodField()
 
     class Meta:
         model = Execution
         fields = [
             "id", "status", "language", "provider", "stdout", "stderr", "exit_code", "result",
             "execution_time", "memory_used_kb", "artifacts", "rejected_artifacts", "truncated", "error",
-            "limits", "created_at", "started_at", "finished_at", "queue_wait",
+            "limits", "created_at", "started_at", "finished_at", "queue_wait", "session", "input_files",
         ]
+
+    def get_input_files(self, execution: Execution) -> list[dict]:
+        """The input files by path and size (their contents were the caller's to begin with)."""
+        return [{"path": entry.get("path"), "size": len(entry.get("content_b64") or "") * 3 // 4
+                 - (entry.get("content_b64") or "").count("=")} for entry in execution.input_files or []]
 
     def get_stdout(self, execution: Execution) -> str:
         return files.output(execution, "stdout")
@@ -60,3 +66,25 @@ class ExecutionSummarySerializer(ExecutionSerializer):
 
     def get_artifacts(self, execution: Execution) -> list[dict]:
         return files.described(execution, None, self.context.get("request"))
+
+
+class SessionSerializer(serializers.ModelSerializer):
+    """A session as callers see it: when it ends unless used (`expires_at`), and why it ended."""
+
+    expires_at = serializers.SerializerMethodField()
+    memory_mb = serializers.SerializerMethodField()
+    cells = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Session
+        fields = ["id", "status", "language", "provider", "end_reason", "idle_timeout", "max_lifetime",
+                  "memory_mb", "cells", "created_at", "started_at", "last_active_at", "expires_at", "ended_at"]
+
+    def get_expires_at(self, session: Session) -> str | None:
+        return serializers.DateTimeField().to_representation(session.expires_at) if session.is_live else None
+
+    def get_memory_mb(self, session: Session) -> int | None:
+        return session.limits.get("memory_mb")
+
+    def get_cells(self, session: Session) -> int:
+        return session.cells.count()

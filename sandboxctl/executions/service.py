@@ -26,14 +26,20 @@ class Submission:
     timeout: float | None = None
     memory_mb: int | None = None
     callback_url: str = ""
+    files: tuple = ()  # input files ({path, content_b64}), written into the working folder first
 
     def fingerprint(self) -> str:
-        body = json.dumps(self.__dict__, sort_keys=True, ensure_ascii=False)
+        fields = {name: value for name, value in self.__dict__.items() if name != "files" or value}
+        body = json.dumps(fields, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(body.encode()).hexdigest()
 
 
 class UnsupportedLanguage(Exception):
     """The active provider does not run this language."""
+
+
+class FilesUnsupported(Exception):
+    """The active provider cannot put input files into its sandboxes."""
 
 
 class IdempotencyConflict(Exception):
@@ -56,6 +62,8 @@ def submit(
     provider = manager.provider(provider_name) if provider_name else manager.active_provider()
     if submission.language not in provider.get_supported_languages():
         raise UnsupportedLanguage(f"{provider.label} does not run {submission.language}")
+    if submission.files and not provider.takes_files:
+        raise FilesUnsupported(f"the active provider, {provider.label} ({provider.name}), takes no input files")
     with transaction.atomic():
         admission.lock_account(user.pk)
         admission.check_quota(user.pk)
@@ -88,6 +96,7 @@ def _create(submission: Submission, provider, user, token, idempotency_key, fing
         request_fingerprint=fingerprint,
         callback_url=submission.callback_url,
         queue=provider.queue_for(submission.language),
+        input_files=list(submission.files),
     )
 
 

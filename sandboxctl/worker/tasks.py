@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.db import connection
 from django.utils import timezone
 
 from providers import manager
@@ -23,34 +23,15 @@ from providers.models import WorkerHeartbeat
 from sandboxctl.executions import admission, retention
 from sandboxctl.executions.dispatch import CALLBACK_TASK, RUN_TASK, dispatch, queue_callback
 from sandboxctl.executions.models import Execution, SandboxRecord
-from sandboxctl.worker import callbacks, spool
+from sandboxctl.worker import callbacks, sessions, spool
 from sandboxctl.worker.lifecycle import worker_name
+from sandboxctl.worker.retry import FINISH_RETRY_FOR, with_database_retry
 
 log = logging.getLogger(__name__)
 
-DATABASE_RETRY_FOR = 30.0  # a database restart takes seconds; a run must not be lost to one
-# A run's end is retried briefly in its own thread, then kept in the worker's durable spool (spool.py), so a
-# long outage neither loses the result nor holds a worker thread.
-FINISH_RETRY_FOR = 5.0
 HEARTBEAT_KEEP = timedelta(days=1)
 # A worker deletes its run's remote sandbox as the run ends; the reconciler takes over after this long.
 LEFTOVER_GRACE = 30.0
-
-
-def with_database_retry(action, what: str, retry_for: float = DATABASE_RETRY_FOR):
-    """Run `action`, retrying with backoff while the database is unreachable (a restart, dropped connections)."""
-    deadline = time.monotonic() + retry_for
-    delay = 0.2
-    while True:
-        try:
-            return action()
-        except (OperationalError, InterfaceError) as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("%s: database unavailable (%s); retrying in %.1fs", what, exc, delay)
-            close_old_connections()
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 @shared_task(name=RUN_TASK)
@@ -66,7 +47,8 @@ def run_execution(execution_id: str) -> None:
     try:
         outcome = provider.run(execution.code, execution.language, limits, execution.arguments,
                                should_stop=execution.was_cancelled, run_id=run_id(execution),
-                               ledger=SandboxRecord(execution.pk), account=str(execution.caller_id or ""))
+                               ledger=SandboxRecord(execution.pk), account=str(execution.caller_id or ""),
+                               files=execution.input_files or None)
     except ProviderError as exc:
         log.warning("execution %s: provider %s failed: %s", execution_id, provider.name, exc)
         failure = (exc.code, str(exc))
@@ -153,6 +135,7 @@ def _reconcile(judge: bool | None) -> dict:
         "overdue": end_overdue_runs(now) if judging else 0,
         "callbacks_resent": resend_lost_callbacks(now),
         "sandboxes_released": release_leftover_sandboxes(now),
+        **(sessions.reconcile(now, judging)),
         "heartbeats_forgotten": WorkerHeartbeat.objects.filter(seen_at__lt=now - HEARTBEAT_KEEP).delete()[0],
         "executions_deleted": delete_expired_executions(now),
     }
@@ -220,7 +203,10 @@ def recover_runs_of_lost_workers(now) -> dict:
     for execution in Execution.objects.filter(status=Status.RUNNING, started_at__lt=now - grace):
         if execution.worker in alive:
             continue
-        if execution.attempts < 2 and execution.requeue():
+        if execution.session_id:  # a cell: its session's sandbox died with the worker, so it cannot run again
+            execution.end_with_error(Status.SANDBOX_ERROR, "session_lost", "the session's worker host was lost")
+            counts["worker_lost"] += 1
+        elif execution.attempts < 2 and execution.requeue():
             counts["requeued"] += dispatch(execution)
         elif execution.end_with_error(Status.SANDBOX_ERROR, "worker_lost", "the worker running this was lost"):
             counts["worker_lost"] += 1

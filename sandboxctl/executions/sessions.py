@@ -1,0 +1,164 @@
+"""Sessions: a sandbox that lives between cells, on one worker host, for one account.
+
+Opening one records a Session and an `open` SessionRequest, and sends the opening to the language's sandbox
+queue: the worker that takes it turns a warm sandbox of its pool into the session and answers with the name
+of its own queue (`sessions.<node>`). From then on every cell (an Execution with `session` set) and every file
+request goes to that queue only, so it reaches the one process that holds the sandbox (sandboxctl/worker/
+sessions.py). Cells go through admission like any run (fair share across accounts) and run one at a time:
+a cell sent while another of the session is queued or running is refused (409 session_busy).
+
+A session ends on DELETE, after idle_timeout without a request, at max_lifetime (the worker's reaper), when a
+cell ends it (a timeout it would not stop at, the interpreter gone), or `lost` when its worker dies (the
+reconciler). Its sandbox and files go with it.
+"""
+
+import hashlib
+import logging
+from dataclasses import asdict
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnavailable
+
+from executor.session import FileLimits
+from providers import manager
+from providers.base import Status
+from sandboxctl.executions import admission
+from sandboxctl.executions.dispatch import dispatch
+from sandboxctl.executions.models import (
+    LIVE_SESSION,
+    Execution,
+    Session,
+    SessionRequest,
+    SessionStatus,
+)
+
+log = logging.getLogger(__name__)
+
+OPEN_TASK = "sandboxctl.worker.sessions.open_session"
+FILE_TASK = "sandboxctl.worker.sessions.session_file"
+CLOSE_TASK = "sandboxctl.worker.sessions.close_session"
+OPEN_WAIT = 60.0  # how long POST /sessions waits for its sandbox before it answers 202 with `starting`
+FILE_WAIT = 120.0
+
+
+class SessionsUnavailable(Exception):
+    """The active provider has no sessions (the message names it)."""
+
+
+class TooManySessions(Exception):
+    pass
+
+
+class SessionBusy(Exception):
+    pass
+
+
+class SessionNotActive(Exception):
+    def __init__(self, session: Session) -> None:
+        reason = f" ({session.end_reason})" if session.end_reason else ""
+        super().__init__(f"the session is {session.status}{reason}")
+        self.session = session
+
+
+def file_limits() -> FileLimits:
+    return FileLimits(settings.SANDBOX_SESSION_FILE_MAX_BYTES, settings.SANDBOX_SESSION_FILES_MAX_BYTES)
+
+
+def input_file_limits() -> FileLimits:
+    return FileLimits(settings.SANDBOX_INPUT_FILES_MAX_BYTES, settings.SANDBOX_INPUT_FILES_MAX_BYTES)
+
+
+def open_session(user, language: str, idle_timeout: float | None, max_lifetime: float | None,
+                 memory_mb: int | None, files: list[dict]) -> tuple[Session, SessionRequest]:
+    provider = manager.active_provider()
+    if not provider.has_sessions:
+        raise SessionsUnavailable(f"the active provider, {provider.label} ({provider.name}), has no sessions")
+    if language not in provider.get_supported_languages():
+        raise SessionsUnavailable(f"{provider.label} does not run {language}")
+    limits = provider.limits_for(None, memory_mb)
+    with transaction.atomic():
+        admission.lock_account(user.pk)
+        live = Session.objects.filter(caller=user, status__in=LIVE_SESSION).count()
+        if live >= settings.SANDBOX_TENANT_MAX_SESSIONS:
+            raise TooManySessions(f"the account has {live} live sessions; the limit is "
+                                  f"{settings.SANDBOX_TENANT_MAX_SESSIONS} (SANDBOX_TENANT_MAX_SESSIONS)")
+        session = Session.objects.create(
+            caller=user, provider=provider.name, language=language, limits=asdict(limits),
+            idle_timeout=min(idle_timeout or settings.SANDBOX_SESSION_IDLE_TIMEOUT,
+                             settings.SANDBOX_SESSION_IDLE_TIMEOUT_MAX),
+            max_lifetime=min(max_lifetime or settings.SANDBOX_SESSION_MAX_LIFETIME,
+                             settings.SANDBOX_SESSION_MAX_LIFETIME_MAX),
+        )
+        opening = SessionRequest.objects.create(session=session, kind="open", payload={"files": files})
+    if not send(OPEN_TASK, opening.pk, provider.queue_for(language)):
+        opening.fail("broker_unavailable", "the broker is unavailable; try again")
+        session.end(SessionStatus.FAILED, "the broker was unavailable when it opened")
+    return session, opening
+
+
+def submit_cell(session: Session, user, code: str, arguments: dict, timeout: float | None) -> Execution:
+    """Record one cell and queue it to the session's worker (through admission, as every run goes)."""
+    provider = manager.provider(session.provider)
+    limits = provider.limits_for(timeout, session.limits.get("memory_mb"))
+    with transaction.atomic():
+        admission.lock_account(user.pk)
+        locked = Session.objects.select_for_update().get(pk=session.pk)
+        if locked.status != SessionStatus.ACTIVE:
+            raise SessionNotActive(locked)
+        if locked.cells.filter(status__in=[Status.QUEUED, Status.RUNNING]).exists():
+            raise SessionBusy("a cell of this session is queued or running; cells run one at a time")
+        admission.check_quota(user.pk)
+        cell = Execution.objects.create(
+            provider=session.provider, language=session.language, code=code,
+            code_sha256=hashlib.sha256(code.encode()).hexdigest(), arguments=arguments,
+            requested_limits={"timeout": timeout, "memory_mb": session.limits.get("memory_mb")},
+            limits=asdict(limits), caller=user, session=locked, queue=locked.queue,
+        )
+        admitted = admission.admit(user.pk)
+    for run in admitted:
+        dispatch(run)
+    cell.refresh_from_db()
+    return cell
+
+
+def file_request(session: Session, kind: str, path: str = "", blob: str = "") -> SessionRequest:
+    """Queue one file request (put, get, list, delete) to the session's worker."""
+    if session.status != SessionStatus.ACTIVE:
+        raise SessionNotActive(session)
+    request = SessionRequest.objects.create(session=session, kind=kind, path=path, blob=blob)
+    if not send(FILE_TASK, request.pk, session.queue):
+        request.fail("broker_unavailable", "the broker is unavailable; try again")
+    return request
+
+
+def close(session: Session, reason: str = "deleted by the caller") -> bool:
+    """End the session now; its worker removes the sandbox (or its reaper does, should this message be lost)."""
+    ended = session.end(SessionStatus.ENDED, reason)
+    end_pending_work(session, "session_ended", f"the session ended: {reason}")
+    if ended and session.queue:
+        send(CLOSE_TASK, session.pk, session.queue, reason)
+    return ended
+
+
+def end_pending_work(session: Session, code: str, message: str) -> None:
+    """Queued or running cells and unanswered requests of an ended session end with it."""
+    for cell in Execution.objects.filter(session=session, status__in=[Status.QUEUED, Status.RUNNING]):
+        cell.end_with_error(Status.SANDBOX_ERROR, code, message)
+    for request in SessionRequest.objects.filter(session=session, status="queued"):
+        request.fail(code, message)
+
+
+def touch(session_id) -> None:
+    Session.objects.filter(pk=session_id, status=SessionStatus.ACTIVE).update(last_active_at=timezone.now())
+
+
+def send(task: str, object_id, queue: str, *args) -> bool:
+    try:
+        current_app.send_task(task, args=[str(object_id), *args], queue=queue)
+    except BrokerUnavailable as exc:
+        log.warning("%s %s: broker unavailable (%s)", task, object_id, exc)
+        return False
+    return True

@@ -34,7 +34,8 @@ from executor.config import IMAGE_NAMES, RUNNER_DIR
 log = logging.getLogger(__name__)
 
 SUITE = "bookworm"
-RUNNER_FILES = ("supervisor.py", "confine.py", "rules.py", "wire.py", "child.py", "child.js")
+RUNNER_FILES = ("supervisor.py", "session.py", "workfiles.py", "confine.py", "rules.py", "wire.py", "child.py",
+                "child.js")
 HASH_LABEL = "sandboxctl.content-hash"
 BUILD_VERSION = "3"  # bump when the build steps below change what ends up in an image
 IMAGE_INPUTS = Path(__file__).parent / "images"

@@ -18,7 +18,7 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import JavascriptLexer, PythonLexer
 
 from sandboxctl.executions import files, retention
-from sandboxctl.executions.models import ApiToken, Execution
+from sandboxctl.executions.models import ApiToken, Execution, Session
 
 FOLD_AFTER_LINES = 300
 INLINE_IMAGES = ("image/png", "image/jpeg", "image/svg+xml")
@@ -59,8 +59,8 @@ class ExecutionAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("caller",)
     fieldsets = (
-        (None, {"fields": ("outcome_banner", "id", "status", "language", "provider", "caller", "token", "worker",
-                           "sandbox_id", "sandbox_released")}),
+        (None, {"fields": ("outcome_banner", "id", "status", "language", "provider", "caller", "token", "session",
+                           "worker", "sandbox_id", "sandbox_released")}),
         ("Code", {"fields": ("highlighted_code", "code_sha256", "pretty_arguments", "limits", "requested_limits")}),
         ("Outcome", {"fields": ("exit_code", "pretty_result", "stdout_view", "stdout_truncated", "stderr_view",
                                 "stderr_truncated", "error_code", "error_message", "artifact_list",
@@ -193,6 +193,64 @@ def attachment(content: bytes, name: str, content_type: str) -> HttpResponse:
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "sandbox; default-src 'none'"
     return response
+
+
+class CellInline(admin.TabularInline):
+    """A session's cells in order, each linking to its full record in the history."""
+
+    model = Execution
+    fields = ("cell", "status", "first_line", "run_time", "created_at")
+    readonly_fields = fields
+    ordering = ("created_at",)
+    extra = 0
+    can_delete = False
+    show_change_link = False
+    verbose_name_plural = "cells"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="cell")
+    def cell(self, execution: Execution):
+        url = reverse("admin:executions_execution_change", args=[execution.pk])
+        return format_html('<a href="{}"><code>{}</code></a>', url, str(execution.pk)[:8])
+
+    @admin.display(description="code")
+    def first_line(self, execution: Execution):
+        line = execution.code.strip().splitlines()[0] if execution.code.strip() else ""
+        return format_html("<code>{}</code>", line[:120])
+
+    @admin.display(description="run time")
+    def run_time(self, execution: Execution):
+        return seconds(execution.execution_time)
+
+
+@admin.register(Session)
+class SessionAdmin(admin.ModelAdmin):
+    list_display = ("short_id", "status", "language", "caller", "cell_count", "worker", "created_at", "ended_at")
+    list_filter = ("status", "language", "provider", ("created_at", admin.DateFieldListFilter))
+    search_fields = ("id", "caller__username", "worker", "end_reason")
+    date_hierarchy = "created_at"
+    list_select_related = ("caller",)
+    fields = ("id", "status", "end_reason", "language", "provider", "caller", "limits", "idle_timeout",
+              "max_lifetime", "worker", "queue", "sandbox_id", "created_at", "started_at", "last_active_at",
+              "ended_at")
+    readonly_fields = fields
+    inlines = [CellInline]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, session: Session):
+        return str(session.pk)[:8]
+
+    @admin.display(description="cells")
+    def cell_count(self, session: Session):
+        return session.cells.count()
 
 
 @admin.register(ApiToken)

@@ -151,7 +151,7 @@ function serveSession(requests) {
     ]);
     interrupt = null;
     await flushed();
-    const answer = Buffer.from(JSON.stringify(outcome));
+    const answer = Buffer.from(JSON.stringify({ ...outcome, nonce: job.nonce }));
     const header = Buffer.alloc(4);
     header.writeUInt32BE(answer.length, 0);
     fs.writeSync(resultFd, Buffer.concat([header, answer]));

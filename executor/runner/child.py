@@ -211,7 +211,7 @@ def serve_session(result_fd: int, requests: int) -> None:
             if request is None:
                 os._exit(0)
             number += 1
-            outcome = run(request, namespace, f"cell{number}.py")
+            outcome = {**run(request, namespace, f"cell{number}.py"), "nonce": request.get("nonce")}
             flush_output()
             answer = json.dumps(outcome).encode()
             os.write(result_fd, len(answer).to_bytes(4, "big") + answer)

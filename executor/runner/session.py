@@ -16,6 +16,7 @@ process is killed and the session ends with the reason `timeout`. Standard libra
 
 import json
 import os
+import secrets
 import selectors
 import signal
 import time
@@ -105,12 +106,16 @@ def run_cell(channel: Channel, interpreter: Interpreter, keeper: FileKeeper, cel
     streams = {interpreter.stdout: Stream(channel, STDOUT, output_limit),
                interpreter.stderr: Stream(channel, STDERR, output_limit)}
     over = None
+    # The interpreter echoes the cell's nonce in its answer: an answer meant for an earlier cell (one that
+    # handed in an early answer and went on running) is never taken for this one.
+    nonce = secrets.token_hex(16)
     try:
-        write_all(interpreter.stdin, pack_message(json.dumps({"code": cell["code"],
-                                                              "arguments": cell["arguments"]}).encode()))
+        write_all(interpreter.stdin, pack_message(json.dumps({"code": cell["code"], "arguments": cell["arguments"],
+                                                              "nonce": nonce}).encode()))
     except OSError:
         over = "the interpreter is gone"
-    outcome, interrupted, over = (None, False, over) if over else relay(interpreter, streams, float(cell["timeout"]))
+    outcome, interrupted, over = ((None, False, over) if over
+                                  else relay(interpreter, streams, float(cell["timeout"]), nonce))
     drain_available(streams)
     keep = {interpreter.pid, keeper.pid}
     if over:
@@ -132,8 +137,9 @@ def run_cell(channel: Channel, interpreter: Interpreter, keeper: FileKeeper, cel
     }
 
 
-def relay(interpreter: Interpreter, streams: dict[int, Stream], timeout: float) -> tuple[dict | None, bool, str | None]:
-    """Relay output until the interpreter answers: (outcome, interrupted, why the session is over or None)."""
+def relay(interpreter: Interpreter, streams: dict[int, Stream], timeout: float, nonce: str
+          ) -> tuple[dict | None, bool, str | None]:
+    """Relay output until the interpreter answers this cell: (outcome, interrupted, why the session is over)."""
     selector = selectors.DefaultSelector()
     for fd in (*streams, interpreter.results):
         selector.register(fd, selectors.EVENT_READ)
@@ -141,7 +147,7 @@ def relay(interpreter: Interpreter, streams: dict[int, Stream], timeout: float) 
     deadline = time.monotonic() + timeout
     interrupted = False
     while True:
-        outcome = complete_message(answer)
+        outcome = answer_to(answer, nonce)
         if outcome is not None:
             return outcome, interrupted, None
         if len(answer) > RESULT_CAP + MESSAGE.size:
@@ -171,14 +177,18 @@ def relay(interpreter: Interpreter, streams: dict[int, Stream], timeout: float) 
                 selector.unregister(key.fd)
 
 
-def complete_message(buffer: bytearray) -> dict | None:
-    if len(buffer) < MESSAGE.size:
-        return None
-    (size,) = MESSAGE.unpack_from(buffer)
-    if len(buffer) < MESSAGE.size + size:
-        return None
-    return decode_result(bytes(buffer[MESSAGE.size:MESSAGE.size + size])) or {
-        "ok": False, "error": {"type": "ProtocolError", "message": "empty answer"}}
+def answer_to(buffer: bytearray, nonce: str) -> dict | None:
+    """The answer carrying this cell's nonce, once it is complete in `buffer`; answers to other cells are
+    dropped from the buffer."""
+    while len(buffer) >= MESSAGE.size:
+        (size,) = MESSAGE.unpack_from(buffer)
+        if len(buffer) < MESSAGE.size + size:
+            return None
+        outcome = decode_result(bytes(buffer[MESSAGE.size:MESSAGE.size + size]))
+        del buffer[:MESSAGE.size + size]
+        if isinstance(outcome, dict) and outcome.pop("nonce", None) == nonce:
+            return outcome
+    return None
 
 
 def drain_available(streams: dict[int, Stream]) -> None:

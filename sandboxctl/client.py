@@ -4,10 +4,18 @@
     result = execute_code("def main(x):\\n    return x * 2", arguments={"x": 21},
                           base_url="http://localhost:8000", token="sbx_…")
     result.metadata["result"]  # {"present": True, "value": 42}
+
+    from sandboxctl.client import Session
+    with Session("python", base_url="http://localhost:8000", token="sbx_…") as session:
+        session.upload("sales.csv", open("sales.csv", "rb").read())
+        session.run("import pandas as pd\ndf = pd.read_csv('sales.csv')")
+        session.run("def main():\n    return float(df.amount.sum())").value
 """
 
+import base64
 import os
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 import requests
 
@@ -23,6 +31,11 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.metadata.get("status") == "succeeded"
+
+    @property
+    def value(self):
+        """What main() returned (None when it returned nothing or there was no main)."""
+        return (self.metadata.get("result") or {}).get("value")
 
 
 class SandboxctlError(Exception):
@@ -42,20 +55,20 @@ def execute_code(
     base_url: str | None = None,
     token: str | None = None,
     memory_mb: int | None = None,
+    files: dict[str, bytes] | None = None,
 ) -> RunResult:
-    """Run `code` (calling its `main(**arguments)`) and wait for the result."""
-    base_url = (base_url or os.environ.get("SANDBOXCTL_URL", "http://localhost:8000")).rstrip("/")
-    token = token or os.environ.get("SANDBOXCTL_TOKEN", "")
-    body = {"language": language, "code": code, "arguments": arguments or {}, "timeout": timeout, "wait": True}
+    """Run `code` (calling its `main(**arguments)`) and wait for the result. `files` ({path: bytes}) are put
+    into the run's working folder first."""
+    base_url, token = _where(base_url, token)
+    body = {"language": language, "code": code, "arguments": arguments or {}, "timeout": timeout, "wait": True,
+            "files": _encoded(files)}
     if memory_mb is not None:
         body["memory_mb"] = memory_mb
-    try:
-        response = requests.post(
-            f"{base_url}/api/v1/executions", json=body, headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout + 120,
-        )
-    except requests.RequestException as exc:
-        raise SandboxctlError(f"cannot reach sandboxctl at {base_url}: {exc}") from exc
+    response = _request("POST", base_url, "/api/v1/executions", token, timeout + 120, json=body)
+    return _run_result(response)
+
+
+def _run_result(response: requests.Response) -> RunResult:
     payload = _json(response)
     if response.status_code >= 400 and response.status_code != 503:
         raise SandboxctlError(f"sandboxctl refused the request: {payload}", response.status_code, payload)
@@ -67,6 +80,96 @@ def execute_code(
         execution_time=payload.get("execution_time"),
         metadata=metadata,
     )
+
+
+class Session:
+    """A sandbox that keeps its state between cells, and its files: a context manager that opens the session
+    and deletes it (with its sandbox and files) at the end."""
+
+    def __init__(self, language: str = "python", base_url: str | None = None, token: str | None = None,
+                 idle_timeout: float | None = None, max_lifetime: float | None = None, memory_mb: int | None = None,
+                 files: dict[str, bytes] | None = None) -> None:
+        self.base_url, self.token = _where(base_url, token)
+        self.request = {"language": language, "idle_timeout": idle_timeout, "max_lifetime": max_lifetime,
+                        "memory_mb": memory_mb, "files": _encoded(files)}
+        self.id: str | None = None
+        self.info: dict = {}
+
+    def __enter__(self) -> "Session":
+        return self.open()
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def open(self) -> "Session":
+        body = {key: value for key, value in self.request.items() if value is not None}
+        self.info = self._checked(self._call("POST", "/api/v1/sessions", 180, json=body), expected=(201,))
+        self.id = self.info["id"]
+        return self
+
+    def run(self, code: str, arguments: dict | None = None, timeout: float = 30) -> RunResult:
+        """One cell: module-level state stays for the next; `main(**arguments)`, if the cell defines it, is
+        called and its value is `RunResult.value`."""
+        body = {"code": code, "arguments": arguments or {}, "timeout": timeout}
+        return _run_result(self._call("POST", f"{self._path()}/executions", timeout + 120, json=body))
+
+    def upload(self, path: str, data: bytes) -> dict:
+        return self._checked(self._call("PUT", self._file(path), 300, data=data), expected=(201,))
+
+    def download(self, path: str) -> bytes:
+        response = self._call("GET", self._file(path), 300)
+        if response.status_code != 200:
+            self._checked(response, expected=(200,))
+        return response.content
+
+    def files(self) -> list[dict]:
+        return self._checked(self._call("GET", f"{self._path()}/files", 120))["files"]
+
+    def delete(self, path: str) -> None:
+        response = self._call("DELETE", self._file(path), 120)
+        if response.status_code != 204:
+            self._checked(response, expected=(204,))
+
+    def close(self) -> None:
+        if self.id is not None:
+            self._call("DELETE", self._path(), 60)
+            self.id = None
+
+    def _path(self) -> str:
+        if self.id is None:
+            raise SandboxctlError("the session is not open")
+        return f"/api/v1/sessions/{self.id}"
+
+    def _file(self, path: str) -> str:
+        return f"{self._path()}/files/{quote(path)}"
+
+    def _call(self, method: str, path: str, timeout: float, **kwargs) -> requests.Response:
+        return _request(method, self.base_url, path, self.token, timeout, **kwargs)
+
+    @staticmethod
+    def _checked(response: requests.Response, expected: tuple[int, ...] = (200,)) -> dict:
+        payload = _json(response)
+        if response.status_code not in expected:
+            raise SandboxctlError(f"sandboxctl refused the request: {payload}", response.status_code, payload)
+        return payload
+
+
+def _where(base_url: str | None, token: str | None) -> tuple[str, str]:
+    base_url = (base_url or os.environ.get("SANDBOXCTL_URL", "http://localhost:8000")).rstrip("/")
+    return base_url, token or os.environ.get("SANDBOXCTL_TOKEN", "")
+
+
+def _encoded(files: dict[str, bytes] | None) -> list[dict]:
+    return [{"path": path, "content_b64": base64.b64encode(content).decode()}
+            for path, content in (files or {}).items()]
+
+
+def _request(method: str, base_url: str, path: str, token: str, timeout: float, **kwargs) -> requests.Response:
+    try:
+        return requests.request(method, f"{base_url}{path}", headers={"Authorization": f"Bearer {token}"},
+                                timeout=timeout, **kwargs)
+    except requests.RequestException as exc:
+        raise SandboxctlError(f"cannot reach sandboxctl at {base_url}: {exc}") from exc
 
 
 def _json(response: requests.Response) -> dict:

@@ -41,7 +41,7 @@ def test_a_background_process_cannot_answer_for_the_next_cell(api):
         honest = cell(api, session, "import time\ntime.sleep(1.5)\ndef main():\n    return 'real'")
         assert honest["result"] == {"present": True, "value": "real"}
         survivors = cell(api, session, "import os\ndef main():\n    return [p for p in os.listdir('/proc')\n"
-                                       "        if p.isdigit() and b'FORGED' in open(f'/proc/{p}/cmdline','rb').read()]")
+                                       "     if p.isdigit() and b'FORGED' in open(f'/proc/{p}/cmdline', 'rb').read()]")
         assert survivors["result"]["value"] == [], "the writer of the first cell outlived it"
     finally:
         close(api, session)

@@ -152,6 +152,10 @@ SPECTACULAR_SETTINGS = {
     # Serve Swagger UI's assets from the package: the docs page works on a machine without internet.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Runs and sessions both have a `status`: name their enums apart.
+    "ENUM_NAME_OVERRIDES": {"SessionStatusEnum": "sandboxctl.executions.models.SessionStatus",
+                            "ExecutionStatusEnum": ["queued", "running", "succeeded", "failed", "timeout",
+                                                    "memory_limit", "output_limit", "cancelled", "sandbox_error"]},
     # The schema maps the whole API surface: a token (or a staff session) unless the docs are made public.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny" if env_bool("SANDBOXCTL_PUBLIC_DOCS")
                           else "rest_framework.permissions.IsAuthenticated"],

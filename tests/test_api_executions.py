@@ -181,5 +181,9 @@ def test_cancel_a_finished_execution_is_409(api):
 def test_openapi_schema_and_docs_are_served(api):
     schema = api.get("/api/schema/", headers={"Accept": "application/json"})
     assert schema.status_code == 200
-    assert "/api/v1/executions" in schema.json()["paths"]
+    paths = schema.json()["paths"]
+    assert "/api/v1/executions" in paths
+    for path in ("/api/v1/sessions", "/api/v1/sessions/{id}", "/api/v1/sessions/{id}/executions",
+                 "/api/v1/sessions/{id}/files", "/api/v1/sessions/{id}/files/{path}"):
+        assert path in paths, sorted(paths)
     assert api.get("/api/docs/").status_code == 200

@@ -340,5 +340,7 @@ def test_sessions_and_cells_are_in_the_admin(api, client, staff_user):
         assert session["id"][:8] in page.content.decode()
         detail = client.get(f"/admin/executions/session/{session['id']}/change/")
         assert detail.status_code == 200 and "x = 1" in detail.content.decode()
+        dashboard = client.get("/admin/dashboard/").content.decode()
+        assert 'id="session-table"' in dashboard and session["id"][:8] in dashboard
     finally:
         close(api, session)

@@ -551,6 +551,10 @@ def run_job(channel: Channel, job: dict, child: tuple[int, int, int, int, int], 
 
 def main() -> None:
     language = sys.argv[1]
+    # session.py imports its helpers from this module: let it find this running copy instead of loading a
+    # second, and load it now, while the sandbox warms, not when a session opens (no .pyc in a read-only image).
+    sys.modules.setdefault("supervisor", sys.modules[__name__])
+    import session
     channel = Channel()
     child = start_child(language)
     keeper = FileKeeper()
@@ -561,9 +565,7 @@ def main() -> None:
     kind, request = read_request(channel)
     channel.key = bytes.fromhex(request.pop("key"))
     if kind == SESSION:
-        from session import serve_session
-
-        serve_session(channel, child, keeper, request)
+        session.serve_session(channel, child, keeper, request)
         end_user_processes(pid, None)
         return
     run_job(channel, request, child, keeper)

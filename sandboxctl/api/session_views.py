@@ -9,6 +9,7 @@ import tempfile
 
 from django.conf import settings
 from django.core.files import File
+from django.db.models import Count
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils.http import content_disposition_header
@@ -44,7 +45,7 @@ class SessionConflict(APIException):
 
 
 def visible_sessions(request):
-    queryset = Session.objects.all()
+    queryset = Session.objects.annotate(cell_count=Count("cells"))
     if not request.user.is_staff:
         queryset = queryset.filter(caller=request.user)
     return queryset
@@ -174,7 +175,8 @@ def answered(file_request: SessionRequest, ok: int = 200) -> Answer:
 
 
 class SessionFilesView(APIView):
-    @extend_schema(responses={200: OpenApiResponse(description="{files: [{path, size, modified}], truncated}")})
+    @extend_schema(operation_id="api_v1_sessions_files_list",
+                   responses={200: OpenApiResponse(description="{files: [{path, size, modified}], truncated}")})
     def get(self, request, pk):
         listing = file_request(request, pk, "list")
         return pending(Pending(listing.pk, sessions.FILE_WAIT, lambda: answered(listing)))
@@ -186,7 +188,8 @@ session_files = awaiting(SessionFilesView.as_view())
 class SessionFileView(APIView):
     """One file of the session's working folder: PUT its raw bytes, GET them back, DELETE it."""
 
-    @extend_schema(request={"application/octet-stream": bytes}, responses={201: None, 400: None, 413: None})
+    @extend_schema(operation_id="api_v1_sessions_file_put", request={"application/octet-stream": bytes},
+                   responses={201: OpenApiResponse(description="{path, size}"), 400: None, 413: None})
     def put(self, request, pk, path: str):
         request_path(path)
         session_of(request, pk)  # 404 before reading a body for a session that is not the caller's
@@ -194,13 +197,14 @@ class SessionFileView(APIView):
         put = file_request(request, pk, "put", path, blob)
         return pending(Pending(put.pk, sessions.FILE_WAIT, lambda: answered(put, 201)))
 
-    @extend_schema(responses={(200, "application/octet-stream"): bytes, 404: None})
+    @extend_schema(operation_id="api_v1_sessions_file_get",
+                   responses={(200, "application/octet-stream"): bytes, 404: None})
     def get(self, request, pk, path: str):
         request_path(path)
         get = file_request(request, pk, "get", path)
         return pending(Pending(get.pk, sessions.FILE_WAIT, lambda: download(get)))
 
-    @extend_schema(responses={204: None, 404: None})
+    @extend_schema(operation_id="api_v1_sessions_file_delete", responses={204: None, 404: None})
     def delete(self, request, pk, path: str):
         request_path(path)
         removal = file_request(request, pk, "delete", path)

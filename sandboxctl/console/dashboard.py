@@ -9,16 +9,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.contrib import admin
+from django.db.models import Count
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from providers import config_store, manager
 from providers.heartbeats import live_workers
-from sandboxctl.executions.models import Execution
+from sandboxctl.executions.models import LIVE_SESSION, Execution, Session
 
 HOURS = 24
 ROW_CAP = 50_000  # the most runs one page view reads
+SESSION_ROWS = 100  # live sessions listed (the admin lists them all)
 # Status → (group, colour): the chart stacks groups, worst on top.
 GROUPS = {
     "succeeded": "succeeded", "failed": "failed (user code)", "timeout": "limits", "memory_limit": "limits",
@@ -160,5 +162,8 @@ def dashboard(request):
         "active": active,
         "health": health,
         "error_rate": f"{summary.sandbox_error_rate:.1%}",
+        "live_sessions": list(Session.objects.filter(status__in=LIVE_SESSION).select_related("caller")
+                              .annotate(cell_count=Count("cells")).order_by("created_at")[:SESSION_ROWS]),
+        "sessions_today": Session.objects.filter(created_at__gte=now - timedelta(hours=HOURS)).count(),
     }
     return render(request, "admin/dashboard.html", context)

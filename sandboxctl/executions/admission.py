@@ -47,6 +47,10 @@ def check_quota(account_id: int) -> None:
         raise TooManyQueued(
             f"this account has {queued} runs queued, the most it may (SANDBOX_TENANT_MAX_QUEUED); retry when some end"
         )
+    check_storage(account_id)
+
+
+def check_storage(account_id: int) -> None:
     stored = Execution.objects.filter(caller_id=account_id).aggregate(total=Sum("stored_bytes"))["total"] or 0
     quota = settings.SANDBOX_TENANT_STORAGE_QUOTA
     if stored >= quota:

@@ -87,4 +87,5 @@ class SessionSerializer(serializers.ModelSerializer):
         return session.limits.get("memory_mb")
 
     def get_cells(self, session: Session) -> int:
-        return session.cells.count()
+        counted = getattr(session, "cell_count", None)  # annotated by listings, so a page is one query
+        return session.cells.count() if counted is None else counted

@@ -26,7 +26,7 @@ from executor.session import FileLimits
 from providers import manager
 from providers.base import Status
 from sandboxctl.executions import admission
-from sandboxctl.executions.dispatch import dispatch
+from sandboxctl.executions.dispatch import CELL_TASK
 from sandboxctl.executions.models import (
     LIVE_SESSION,
     Execution,
@@ -100,27 +100,29 @@ def open_session(user, language: str, idle_timeout: float | None, max_lifetime: 
 
 
 def submit_cell(session: Session, user, code: str, arguments: dict, timeout: float | None) -> Execution:
-    """Record one cell and queue it to the session's worker (through admission, as every run goes)."""
+    """Record one cell and send it to the session's worker at once.
+
+    Cells are not held by admission: an account has at most SANDBOX_TENANT_MAX_SESSIONS sessions, each with at
+    most one cell in flight, which bounds its share of worker threads the way admission bounds one-shot runs
+    (and a cell's sandbox is already the session's, so it waits for no pool). The storage quota still applies."""
     provider = manager.provider(session.provider)
     limits = provider.limits_for(timeout, session.limits.get("memory_mb"))
     with transaction.atomic():
-        admission.lock_account(user.pk)
         locked = Session.objects.select_for_update().get(pk=session.pk)
         if locked.status != SessionStatus.ACTIVE:
             raise SessionNotActive(locked)
         if locked.cells.filter(status__in=[Status.QUEUED, Status.RUNNING]).exists():
             raise SessionBusy("a cell of this session is queued or running; cells run one at a time")
-        admission.check_quota(user.pk)
+        admission.check_storage(user.pk)
         cell = Execution.objects.create(
             provider=session.provider, language=session.language, code=code,
             code_sha256=hashlib.sha256(code.encode()).hexdigest(), arguments=arguments,
             requested_limits={"timeout": timeout, "memory_mb": session.limits.get("memory_mb")},
-            limits=asdict(limits), caller=user, session=locked, queue=locked.queue,
+            limits=asdict(limits), caller=user, session=locked, queue=locked.queue, dispatched_at=timezone.now(),
         )
-        admitted = admission.admit(user.pk)
-    for run in admitted:
-        dispatch(run)
-    cell.refresh_from_db()
+    # Sent after the commit; a message the broker does not take is sent again by the reconciler
+    # (redispatch_lost_messages), as for any run whose message was lost.
+    send(CELL_TASK, cell.pk, cell.queue)
     return cell
 
 

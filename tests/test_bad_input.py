@@ -1,7 +1,8 @@
 """Nothing a caller sends produces a 500: oversized bodies are 413, malformed or hostile values a 400 naming the
-field, on both the executions API and /run — and a fuzzer finds no 500 anywhere."""
+field, on the executions API, /run and the sessions API — and a fuzzer finds no 500 anywhere."""
 
 import json
+import urllib.parse
 import uuid
 
 import pytest
@@ -140,3 +141,60 @@ def test_unknown_list_filters_are_400_naming_the_filter(api, name, value):
     response = api.get("/api/v1/executions", params={name: value})
     assert response.status_code == 400
     assert name in response.json()
+
+
+session_fields = st.fixed_dictionaries({}, optional={
+    "language": st.sampled_from(["python", "nodejs", "cobol", ""]) | json_values,
+    "idle_timeout": st.sampled_from([0.5, 0, -1, 1e308, 30]) | json_values,
+    "max_lifetime": st.sampled_from([0, 1e308, 60]) | json_values,
+    "memory_mb": st.sampled_from([64, 1, 10**30]) | json_values,
+    "files": st.lists(st.fixed_dictionaries({}, optional={
+        "path": st.sampled_from(["a.txt", "../x", "/etc/passwd", "a//b", ""]) | json_values,
+        "content_b64": st.sampled_from(["eA==", "!!", ""]) | json_values}), max_size=3) | json_values,
+})
+
+
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=session_fields | json_values)
+def test_fuzzed_session_requests_never_answer_500(api, body):
+    response = post_raw(api, "/api/v1/sessions", json.dumps(body))
+    assert response.status_code < 500 or response.status_code == 503, (response.status_code, response.text[:500])
+    if response.status_code in (201, 202):
+        assert api.request("DELETE", f"/api/v1/sessions/{response.json()['id']}").status_code == 204
+
+
+cell_fields = st.fixed_dictionaries({}, optional={
+    "code": st.sampled_from(["x = 1", "def main():\n    return 1", ""]) | json_values,
+    "arguments": json_values,
+    "timeout": st.sampled_from([0.5, 0, -1, 1e308]) | json_values,
+    "wait": st.just(True) | json_values,
+})
+
+
+@pytest.fixture(scope="module")
+def fuzzed_session(live_server, django_db_blocker, sandbox_worker):
+    from django.contrib.auth import get_user_model
+
+    from conftest import Api
+    from sandboxctl.executions.models import ApiToken
+
+    with django_db_blocker.unblock():
+        owner = get_user_model().objects.create_user(f"fuzz-{uuid.uuid4().hex[:6]}", password="fuzz-password-1")
+        client = Api(live_server.url, ApiToken.issue(owner)[1])
+        opened = client.post("/api/v1/sessions", json={"language": "python"})
+        assert opened.status_code == 201, opened.text
+        yield client, opened.json()["id"]
+        client.request("DELETE", f"/api/v1/sessions/{opened.json()['id']}")
+
+
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=cell_fields | json_values, path=st.text(max_size=30))
+def test_fuzzed_cells_and_file_paths_never_answer_500(fuzzed_session, body, path):
+    client, session_id = fuzzed_session
+    response = post_raw(client, f"/api/v1/sessions/{session_id}/executions", json.dumps(body))
+    assert response.status_code < 500, (response.status_code, response.text[:500])
+    quoted = urllib.parse.quote(path, safe="")
+    for method in ("PUT", "GET", "DELETE"):
+        answer = client.request(method, f"/api/v1/sessions/{session_id}/files/{quoted}",
+                                data=b"x" if method == "PUT" else None)
+        assert answer.status_code < 500, (method, path, answer.status_code, answer.text[:300])

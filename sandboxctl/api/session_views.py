@@ -45,7 +45,7 @@ class SessionConflict(APIException):
 
 
 def visible_sessions(request):
-    queryset = Session.objects.annotate(cell_count=Count("cells"))
+    queryset = Session.objects.annotate(cell_count=Count("cells")).order_by("-created_at")
     if not request.user.is_staff:
         queryset = queryset.filter(caller=request.user)
     return queryset

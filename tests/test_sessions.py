@@ -344,3 +344,21 @@ def test_sessions_and_cells_are_in_the_admin(api, client, staff_user):
         assert 'id="session-table"' in dashboard and session["id"][:8] in dashboard
     finally:
         close(api, session)
+
+
+def test_ended_sessions_go_with_the_retention_period(user, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sandboxctl.executions import retention
+
+    now = timezone.now()
+    old = Session.objects.create(caller=user, provider="self_managed", language="python", idle_timeout=60,
+                                 max_lifetime=60, status="ended", ended_at=now - timedelta(days=31))
+    recent = Session.objects.create(caller=user, provider="self_managed", language="python", idle_timeout=60,
+                                    max_lifetime=60, status="ended", ended_at=now - timedelta(days=1))
+    settings.SANDBOX_RETENTION_DAYS = 30
+    retention.delete_expired(now)
+    assert list(Session.objects.values_list("pk", flat=True)) == [recent.pk]
+    assert not Session.objects.filter(pk=old.pk).exists()

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 
 from sandboxctl.executions import files
-from sandboxctl.executions.models import CALLBACK_OWED, TERMINAL, Execution
+from sandboxctl.executions.models import CALLBACK_OWED, TERMINAL, Execution, Session
 
 BATCH = 500  # rows per pass: a reconcile pass stays short however much has expired
 
@@ -26,9 +26,12 @@ def purge(executions: QuerySet) -> int:
 
 
 def delete_expired(now) -> int:
-    """Runs made and ended more than SANDBOX_RETENTION_DAYS ago (one just ended by the reconciler stays)."""
+    """Runs made and ended more than SANDBOX_RETENTION_DAYS ago (one just ended by the reconciler stays), and
+    the records of sessions that ended that long ago (their cells are runs, deleted with the rest)."""
     before = now - timedelta(days=settings.SANDBOX_RETENTION_DAYS)
-    return purge(Execution.objects.filter(created_at__lt=before, finished_at__lt=before))
+    deleted = purge(Execution.objects.filter(created_at__lt=before, finished_at__lt=before))
+    Session.objects.filter(ended_at__lt=before).delete()
+    return deleted
 
 
 def purge_account(account_id: int) -> int:

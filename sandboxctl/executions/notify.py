@@ -1,4 +1,5 @@
-"""Tell waiting requests that an execution ended, without a thread or a query loop per waiting request.
+"""Tell waiting requests that an execution ended (or a session's request was answered: sessions.py waits on
+those the same way, by id), without a thread or a query loop per waiting request.
 
 Each web process keeps one registry of waiters by execution id, and two things wake them:
 - on PostgreSQL, one LISTEN connection in a background thread (the worker sends NOTIFY once the row's

@@ -541,7 +541,8 @@ def run_job(channel: Channel, job: dict, child: tuple[int, int, int, int, int], 
         failed = {"ok": False, "error": {"type": "InputFileError", "message": str(exc)[:2000]}}
         channel.send(DONE, json.dumps({"timed_out": False, "exit_code": None, "result": failed}).encode())
         return
-    keeper.close()  # the run's files are in place: the keeper has no more to do (it ends with the run)
+    # The keeper stays until the run ends (end_user_processes kills and reaps it): one that left now would
+    # hand its memory to the run, past the memory_mb the cgroup limit was measured for, and linger as a zombie.
     with os.fdopen(stdin_w, "wb") as child_stdin:
         child_stdin.write(pack_message(json.dumps(job["payload"]).encode()))
     report = pump(channel, pid, out_r, err_r, res_r, job)

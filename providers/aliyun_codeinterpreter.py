@@ -15,7 +15,7 @@ import math
 import os
 import time
 
-from providers.base import Limits, ProviderError
+from providers.base import Limits, ProviderError, SessionTimes
 from providers.saas import (
     REQUEST_TIMEOUT,
     SUMMARY,
@@ -202,14 +202,17 @@ class AliyunCodeInterpreterProvider(SaaSProvider):
     def template_for(self, language: str) -> str:
         return self.config.get("template_name") or self._templates.get(language) or default_template(language)
 
-    def create_instance(self, language: str, run_id: str = "", timeout: float = REQUEST_TIMEOUT) -> str:
+    def create_instance(self, language: str, run_id: str = "", timeout: float = REQUEST_TIMEOUT,
+                        session: SessionTimes | None = None) -> str:
         SandboxDataAPI, *_ = load_sdk()
+        # The service ends a sandbox left idle this long: a session's must outlast the gaps between its cells.
+        idle = int(session.idle_timeout) + SERVICE_TIMEOUT_CAP * 2 if session else SERVICE_TIMEOUT_CAP * 4
         config = self.sdk_config(timeout)
         wanted = sandbox_id_for(run_id)
         try:
             data = self.call("creating a sandbox", SandboxDataAPI(config=config).create_sandbox,
                              template_name=self.template_for(language), sandbox_id=wanted,
-                             sandbox_idle_timeout_seconds=SERVICE_TIMEOUT_CAP * 4, config=config)
+                             sandbox_idle_timeout_seconds=idle, config=config)
         except ServiceError as exc:
             if wanted and getattr(exc.__cause__, "status_code", None) == 409:
                 return wanted  # an earlier attempt whose answer was lost made it already

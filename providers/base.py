@@ -4,6 +4,7 @@ A provider never raises for the user's code failing: that is a result with a sta
 ProviderError only when the sandbox service itself failed, saying whether a retry could help.
 """
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -13,7 +14,7 @@ from django.conf import settings
 
 from executor.config import LANGUAGES, SAAS_QUEUE, Limits  # noqa: F401 - Limits: the one type, re-exported
 from executor.deadlines import SAAS_OVERHEAD, Budget, budget
-from executor.session import FileLimits  # noqa: F401 - re-exported: the size caps of files
+from executor.session import FileLimits  # re-exported too: the size caps of files
 from executor.verify import NotJSON, check_outcome, strict_json
 from providers.schema import ConfigField, validate, with_defaults
 
@@ -110,6 +111,14 @@ class SessionGone(ProviderError):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class SessionTimes:
+    """How long a session's sandbox may live: at most `max_lifetime`, `idle_timeout` between requests."""
+
+    max_lifetime: float
+    idle_timeout: float
+
+
 class ProviderSession:
     """A live session with one sandbox of a provider: cells that share state, and the sandbox's files.
     Calls come one at a time (the worker serialises them); any of them may raise SessionGone."""
@@ -121,19 +130,38 @@ class ProviderSession:
         """One cell, classified as a one-shot run is; `session_ended` says when the session cannot go on."""
         raise NotImplementedError
 
-    def put_file(self, path: str, content: bytes) -> dict:
-        """Write a file ({path, size}); FileRefused when it cannot be."""
+    # Files, through the sandbox's file keeper (executor/runner/workfiles.py), however its requests travel.
+    file_limits: FileLimits
+
+    def ask_keeper(self, request: dict) -> dict:
+        """One request to the keeper; its answer, refused or not. SessionGone when it cannot be asked."""
         raise NotImplementedError
 
+    def put_file(self, path: str, content: bytes) -> dict:
+        """Write a file ({path, size}); FileRefused when it cannot be."""
+        if len(content) > self.file_limits.max_file_bytes:
+            raise FileRefused("too_large", f"the file is {len(content)} bytes; the limit is "
+                                           f"{self.file_limits.max_file_bytes} (SANDBOX_SESSION_FILE_MAX_BYTES)")
+        answer = self._file({"op": "put", "path": path, "content_b64": base64.b64encode(content).decode(),
+                             "max_total_bytes": self.file_limits.max_total_bytes})
+        return {"path": answer["path"], "size": answer["size"]}
+
     def get_file(self, path: str) -> bytes:
-        raise NotImplementedError
+        answer = self._file({"op": "get", "path": path, "max_bytes": self.file_limits.max_file_bytes})
+        return base64.b64decode(answer.get("content_b64") or "")
 
     def list_files(self) -> list[dict]:
         """Every file of the working folder: [{path, size, modified}]."""
-        raise NotImplementedError
+        return list(self._file({"op": "list"}).get("files") or [])
 
     def delete_file(self, path: str) -> None:
-        raise NotImplementedError
+        self._file({"op": "delete", "path": path})
+
+    def _file(self, request: dict) -> dict:
+        answer = self.ask_keeper(request)
+        if not answer.get("ok"):
+            raise FileRefused(str(answer.get("code") or "io_error"), str(answer.get("message") or "refused")[:500])
+        return answer
 
     def close(self, reason: str) -> None:
         """End the session and remove its sandbox; quiet when it is gone already."""
@@ -158,7 +186,7 @@ class SandboxProvider:
     # Whether `run` takes input files and `open_session` gives sessions (the API answers 400 naming the
     # provider when not).
     takes_files: bool = False
-    has_sessions: bool = False
+    session_languages: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.config: dict = {}
@@ -228,11 +256,20 @@ class SandboxProvider:
         ({path, content_b64}) go into the working folder first (only providers that `takes_files`)."""
         raise NotImplementedError
 
+    @property
+    def has_sessions(self) -> bool:
+        return bool(self.session_languages)
+
     def open_session(self, language: str, limits: Limits, files: list[dict], file_limits: "FileLimits",
-                     account: str = "", session_id: str = "") -> ProviderSession:
+                     account: str = "", session_id: str = "", times: SessionTimes | None = None
+                     ) -> ProviderSession:
         """A sandbox that lives between cells (see ProviderSession), with `files` ({path, content_b64}) written
-        into its working folder first. SessionsUnsupported when the provider has no such thing."""
+        into its working folder first; `times` is how long it may live, for a service that
+        must be told. SessionsUnsupported when the provider has no such thing."""
         raise SessionsUnsupported(f"{self.label} ({self.name}) has no sessions: it keeps no state between runs")
+
+    def delete_session_sandbox(self, sandbox_id: str) -> None:
+        """Delete what is left of a session whose worker was lost (a self-managed one went with its worker)."""
 
     def destroy_instance(self, instance_id: str) -> None:
         """Delete a sandbox a run left behind (SaaS); quiet when it is gone, ProviderError when not deleted."""

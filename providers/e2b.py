@@ -6,7 +6,7 @@ environment variables never decide where code goes. Failures map from the SDK's 
 HTTP status of the code interpreter's own answers (saas.Failure).
 """
 
-from providers.base import Limits, ProviderError
+from providers.base import Limits, ProviderError, SessionTimes
 from providers.saas import (
     REQUEST_TIMEOUT,
     SUMMARY,
@@ -123,8 +123,12 @@ class E2BProvider(SaaSProvider):
             kind = Failure.BAD_RESPONSE  # an answer the SDK could not read: not JSON, wrong shape
         return ServiceError(kind, f"{self.label}: {SUMMARY[kind]} while {action} ({type(exc).__name__})")
 
-    def create_instance(self, language: str, run_id: str = "", timeout: float = REQUEST_TIMEOUT) -> str:
-        lifetime = int(self.timeout_cap()) + SANDBOX_LIFETIME_GRACE
+    def create_instance(self, language: str, run_id: str = "", timeout: float = REQUEST_TIMEOUT,
+                        session: SessionTimes | None = None) -> str:
+        # E2B ends a sandbox at its timeout on its own clock: a run's after its cap, a session's after its
+        # max_lifetime; past that, nothing is left however our side ended.
+        lived = session.max_lifetime if session else self.timeout_cap()
+        lifetime = int(lived) + SANDBOX_LIFETIME_GRACE
         tags = {RUN_TAG: run_id} if run_id else None
         try:
             # No internet from the sandbox: untrusted code never sees the network, on any provider.

@@ -1,24 +1,23 @@
 """The self-managed provider: this worker host's warm pool of single-use gVisor sandboxes."""
 
-import base64
 import logging
 
 from django.conf import settings
 
-from executor.config import sandbox_queue
+from executor.config import LANGUAGES, sandbox_queue
 from executor.deadlines import SANDBOX_DRAIN, SANDBOX_KILL_GRACE
 from executor.pool import PoolExhausted, SandboxPool
 from executor.sandbox import RunReport, SandboxError
 from executor.session import FileLimits, SandboxSession, SessionOver
 from providers.base import (
     ExecutionResult,
-    FileRefused,
     Health,
     Limits,
     ProviderError,
     ProviderSession,
     SandboxProvider,
     SessionGone,
+    SessionTimes,
     Status,
     apply_outcome,
     mark_memory_limit,
@@ -49,7 +48,7 @@ class SelfManagedProvider(SandboxProvider):
     label = "Self-managed gVisor pool"
     description = "Warm single-use gVisor (runsc) containers on the worker hosts; no network, no secrets."
     takes_files = True
-    has_sessions = True
+    session_languages = LANGUAGES
 
     @classmethod
     def get_config_schema(cls) -> list[ConfigField]:
@@ -110,7 +109,8 @@ class SelfManagedProvider(SandboxProvider):
         return result
 
     def open_session(self, language: str, limits: Limits, files: list[dict], file_limits: FileLimits,
-                     account: str = "", session_id: str = "") -> "SelfManagedSession":
+                     account: str = "", session_id: str = "", times: SessionTimes | None = None
+                     ) -> "SelfManagedSession":
         """A sandbox of this worker's pool turned into a session: it stays on this worker until it ends."""
         pool = _pool_here()
         sandbox = _acquire(pool, language, self.acquire_wait(limits), "")
@@ -188,42 +188,21 @@ class SelfManagedSession(ProviderSession):
             self.close(report.session_over)
         return result
 
-    def put_file(self, path: str, content: bytes) -> dict:
-        if len(content) > self.file_limits.max_file_bytes:
-            raise FileRefused("too_large", f"the file is {len(content)} bytes; the limit is "
-                                           f"{self.file_limits.max_file_bytes} (SANDBOX_SESSION_FILE_MAX_BYTES)")
-        answer = self._ask({"op": "put", "path": path, "content_b64": base64.b64encode(content).decode(),
-                            "max_total_bytes": self.file_limits.max_total_bytes})
-        return {"path": answer["path"], "size": answer["size"]}
-
-    def get_file(self, path: str) -> bytes:
-        answer = self._ask({"op": "get", "path": path, "max_bytes": self.file_limits.max_file_bytes})
-        return base64.b64decode(answer.get("content_b64") or "")
-
-    def list_files(self) -> list[dict]:
-        return list(self._ask({"op": "list"}).get("files") or [])
-
-    def delete_file(self, path: str) -> None:
-        self._ask({"op": "delete", "path": path})
-
     def close(self, reason: str) -> None:
         self.session.end(reason)
         if not self._released:
             self._released = True
             self.pool.release(self.session.sandbox)
 
-    def _ask(self, request: dict) -> dict:
+    def ask_keeper(self, request: dict) -> dict:
         try:
-            answer = self.session.file(request)
+            return self.session.file(request)
         except SessionOver as exc:
             self.close(exc.reason)
             raise SessionGone(exc.reason) from exc
         except SandboxError as exc:
             self.close(str(exc))
             raise SessionGone(f"the sandbox failed: {exc}") from exc
-        if not answer.get("ok"):
-            raise FileRefused(str(answer.get("code") or "io_error"), str(answer.get("message") or "refused")[:500])
-        return answer
 
 
 def classify(report: RunReport, limits: Limits, language: str) -> ExecutionResult:

@@ -76,8 +76,9 @@ def open_session(user, language: str, idle_timeout: float | None, max_lifetime: 
     provider = manager.active_provider()
     if not provider.has_sessions:
         raise SessionsUnavailable(f"the active provider, {provider.label} ({provider.name}), has no sessions")
-    if language not in provider.get_supported_languages():
-        raise SessionsUnavailable(f"{provider.label} does not run {language}")
+    if language not in provider.session_languages:
+        raise SessionsUnavailable(f"the active provider, {provider.label} ({provider.name}), has no {language} "
+                                  f"sessions; it has {', '.join(provider.session_languages)}")
     limits = provider.limits_for(None, memory_mb)
     with transaction.atomic():
         admission.lock_account(user.pk)

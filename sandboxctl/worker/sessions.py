@@ -20,8 +20,17 @@ from django.core.files.base import ContentFile
 from django.db import close_old_connections
 from django.utils import timezone
 
+from executor.config import SAAS_QUEUE
 from providers import manager
-from providers.base import FileRefused, Limits, ProviderError, ProviderSession, SessionGone, Status
+from providers.base import (
+    FileRefused,
+    Limits,
+    ProviderError,
+    ProviderSession,
+    SessionGone,
+    SessionTimes,
+    Status,
+)
 from providers.heartbeats import live_workers
 from sandboxctl.executions import files as stored_files
 from sandboxctl.executions.dispatch import CELL_TASK
@@ -149,7 +158,8 @@ def open_session(request_id: str) -> None:
     provider = manager.provider(session.provider)
     try:
         opened = provider.open_session(session.language, Limits(**session.limits), request.payload.get("files") or [],
-                                       file_limits(), account=str(session.caller_id or ""), session_id=str(session.pk))
+                                       file_limits(), account=str(session.caller_id or ""), session_id=str(session.pk),
+                                       times=SessionTimes(session.max_lifetime, session.idle_timeout))
     except ProviderError as exc:
         fail_opening(request, exc.code, str(exc))
         return
@@ -308,9 +318,11 @@ _stop_reaper = threading.Event()
 
 @signals.celeryd_after_setup.connect
 def consume_session_queue(sender=None, instance=None, **kwargs) -> None:
-    """A sandbox worker also consumes its own queue: the cells and file requests of the sessions it holds."""
+    """A sandbox or SaaS worker also consumes its own queue: the cells and file requests of the sessions it
+    holds (a SaaS session's remote sandbox is reached through the SDK objects of the worker that opened it)."""
     queues = instance.app.amqp.queues
-    if sandbox_languages([queue.name for queue in queues.consume_from.values()]):
+    names = [queue.name for queue in queues.consume_from.values()]
+    if sandbox_languages(names) or SAAS_QUEUE in names:
         queues.select_add(set_queue(sender))
 
 
@@ -348,12 +360,23 @@ def reconcile(now, judging: bool) -> dict:
             if session.worker not in alive and session.end(SessionStatus.LOST,
                                                           f"its worker host ({session.worker}) was lost"):
                 end_pending_work(session, "session_lost", "the session's worker host was lost")
+                delete_lost_sandbox(session)
                 counts["sessions_lost"] += 1
     for session in Session.objects.filter(status=SessionStatus.STARTING, created_at__lt=now - OPENING_LOST_AFTER):
         if session.end(SessionStatus.FAILED, "no worker opened it"):
             end_pending_work(session, "session_unopened", "no worker opened the session")
             counts["sessions_unopened"] += 1
     return counts
+
+
+def delete_lost_sandbox(session: Session) -> None:
+    """A SaaS session's remote sandbox outlives its worker: delete it now rather than at its lifetime."""
+    if not session.sandbox_id:
+        return
+    try:
+        manager.provider(session.provider).delete_session_sandbox(session.sandbox_id)
+    except Exception:  # noqa: BLE001 - a provider no longer configured; the service's lifetime ends it
+        log.exception("session %s: its sandbox %s was not deleted", session.pk, session.sandbox_id)
 
 
 def forget_old_requests(now) -> int:

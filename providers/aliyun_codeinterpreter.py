@@ -21,12 +21,12 @@ from providers.saas import (
     SUMMARY,
     DeadlineExceeded,
     Failure,
-    SaaSProvider,
     ServiceError,
     failure_for_status,
     retry_after_seconds,
     within,
 )
+from providers.saas_sessions import SaaSProviderWithSessions
 from providers.schema import ConfigField
 
 REGIONS = ("cn-hangzhou", "cn-beijing", "cn-shanghai", "cn-shenzhen", "cn-guangzhou")
@@ -83,7 +83,7 @@ def sandbox_id_for(run_id: str) -> str | None:
     return f"sandboxctl-{run_id}" if run_id else None
 
 
-class AliyunCodeInterpreterProvider(SaaSProvider):
+class AliyunCodeInterpreterProvider(SaaSProviderWithSessions):
     name = "aliyun_codeinterpreter"
     label = "Aliyun AgentRun Code Interpreter"
     description = "Serverless code interpreter sandboxes on Alibaba Cloud (Python and JavaScript), 30 s per run."

@@ -11,10 +11,10 @@ from providers.saas import (
     REQUEST_TIMEOUT,
     SUMMARY,
     Failure,
-    SaaSProvider,
     ServiceError,
     failure_for_status,
 )
+from providers.saas_sessions import SaaSProviderWithSessions
 from providers.schema import ConfigField
 
 SANDBOX_LIFETIME_GRACE = 60  # seconds the remote sandbox may outlive the run if killing it fails
@@ -64,7 +64,7 @@ def answered_status(exc: BaseException) -> int | None:
     return status
 
 
-class E2BProvider(SaaSProvider):
+class E2BProvider(SaaSProviderWithSessions):
     name = "e2b"
     label = "E2B"
     description = "E2B cloud code interpreter sandboxes (Python and JavaScript)."

@@ -179,8 +179,6 @@ class SaaSProvider(SandboxProvider):
     """A code interpreter run as a service: one fresh remote sandbox per run, destroyed afterwards."""
 
     queue = SAAS_QUEUE
-    # The session host (drivers/session_host.py) is Python: it needs a Python interpreter in the sandbox.
-    session_languages = ("python",)
     language_names = {"python": "python", "nodejs": "javascript"}
 
     # What each provider implements, in its SDK's terms; each raises ServiceError for a service failure.
@@ -211,22 +209,6 @@ class SaaSProvider(SandboxProvider):
     def probe(self) -> None:
         """One cheap authenticated call against the host runs use; raises ServiceError when it fails."""
         raise NotImplementedError
-
-    def open_session(self, language: str, limits: Limits, files: list[dict], file_limits, account: str = "",
-                     session_id: str = "", times: SessionTimes | None = None):
-        if language not in self.session_languages:
-            raise SessionsUnsupported(f"{self.label} ({self.name}) has no {language} sessions: sessions on a SaaS "
-                                      f"provider run {', '.join(self.session_languages)}")
-        # Imported here: saas_sessions builds on this module.
-        from providers.saas_sessions import open_session
-
-        return open_session(self, language, limits, files, file_limits, session_id,
-                            times or SessionTimes(max_lifetime=3600, idle_timeout=600))
-
-    def delete_session_sandbox(self, sandbox_id: str) -> None:
-        if not self.release(sandbox_id):
-            log.warning("%s: sandbox %s of a lost session not deleted; the service ends it at the session's "
-                        "max_lifetime", self.label, sandbox_id)
 
     # The shared run.
     def run(self, code: str, language: str, limits: Limits, arguments: dict, should_stop=None,

@@ -17,6 +17,7 @@ idle timeout, so a worker that dies leaves nothing running for long; the reconci
 
 import base64
 import json
+import logging
 import time
 
 from executor.config import RUNNER_DIR
@@ -27,6 +28,7 @@ from providers.base import (
     ProviderError,
     ProviderSession,
     SessionGone,
+    SessionsUnsupported,
     SessionTimes,
     Status,
     apply_outcome,
@@ -45,6 +47,8 @@ from providers.saas import (
     within,
 )
 
+log = logging.getLogger(__name__)
+
 HOST_FILES = {
     "host.py": DRIVERS / "session_host.py",
     "runner.py": RUNNER_DIR / "child.py",
@@ -59,6 +63,26 @@ HOST_START = 30.0  # the opener waits this long for the host's socket
 CALL_TIMEOUT = 60.0  # a file request or the close, in the host
 CELL_SLACK = 3.0  # a cell's call takes its timeout, the host's interrupt grace (1 s) and the way back
 LIFETIME_GRACE = 60.0  # the remote sandbox outlives the session's max_lifetime by at most this
+
+
+class SaaSProviderWithSessions(SaaSProvider):
+    """A SaaS provider whose sandboxes keep their processes and files between executions: sessions through
+    a host in the sandbox. The host is Python, so it needs a Python interpreter there."""
+
+    session_languages = ("python",)
+
+    def open_session(self, language: str, limits: Limits, files: list[dict], file_limits: FileLimits,
+                     account: str = "", session_id: str = "", times: SessionTimes | None = None) -> "SaaSSession":
+        if language not in self.session_languages:
+            raise SessionsUnsupported(f"{self.label} ({self.name}) has no {language} sessions: sessions on a SaaS "
+                                      f"provider run {', '.join(self.session_languages)}")
+        return open_session(self, language, limits, files, file_limits, session_id,
+                            times or SessionTimes(max_lifetime=3600, idle_timeout=600))
+
+    def delete_session_sandbox(self, sandbox_id: str) -> None:
+        if not self.release(sandbox_id):
+            log.warning("%s: sandbox %s of a lost session not deleted; the service ends it at the session's "
+                        "max_lifetime", self.label, sandbox_id)
 
 
 def open_session(provider: SaaSProvider, language: str, limits: Limits, files: list[dict], file_limits: FileLimits,

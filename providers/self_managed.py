@@ -1,6 +1,8 @@
 """The self-managed provider: this worker host's warm pool of single-use gVisor sandboxes."""
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.conf import settings
 
@@ -173,14 +175,8 @@ class SelfManagedSession(ProviderSession):
         self._released = False
 
     def run(self, code: str, arguments: dict, limits: Limits, should_stop=None) -> ExecutionResult:
-        try:
+        with self.ending_when_over():
             report = self.session.run(code, arguments, limits, should_stop=should_stop)
-        except SessionOver as exc:
-            self.close(exc.reason)
-            raise SessionGone(exc.reason) from exc
-        except SandboxError as exc:
-            self.close(str(exc))
-            raise SessionGone(f"the sandbox failed: {exc}") from exc
         result = classify(report, limits, self.language)
         result.sandbox_id = self.sandbox_id
         result.session_ended = report.session_over or ""
@@ -195,8 +191,14 @@ class SelfManagedSession(ProviderSession):
             self.pool.release(self.session.sandbox)
 
     def ask_keeper(self, request: dict) -> dict:
-        try:
+        with self.ending_when_over():
             return self.session.file(request)
+
+    @contextmanager
+    def ending_when_over(self) -> Iterator[None]:
+        """A sandbox that cannot go on ends the session: released to the pool, SessionGone to the caller."""
+        try:
+            yield
         except SessionOver as exc:
             self.close(exc.reason)
             raise SessionGone(exc.reason) from exc

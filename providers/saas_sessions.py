@@ -20,6 +20,8 @@ import json
 import logging
 import time
 
+from django.conf import settings
+
 from executor.config import RUNNER_DIR
 from executor.session import FileLimits
 from providers.base import (
@@ -49,6 +51,7 @@ from providers.saas import (
 
 log = logging.getLogger(__name__)
 
+# What the opener writes into the sandbox, by name there: read and encoded once, as saas.py does its runner.
 HOST_FILES = {
     "host.py": DRIVERS / "session_host.py",
     "runner.py": RUNNER_DIR / "child.py",
@@ -56,13 +59,13 @@ HOST_FILES = {
     "rules.py": RUNNER_DIR / "rules.py",
     "wire.py": RUNNER_DIR / "wire.py",
 }
+HOST_FILES_B64 = b64(json.dumps({name: b64(path.read_bytes()) for name, path in HOST_FILES.items()}).encode())
 OPEN_PROGRAM = (DRIVERS / "session_open.py").read_text()
 CALL_PROGRAM = (DRIVERS / "session_call.py").read_text()
 OPEN_DEADLINE = 90.0  # creating the sandbox, its readiness, and starting the host
 HOST_START = 30.0  # the opener waits this long for the host's socket
 CALL_TIMEOUT = 60.0  # a file request or the close, in the host
 CELL_SLACK = 3.0  # a cell's call takes its timeout, the host's interrupt grace (1 s) and the way back
-LIFETIME_GRACE = 60.0  # the remote sandbox outlives the session's max_lifetime by at most this
 
 
 class SaaSProviderWithSessions(SaaSProvider):
@@ -77,7 +80,8 @@ class SaaSProviderWithSessions(SaaSProvider):
             raise SessionsUnsupported(f"{self.label} ({self.name}) has no {language} sessions: sessions on a SaaS "
                                       f"provider run {', '.join(self.session_languages)}")
         return open_session(self, language, limits, files, file_limits, session_id,
-                            times or SessionTimes(max_lifetime=3600, idle_timeout=600))
+                            times or SessionTimes(settings.SANDBOX_SESSION_MAX_LIFETIME,
+                                                  settings.SANDBOX_SESSION_IDLE_TIMEOUT))
 
     def delete_session_sandbox(self, sandbox_id: str) -> None:
         if not self.release(sandbox_id):
@@ -95,7 +99,7 @@ def open_session(provider: SaaSProvider, language: str, limits: Limits, files: l
         lambda left: provider.create_instance(language, run_id, min(left, REQUEST_TIMEOUT), times))
     try:
         provider.wait_ready(instance_id, deadline)
-        program = (OPEN_PROGRAM.replace('"{files}"', f'"{b64(json.dumps(host_files()).encode())}"')
+        program = (OPEN_PROGRAM.replace('"{files}"', f'"{HOST_FILES_B64}"')
                    .replace("{lifetime}", repr(float(times.max_lifetime)))
                    .replace("{idle}", repr(float(times.idle_timeout))))
         answer = call(provider, instance_id, program, HOST_START + 10, deadline)
@@ -109,10 +113,6 @@ def open_session(provider: SaaSProvider, language: str, limits: Limits, files: l
         provider.release(instance_id)
         raise
     return session
-
-
-def host_files() -> dict[str, str]:
-    return {name: b64(path.read_bytes()) for name, path in HOST_FILES.items()}
 
 
 def call(provider: SaaSProvider, instance_id: str, program: str, timeout: float, deadline: float | None = None

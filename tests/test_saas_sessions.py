@@ -5,15 +5,20 @@ host the opener left running in the sandbox, never the fake's interpreter."""
 import base64
 import json
 import os
+import shutil
 import signal
 import time
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from conftest import e2b_settings
 from executor.session import FileLimits
+from providers import config_store
 from providers.base import FileRefused, Limits, SessionGone, SessionsUnsupported, SessionTimes, Status
 from sandboxctl.executions.models import Session
+from sandboxctl.worker.sessions import reconcile
 from tests.session_client import cell, close, open_session, wait_until
 from tests.test_provider_switch import activate
 
@@ -203,3 +208,32 @@ def test_a_cell_cannot_forge_its_report_through_its_output(opened):
     result = session.run(code, {}, LIMITS)
     assert (result.status, result.result_value) == (Status.SUCCEEDED, "honest"), result
     assert forged in result.stdout
+
+
+def test_a_cell_that_kills_its_host_ends_the_session_cleanly(opened, saas):
+    """On a SaaS sandbox the code runs as the host's user: it can kill the host, and then only its own session
+    ends, with a reason, its sandbox deleted, never a hung call."""
+    session = opened()
+    host = host_pid(session)
+    with pytest.raises(SessionGone) as gone:
+        session.run("import os, signal\ndef main():\n    os.kill(os.getppid(), signal.SIGKILL)", {}, LIMITS)
+    assert "session host is gone" in gone.value.reason, gone.value.reason
+    if host:
+        wait_gone(host)
+    with pytest.raises(SessionGone):
+        session.run("1", {}, LIMITS)
+    assert saas.alive() == []
+    shutil.rmtree(os.path.dirname(session.socket_path), ignore_errors=True)  # SIGKILL left the host no time
+
+
+def test_the_reconciler_deletes_the_remote_sandbox_of_a_session_whose_worker_was_lost(saas, transactional_db):
+    config_store.save(saas.name, saas.settings(), activate=False)
+    sandbox_id = saas.provider().create_instance("python", "session-lost", session=TIMES)
+    long_ago = timezone.now() - timedelta(hours=1)
+    session = Session.objects.create(provider=saas.name, language="python", status="active", idle_timeout=60,
+                                     max_lifetime=120, worker="celery@gone-host", sandbox_id=sandbox_id,
+                                     created_at=long_ago, started_at=long_ago)
+    counts = reconcile(timezone.now(), judging=True)
+    session.refresh_from_db()
+    assert (counts["sessions_lost"], session.status) == (1, "lost")
+    assert sandbox_id not in saas.alive()

@@ -367,7 +367,8 @@ def _write(path: Path, value: str, quiet: bool = False) -> None:
 def oci_spec(config: SandboxConfig, rootfs: Path, language: str, cgroups_path: str, preload: str,
              args: list[str] | None = None) -> dict:
     """The OCI runtime spec of one sandbox (the same for every sandbox of a kind but for its cgroup)."""
-    environment = {**SANDBOX_ENV, "SANDBOX_CONTAINER_MEMORY_MB": str(config.container_memory_mb), "SANDBOX_PRELOAD": preload}
+    environment = {**SANDBOX_ENV, "SANDBOX_CONTAINER_MEMORY_MB": str(config.container_memory_mb),
+                   "SANDBOX_PRELOAD": preload}
     tmpfs = ["rw", "nosuid", "nodev", "mode=1777"]
     return {
         "ociVersion": "1.0.2",

@@ -293,7 +293,7 @@ class Sandbox:
             raise SandboxError("the sandbox was never opened")
 
     def _send_cell(self, code: str, arguments: dict, limits: Limits) -> None:
-        cell = {"code": code, "arguments": arguments, "timeout": limits.timeout}
+        cell = {"code": code, "arguments": arguments, "timeout": limits.timeout, "output_limit": limits.output_limit}
         try:
             self._send(encode_frame(CELL, json.dumps(cell, ensure_ascii=False).encode()))
         except SandboxError as exc:

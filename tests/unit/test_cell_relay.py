@@ -16,7 +16,6 @@ sys.path.insert(0, str(RUNNER))
 import relay  # noqa: E402
 from wire import STDERR, STDOUT, pack_message  # noqa: E402
 
-
 COMMANDS = {"python": [sys.executable, "-I", str(RUNNER / "child.py")], "nodejs": ["node", str(RUNNER / "child.js")]}
 
 

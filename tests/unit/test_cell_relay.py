@@ -26,7 +26,8 @@ class Child:
         results, result_w = os.pipe()
         self.process = subprocess.Popen(
             [*COMMANDS[language], str(result_w)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(result_w,), cwd=tmp_path, env={"PATH": os.environ["PATH"]})
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(result_w,), cwd=tmp_path,
+            env={"PATH": os.environ["PATH"]})
         os.close(result_w)
         self.interpreter = relay.Interpreter(self.process.pid, self.process.stdin.fileno(),
                                              self.process.stdout.fileno(), self.process.stderr.fileno(), results)

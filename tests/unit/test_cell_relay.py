@@ -122,8 +122,8 @@ def test_a_one_shot_child_runs_its_one_cell_then_ends(tmp_path):
         one_shot.close()
 
 
-LINES = {"python": "def main():\n    for i in range(100000):\n        print(i)\n    return 'done'",
-         "nodejs": "function main() {\n  for (let i = 0; i < 100000; i++) console.log(i);\n  return 'done';\n}"}
+LINES = {"python": "def main():\n    for i in range(30000):\n        print(i)\n    return 'done'",
+         "nodejs": "function main() {\n  for (let i = 0; i < 30000; i++) console.log(i);\n  return 'done';\n}"}
 SLEEPER = {"python": "import time\nprint('before', flush=False)\ntime.sleep(30)",
            "nodejs": "console.log('before');\nconst end = Date.now() + 30000;\nwhile (Date.now() < end) {}"}
 
@@ -134,7 +134,7 @@ def test_every_printed_line_arrives_though_output_is_written_in_blocks(tmp_path,
     try:
         outcome, _, _ = one_shot.cell(LINES[language], timeout=30)
         assert outcome == {"ok": True, "value_json": '"done"'}
-        assert bytes(one_shot.output[STDOUT]).split(b"\n")[:-1] == [str(i).encode() for i in range(100000)]
+        assert bytes(one_shot.output[STDOUT]).split(b"\n")[:-1] == [str(i).encode() for i in range(30000)]
     finally:
         one_shot.close()
 

@@ -148,3 +148,9 @@ def test_buffered_output_reaches_the_supervisor_while_the_code_still_runs(tmp_pa
         assert bytes(one_shot.output[STDOUT]) == b"before\n", "the timer flushed it before the deadline"
     finally:
         one_shot.close()
+
+
+def test_text_written_on_the_result_pipe_makes_the_answer_unreadable_not_forged(child):
+    forge = "import os, sys\nos.write(int(sys.argv[1]), b'{\"ok\": true, \"value_json\": \"666\"}')\n"
+    outcome, _, over = child.cell(forge + "def main():\n    return 1")
+    assert outcome == relay.UNREADABLE and over, "a failure that ends the session, never 666 nor a hang"

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 RUNNER = "/opt/sandboxctl/supervisor.py"
 SILENCE_CHECK = 0.3  # after this long without bytes, ask the backend whether the sandbox is still alive
 MAX_FRAME = 64 * 1024 * 1024
+# Live output (sandboxctl/executions/live.py): called with ("stdout" | "stderr", bytes) as frames arrive. It must
+# not block: the caller only queues the bytes.
+OnOutput = Callable[[str, bytes], None]
 SANDBOX_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": "/tmp",
@@ -182,13 +185,14 @@ class Sandbox:
 
     def run(
         self, code: str, arguments: dict, limits: Limits, should_stop: Callable[[], bool] | None = None,
-        files: list[dict] | None = None,
+        files: list[dict] | None = None, on_output: OnOutput | None = None,
     ) -> RunReport:
         """Send the one job this sandbox will ever run and observe it until it ends.
 
         `should_stop` is asked every SILENCE_CHECK while the run is quiet; when it answers True (the run
         was cancelled) the sandbox is killed and the report says so. `files` ({path, content_b64}) are
-        written into the working folder before the code starts.
+        written into the working folder before the code starts. `on_output(stream, chunk)` (live output) is
+        called with each piece of stdout/stderr kept under the output cap, as it arrives.
         """
         # A fresh key per run, sent only now that the child exists: the child never holds it.
         key = secrets.token_bytes(KEY_SIZE)
@@ -208,7 +212,7 @@ class Sandbox:
         self._send(encode_frame(JOB, json.dumps(job, ensure_ascii=False).encode()))
         report = RunReport()
         try:
-            self._observe(report, started, limits, should_stop, FrameDecoder(MAX_FRAME, key))
+            self._observe(report, started, limits, should_stop, FrameDecoder(MAX_FRAME, key), on_output=on_output)
         except ProtocolError as exc:
             log.warning("sandbox %s: protocol violation: %s", self.id, exc)
             report.protocol_violation = str(exc)
@@ -219,7 +223,7 @@ class Sandbox:
         return report
 
     def _observe(self, report: RunReport, started: float, limits: Limits, should_stop, frames: FrameDecoder,
-                 grace: float = 0.0) -> dict | None:
+                 grace: float = 0.0, on_output: OnOutput | None = None) -> dict | None:
         """Read frames until the DONE of this run (or cell); returns that report as sent, None without one.
         `grace` is how long past its timeout the sandbox itself may take (a session's interrupt)."""
         hard_deadline = started + limits.timeout + grace + SANDBOX_KILL_GRACE
@@ -257,9 +261,15 @@ class Sandbox:
                 last_bytes = time.monotonic()
                 for kind, body in frames.feed(data):
                     if kind == STDOUT:
+                        kept = len(stdout)
                         report.stdout_truncated |= not _append_capped(stdout, body, limits.output_limit)
+                        if on_output is not None and len(stdout) > kept:  # live output: only what the cap keeps
+                            on_output("stdout", bytes(stdout[kept:]))
                     elif kind == STDERR:
+                        kept = len(stderr)
                         report.stderr_truncated |= not _append_capped(stderr, body, limits.output_limit)
+                        if on_output is not None and len(stderr) > kept:
+                            on_output("stderr", bytes(stderr[kept:]))
                     elif kind == DONE:
                         return self._apply_done(report, body, started, limits)
                     else:

@@ -18,7 +18,7 @@ from executor.config import Limits
 from executor.deadlines import SANDBOX_KILL_GRACE
 from executor.protocol import CELL, DONE, FILE, SESSION, FrameDecoder, ProtocolError, encode_frame
 from executor.runner.wire import KEY_SIZE
-from executor.sandbox import MAX_FRAME, RunReport, Sandbox, SandboxError, artifact_limits, read_report
+from executor.sandbox import MAX_FRAME, OnOutput, RunReport, Sandbox, SandboxError, artifact_limits, read_report
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,10 @@ class SandboxSession:
             raise SessionOver(self.over)
         return answer.get("files") or []
 
-    def run(self, code: str, arguments: dict, limits: Limits, should_stop: Callable[[], bool] | None = None
-            ) -> RunReport:
-        """One cell; the report says in `session_over` when the session cannot go on after it."""
+    def run(self, code: str, arguments: dict, limits: Limits, should_stop: Callable[[], bool] | None = None,
+            on_output: OnOutput | None = None) -> RunReport:
+        """One cell; the report says in `session_over` when the session cannot go on after it. `on_output`: live
+        output, as Sandbox.run."""
         with self._lock:
             self._check_open()
             cell = {"code": code, "arguments": arguments, "timeout": limits.timeout}
@@ -93,7 +94,8 @@ class SandboxSession:
             report = RunReport()
             done = None
             try:
-                done = self.sandbox._observe(report, started, limits, should_stop, self._frames, INTERRUPT_GRACE)
+                done = self.sandbox._observe(report, started, limits, should_stop, self._frames, INTERRUPT_GRACE,
+                                             on_output=on_output)
             except ProtocolError as exc:
                 log.warning("session sandbox %s: protocol violation: %s", self.id, exc)
                 report.protocol_violation = str(exc)

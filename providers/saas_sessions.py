@@ -168,7 +168,7 @@ class SaaSSession(ProviderSession):
             raise SessionGone(answer["session_over"])
         return answer
 
-    def run(self, code: str, arguments: dict, limits: Limits, should_stop=None) -> ExecutionResult:
+    def run(self, code: str, arguments: dict, limits: Limits, should_stop=None, on_output=None) -> ExecutionResult:
         # The service's own limit per execution bounds a cell (AgentRun: 30 s): the cell gets what is left.
         timeout = max(1.0, min(limits.timeout, self.provider.timeout_cap() - CELL_SLACK))
         started = time.monotonic()

@@ -33,6 +33,7 @@ from providers.base import (
 )
 from providers.heartbeats import live_workers
 from sandboxctl.executions import files as stored_files
+from sandboxctl.executions import live
 from sandboxctl.executions.dispatch import CELL_TASK
 from sandboxctl.executions.models import (
     LIVE_SESSION,
@@ -193,11 +194,12 @@ def run_cell(execution_id: str) -> None:
                                  "the session is not held by this worker any more (it ended or its worker restarted)")
         return
     ending = None
+    output = live.publisher(execution_id)  # live output (executions/live.py), as for one-shot runs
     with held.lock:
         held.last_active = time.monotonic()
         try:
             outcome = held.session.run(execution.code, execution.arguments, Limits(**execution.limits),
-                                       should_stop=execution.was_cancelled)
+                                       should_stop=execution.was_cancelled, on_output=output.output)
         except SessionGone as exc:
             ending = spool.Ending(execution_id, execution.worker,
                                   error=(Status.SANDBOX_ERROR, "session_ended", f"the session ended: {exc.reason}"))
@@ -208,6 +210,7 @@ def run_cell(execution_id: str) -> None:
                                   error=(Status.SANDBOX_ERROR, "internal_error", "the worker failed unexpectedly"))
             outcome = None
         held.last_active = time.monotonic()
+    output.close()
     if outcome is not None:
         ending = spool.Ending(execution_id, execution.worker, outcome=outcome)
     spool.record(ending, lambda write: with_database_retry(write, f"end {execution_id}", FINISH_RETRY_FOR))

@@ -20,8 +20,6 @@ from django.core.asgi import get_asgi_application  # noqa: E402 - after the envi
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
 
-from sandboxctl.agents.mcp_server import PATH as MCP_PATH  # noqa: E402
-from sandboxctl.agents.mcp_server import McpEndpoint  # noqa: E402
 from sandboxctl.executions import notify  # noqa: E402
 
 WAITING_REQUESTS = {("POST", "/api/v1/executions"), ("POST", "/run")}
@@ -49,6 +47,9 @@ class WaitingRequestsHandler(ASGIHandler):
 
 django_application = get_asgi_application()
 waiting_application = WaitingRequestsHandler()
+
+from sandboxctl.agents.mcp_server import PATH as MCP_PATH  # noqa: E402 - needs Django set up
+from sandboxctl.agents.mcp_server import McpEndpoint  # noqa: E402
 
 
 async def application(scope, receive, send):

@@ -5,7 +5,6 @@ progress notifications that carry a run's output.
 """
 
 import logging
-from contextlib import AsyncExitStack
 
 import httpx2
 import mcp_types as types
@@ -22,47 +21,25 @@ CONNECT_TIMEOUT = 30.0
 READ_TIMEOUT = 900.0  # a tool call waits for a run (queued, then up to its own limit) on one response stream
 
 
-class Remote:
-    """The connection to the sandboxctl server, opened at the first request and kept."""
-
-    def __init__(self, url: str, token: str) -> None:
-        self.url = url.rstrip("/") + "/mcp"
-        self.token = token
-        self.client: Client | None = None
-        self.stack = AsyncExitStack()
-
-    async def connected(self) -> Client:
-        if self.client is None:
-            http = create_mcp_http_client(headers={"Authorization": f"Bearer {self.token}"},
-                                          timeout=httpx2.Timeout(CONNECT_TIMEOUT, read=READ_TIMEOUT))
-            await self.stack.enter_async_context(http)
-            transport = streamable_http_client(self.url, http_client=http)
-            self.client = await self.stack.enter_async_context(Client(transport))
-        return self.client
-
-    async def close(self) -> None:
-        await self.stack.aclose()
-
-
-def build_server(remote: Remote) -> Server:
+def build_server(remote: Client) -> Server:
     async def list_tools(ctx: ServerRequestContext, params) -> types.ListToolsResult:
-        return await (await remote.connected()).list_tools()
+        return await remote.list_tools()
 
     async def call_tool(ctx: ServerRequestContext, params: types.CallToolRequestParams) -> types.CallToolResult:
         async def relay(progress: float, total: float | None, message: str | None) -> None:
             await ctx.session.report_progress(progress, total, message)
 
-        client = await remote.connected()
-        return await client.call_tool(params.name, params.arguments or {}, progress_callback=relay)
+        return await remote.call_tool(params.name, params.arguments or {}, progress_callback=relay)
 
     return Server("sandboxctl", version="1", on_list_tools=list_tools, on_call_tool=call_tool)
 
 
 async def serve(url: str, token: str) -> None:
-    remote = Remote(url, token)
-    server = build_server(remote)
-    try:
+    """Connect to the server's /mcp (failing at once, on stderr, when it cannot be reached), then serve stdio."""
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"},
+                                  timeout=httpx2.Timeout(CONNECT_TIMEOUT, read=READ_TIMEOUT))
+    endpoint = url.rstrip("/") + "/mcp"
+    async with http, Client(streamable_http_client(endpoint, http_client=http)) as remote:
+        server = build_server(remote)
         async with stdio_server() as (read_stream, write_stream):
             await server.run(read_stream, write_stream, server.create_initialization_options())
-    finally:
-        await remote.close()

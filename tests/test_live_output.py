@@ -4,14 +4,17 @@ Last-Event-ID; a run already over ends its stream cleanly; a session's cell stre
 live output stays within the output cap; the Python client's stream() reads it all.
 """
 
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
 import requests
-
-from sandboxctl.client import stream
-from sandboxctl.executions.models import ApiToken
 from test_web_tier import start_server, stop_server
+
+from conftest import CHROMIUM, CHROMIUM_ARGS, ROOT
+from sandboxctl.client import stream
 
 PRINT_THEN_SLEEP = """
 import time
@@ -140,10 +143,39 @@ def test_a_client_that_goes_away_frees_the_stream(web, headers, token):
     assert finals == ["succeeded"] * 5
 
 
-def test_another_accounts_run_is_not_found(web, headers, django_user_model):
-    run = submit(web, headers, "print(1)")
-    other = django_user_model.objects.create_user("other-live")
-    other_headers = {"Authorization": f"Bearer {ApiToken.issue(other, name='t')[1]}"}
-    response = requests.get(web.url(f"/api/v1/executions/{run['id']}/events"), headers=other_headers, timeout=30)
-    assert response.status_code == 404
-    assert requests.get(web.url(f"/api/v1/executions/{run['id']}/events"), timeout=30).status_code == 401
+@pytest.fixture(scope="module")
+def console(sandbox_worker, django_db_setup, tmp_path_factory):
+    """The real ASGI server with its own data folder and static files collected (the console's pages)."""
+    data = tmp_path_factory.mktemp("console-data")
+    environment = {**os.environ, "SANDBOXCTL_DATA_DIR": str(data), "SECRET_KEY": "console-" + "k" * 40}
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=environment,
+                   check=True, timeout=120)
+    server = start_server(tmp_path_factory.mktemp("console"), SANDBOXCTL_DATA_DIR=str(data))
+    yield server
+    stop_server(server)
+
+
+def test_the_console_shows_a_running_runs_output_live(console, headers, django_user_model, monkeypatch, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    django_user_model.objects.create_superuser("live-admin", "admin@example.com", "admin-password-1")
+    run = submit(console, headers, PRINT_THEN_SLEEP.replace("time.sleep(4)", "time.sleep(8)"))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(console.url(f"/admin/login/?next=/admin/executions/execution/{run['id']}/change/"))
+        page.fill("#id_username", "live-admin")
+        page.fill("#id_password", "admin-password-1")
+        page.click("input[type=submit]")
+        page.wait_for_function("document.querySelector('[data-live-stream=stdout]')?.textContent"
+                               ".includes('first chunk')")
+        seen_while = status_of(console, headers, run["id"])
+        page.screenshot(path=str(tmp_path / "live.png"))
+        # When the run ends the page reloads with the whole record (no live pane any more).
+        page.wait_for_selector(".run-banner.ok", timeout=60_000)
+        final = page.inner_text("body")
+        browser.close()
+    assert seen_while == "running"
+    assert "second chunk" in final

@@ -22,9 +22,9 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from test_web_tier import start_server, stop_server
 
 from sandboxctl.agents.tools import BY_NAME, mcp_tools
-from test_web_tier import start_server, stop_server
 
 INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
 INSPECTOR_DIR = Path(os.environ.get("SANDBOXCTL_TEST_TOOLS", Path.home() / ".cache" / "sandboxctl-test")) / "inspector"
@@ -119,7 +119,7 @@ def test_input_files_and_nodejs(web, token, transport):
     async def scenario():
         async with connected(transport, web, token) as client:
             return await client.call_tool("run_code", {
-                "language": "nodejs", "code": "const fs = require('fs');\nconsole.log(fs.readFileSync('in.txt', 'utf8'))",
+                "language": "nodejs", "code": "console.log(require('fs').readFileSync('in.txt', 'utf8'))",
                 "files": [{"path": "in.txt", "content": "hello from a file"}]})
 
     result = asyncio.run(scenario())

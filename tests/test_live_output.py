@@ -160,7 +160,8 @@ def test_the_console_shows_a_running_runs_output_live(console, headers, django_u
 
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     django_user_model.objects.create_superuser("live-admin", "admin@example.com", "admin-password-1")
-    run = submit(console, headers, PRINT_THEN_SLEEP.replace("time.sleep(4)", "time.sleep(8)"))
+    # Long enough that the page (signing in included) is up while it runs, on a loaded machine too.
+    run = submit(console, headers, PRINT_THEN_SLEEP.replace("time.sleep(4)", "time.sleep(20)"), timeout=40)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page()

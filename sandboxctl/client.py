@@ -232,6 +232,11 @@ class ToolResult:
         """The answer as one text, for a model that takes tool results as text (OpenAI's tool messages)."""
         return "\n".join(_as_text(block) for block in self.content)
 
+    def tool_result(self, tool_use_id: str) -> dict:
+        """The answer as an Anthropic `tool_result` block for the `tool_use` with this id."""
+        return {"type": "tool_result", "tool_use_id": tool_use_id, "content": self.anthropic(),
+                "is_error": self.is_error}
+
     def anthropic(self) -> list[dict]:
         """The answer as Anthropic tool_result content: text blocks, and images as image blocks."""
         blocks = []

@@ -9,7 +9,7 @@ A run that is already over gets what is left of its live output, its status and 
 Another account's run is a 404, as for the run itself.
 
 The view itself is a short sync DRF view (auth, throttle, the owner check); the stream is a coroutine that
-waits on the live output (sandboxctl/executions/live.py, Redis) and on the run's end (service.await_end, the
+waits on the live output (sandboxctl/executions/live_output.py, Redis) and on the run's end (service.await_end, the
 database's notice), so a client costs a socket, not a thread. Without Redis it still ends with the final
 execution. A stream lasts at most SANDBOX_WAIT_CAP; a client then resumes.
 """
@@ -28,7 +28,7 @@ from rest_framework.views import APIView
 
 from sandboxctl.api.views import visible_executions
 from sandboxctl.api.waiting import in_pool
-from sandboxctl.executions import live
+from sandboxctl.executions import live_output
 from sandboxctl.executions.models import Execution
 from sandboxctl.executions.representation import ExecutionSerializer
 from sandboxctl.executions.service import await_end
@@ -52,7 +52,7 @@ def event(kind: str, data: dict, event_id: str | None = None) -> bytes:
     return f"{head}event: {kind}\ndata: {json.dumps(data, ensure_ascii=False, cls=JSONEncoder)}\n\n".encode()
 
 
-def entry_event(entry: live.Entry) -> bytes:
+def entry_event(entry: live_output.Entry) -> bytes:
     if entry.kind == "status":
         return event("status", {"status": entry.data}, entry.id)
     return event(entry.kind, {"text": entry.data}, entry.id)
@@ -67,7 +67,7 @@ class ExecutionEventsView(APIView):
     )
     def get(self, request, pk):
         execution = get_object_or_404(visible_executions(request), pk=pk)
-        after = live.valid_id(request.headers.get("Last-Event-ID"))
+        after = live_output.valid_id(request.headers.get("Last-Event-ID"))
         response = StreamingHttpResponse(
             stream(execution.pk, execution.status, execution.is_terminal, after, request),
             content_type="text/event-stream")
@@ -80,7 +80,7 @@ async def stream(execution_id, status: str, over: bool, after: str | None, reque
     yield f"retry: {RETRY_MS}\n\n".encode()
     if after is None:
         yield event("status", {"status": status})
-    async with live.following(execution_id, after) as follow:
+    async with live_output.following(execution_id, after) as follow:
         if not over:
             ended = asyncio.ensure_future(await_end(execution_id, settings.SANDBOX_WAIT_CAP))
             try:
@@ -91,7 +91,7 @@ async def stream(execution_id, status: str, over: bool, after: str | None, reque
             if not ended.result():
                 return  # past SANDBOX_WAIT_CAP: the client resumes with Last-Event-ID
         if follow is not None:  # what the worker wrote just before the end, if the reader has not passed it on yet
-            await live.reader().rest(follow)
+            await live_output.reader().rest(follow)
             while not follow.entries.empty():
                 yield entry_event(follow.entries.get_nowait())
     final = await in_pool(final_execution, execution_id, request)
@@ -99,7 +99,7 @@ async def stream(execution_id, status: str, over: bool, after: str | None, reque
     yield event("execution", final)
 
 
-async def until_end(follow: live.Follow | None, ended: asyncio.Future) -> AsyncIterator[bytes]:
+async def until_end(follow: live_output.Follow | None, ended: asyncio.Future) -> AsyncIterator[bytes]:
     """Live entries as they come, and a keep-alive comment when quiet, until `ended` is done."""
     while True:
         waiting = {ended}

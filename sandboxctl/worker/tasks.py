@@ -20,7 +20,7 @@ from providers import manager
 from providers.base import Limits, ProviderError, Status
 from providers.heartbeats import live_workers
 from providers.models import WorkerHeartbeat
-from sandboxctl.executions import admission, live, retention
+from sandboxctl.executions import admission, live_output, retention
 from sandboxctl.executions.dispatch import CALLBACK_TASK, RUN_TASK, dispatch, queue_callback
 from sandboxctl.executions.models import Execution, SandboxRecord
 from sandboxctl.worker import callbacks, sessions, spool
@@ -44,7 +44,7 @@ def run_execution(execution_id: str) -> None:
     provider = manager.provider(execution.provider)
     limits = Limits(**execution.limits)
     failure = None
-    output = live.publisher(execution_id)  # live output (executions/live.py): chunks to the events endpoint
+    output = live_output.publisher(execution_id)  # live output (executions/live_output.py): to the events endpoint
     try:
         outcome = provider.run(execution.code, execution.language, limits, execution.arguments,
                                should_stop=execution.was_cancelled, run_id=run_id(execution),

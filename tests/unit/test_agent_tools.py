@@ -13,7 +13,7 @@ from django.utils import timezone
 from sandboxctl.agents import calls
 from sandboxctl.agents.inprocess import parse_event
 from sandboxctl.agents.tools import TOOLS, anthropic_tools, mcp_tools, openai_tools
-from sandboxctl.executions import live
+from sandboxctl.executions import live_output
 from sandboxctl.executions.models import ApiToken, Execution
 
 
@@ -146,16 +146,18 @@ def test_server_sent_events_are_parsed():
 
 
 def test_stream_ids_order_and_resume_points():
-    assert live.order("1700000000000-2") > live.order("1700000000000-1") > live.order("999-9")
-    assert live.valid_id("1700000000000-0") == "1700000000000-0"
-    assert live.valid_id("garbage") is None and live.valid_id("") is None and live.valid_id("9" * 50) is None
+    assert live_output.order("1700000000000-2") > live_output.order("1700000000000-1") > live_output.order("999-9")
+    assert live_output.valid_id("1700000000000-0") == "1700000000000-0"
+    assert live_output.valid_id("garbage") is None and live_output.valid_id("") is None
+    assert live_output.valid_id("9" * 50) is None
 
 
 def test_a_follower_gets_each_entry_once_in_order():
     async def scenario():
-        follow = live.Follow("k", "5-0")
-        follow.offer([live.Entry("4-0", "stdout", "old"), live.Entry("6-0", "stdout", "a")])
-        follow.offer([live.Entry("6-0", "stdout", "a"), live.Entry("7-0", "stderr", "b")])  # re-read after a rewind
+        follow = live_output.Follow("k", "5-0")
+        follow.offer([live_output.Entry("4-0", "stdout", "old"), live_output.Entry("6-0", "stdout", "a")])
+        # Read again after a rewind for another follower: nothing twice.
+        follow.offer([live_output.Entry("6-0", "stdout", "a"), live_output.Entry("7-0", "stderr", "b")])
         return [follow.entries.get_nowait().data for _ in range(follow.entries.qsize())]
 
     assert asyncio.run(scenario()) == ["a", "b"]
@@ -163,7 +165,7 @@ def test_a_follower_gets_each_entry_once_in_order():
 
 def test_without_redis_the_events_are_the_status_and_the_final_execution(client, django_user_model,
                                                                          transactional_db):
-    assert live.redis_url() is None  # the fast tier's broker is memory://
+    assert live_output.redis_url() is None  # the fast tier's broker is memory://
     user = django_user_model.objects.create_user("agent")
     token = ApiToken.issue(user, name="t")[1]
     execution = Execution.objects.create(language="python", code="print(1)", arguments={}, caller=user,

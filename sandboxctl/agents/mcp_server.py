@@ -69,6 +69,7 @@ class McpEndpoint:
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         )
         self._running: asyncio.Future | None = None
+        self._ready = asyncio.Event()
 
     async def __call__(self, scope, receive, send) -> None:
         refusal = await self.refusal(scope)
@@ -102,18 +103,19 @@ class McpEndpoint:
         return None
 
     async def started(self) -> None:
-        """Start the transport's session manager once per event loop, and keep it running."""
-        if self._running is None or self._running.done():
-            ready = asyncio.get_running_loop().create_future()
-            self._running = asyncio.ensure_future(self._run(ready))
-            await ready
-        else:
-            while self.server.session_manager._task_group is None and not self._running.done():
-                await asyncio.sleep(0.005)
+        """Start the transport's session manager (its task group) on this event loop, once, and keep it running."""
+        if self._running is None:
+            self._ready = asyncio.Event()
+            self._running = asyncio.ensure_future(self._run(self._ready))
+        ready = asyncio.ensure_future(self._ready.wait())
+        await asyncio.wait({ready, self._running}, return_when=asyncio.FIRST_COMPLETED)
+        if not self._ready.is_set():
+            ready.cancel()
+            self._running.result()  # raises why it could not start
 
-    async def _run(self, ready: asyncio.Future) -> None:
+    async def _run(self, ready: asyncio.Event) -> None:
         async with self.server.session_manager.run():
-            ready.set_result(None)
+            ready.set()
             await asyncio.Event().wait()
 
 

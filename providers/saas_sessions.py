@@ -168,7 +168,7 @@ class SaaSSession(ProviderSession):
             raise SessionGone(answer["session_over"])
         return answer
 
-    def run(self, code: str, arguments: dict, limits: Limits, should_stop=None) -> ExecutionResult:
+    def run(self, code: str, arguments: dict, limits: Limits, should_stop=None, on_output=None) -> ExecutionResult:
         # The service's own limit per execution bounds a cell (AgentRun: 30 s): the cell gets what is left once
         # the host's interrupt grace and the way back are taken off.
         slack = cell_budget(0.0, SAAS_CALL_RETURN).provider_deadline

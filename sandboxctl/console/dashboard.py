@@ -166,4 +166,4 @@ def dashboard(request):
                               .annotate(cell_count=Count("cells")).order_by("created_at")[:SESSION_ROWS]),
         "sessions_today": Session.objects.filter(created_at__gte=now - timedelta(hours=HOURS)).count(),
     }
-    return render(request, "admin/dashboard.html", context)
+    return render(request, "console/dashboard.html", context)

@@ -95,6 +95,14 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class FileLimits:
+    """How large one file and all the files of a session (or a run's input files) may be."""
+
+    max_file_bytes: int
+    max_total_bytes: int
+
+
+@dataclass(frozen=True)
 class KindSize:
     """How many warm sandboxes of one kind to keep: at least `minimum`, more as demand rises, never above
     `maximum`."""

@@ -194,10 +194,15 @@ class Cgroup:
         order = ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"]
         for name in order if int(limit) > current else reversed(order):
             _write(directory / name, limit, quiet=True)
-        _write(directory / "memory.max_usage_in_bytes", "0", quiet=True)
+        self.reset_peak()
+
+    def reset_peak(self) -> None:
+        """Count the peak from now (cgroup v1; v2's memory.peak cannot be reset on the kernels we run on)."""
+        if not self.unified:
+            _write(self._dirs()[0] / "memory.max_usage_in_bytes", "0", quiet=True)
 
     def peak_kb(self) -> int | None:
-        """The cgroup's peak since the run's job began (v2: since the sandbox started; it cannot be reset)."""
+        """The cgroup's peak since the run's job or the cell began (v2: since the sandbox started)."""
         name = "memory.peak" if self.unified else "memory.max_usage_in_bytes"
         try:
             return int((self._dirs()[0] / name).read_text()) // 1024
@@ -512,6 +517,9 @@ class RunscSandbox(Sandbox):
 
     def memory_peak_kb(self) -> int | None:
         return self.cgroup.peak_kb()
+
+    def reset_memory_peak(self) -> None:
+        self.cgroup.reset_peak()
 
     def destroy(self) -> bool:
         """Stop it if it still runs, then remove its state, bundle and cgroup; False when something remains."""

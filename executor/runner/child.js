@@ -1,8 +1,10 @@
 "use strict";
-// In-sandbox Node.js child: waits for one job on stdin, runs the user's code, calls main(arguments); in a
-// session (session.py), it runs cell after cell in one context instead.
-// The return value goes to the result pipe (fd in argv), never to stdout, so printed text cannot pose
-// as a result. Started by supervisor.py before the job exists; Node's standard library only.
+// In-sandbox Node.js child: waits for its opening on stdin, then runs cells — the user's code and its
+// main(arguments) — one after another in one context, answering each with one MESSAGE (a 4-byte length,
+// then JSON with the cell's nonce) on the result pipe (fd in argv), never on stdout, so printed text cannot
+// pose as a result. An opening that keeps nothing (a one-shot run) takes exactly one cell, run as a script:
+// it is done when its event loop is empty. Started by supervisor.py before the opening exists; Node's
+// standard library only.
 
 const fs = require("fs");
 const vm = require("vm");
@@ -46,15 +48,19 @@ function failure(type, message) {
   return { ok: false, error: { type, message: String(message).slice(0, 2000) } };
 }
 
-function finish(outcome) {
-  // Output first: the supervisor treats the closing of the result pipe as the end of the run.
-  process.stdout.write("", () =>
-    process.stderr.write("", () => {
-      fs.writeSync(resultFd, JSON.stringify(outcome));
-      fs.closeSync(resultFd);
-      process.exit(outcome.ok ? 0 : 1);
-    }),
-  );
+function answer(outcome, nonce) {
+  const body = Buffer.from(JSON.stringify({ ...outcome, nonce }));
+  const header = Buffer.alloc(4);
+  header.writeUInt32BE(body.length, 0);
+  fs.writeSync(resultFd, Buffer.concat([header, body]));
+}
+
+// A one-shot run's one cell: output first, then the answer, then the process ends with the run.
+function finish(outcome, nonce) {
+  flushed().then(() => {
+    answer(outcome, nonce);
+    process.exit(outcome.ok ? 0 : 1);
+  });
 }
 
 function findMain(sandboxModule) {
@@ -151,10 +157,7 @@ function serveSession(requests) {
     ]);
     interrupt = null;
     await flushed();
-    const answer = Buffer.from(JSON.stringify({ ...outcome, nonce: job.nonce }));
-    const header = Buffer.alloc(4);
-    header.writeUInt32BE(answer.length, 0);
-    fs.writeSync(resultFd, Buffer.concat([header, answer]));
+    answer(outcome, job.nonce);
     busy = false;
     next();
   }
@@ -172,11 +175,13 @@ function serveSession(requests) {
 }
 
 fs.writeSync(resultFd, "R");
-const job = readMessageSync(0);
-if (job === null) process.exit(1);
+const opening = readMessageSync(0);
+if (opening === null) process.exit(1);
 fs.mkdirSync("artifacts", { recursive: true }); // code may save into artifacts/ without creating it
-if (job.session) {
+if (opening.keep !== false) {
   serveSession(0);
 } else {
-  run(job).then(finish, (err) => finish(failure("RunnerError", err)));
+  const job = readMessageSync(0);
+  if (job === null) process.exit(1);
+  run(job).then((outcome) => finish(outcome, job.nonce), (err) => finish(failure("RunnerError", err), job.nonce));
 }

@@ -175,6 +175,14 @@ class SessionRequestSerializer(serializers.Serializer):
         return check_input_files(value)
 
 
+class ListingSerializer(serializers.Serializer):
+    """GET /api/v1/sessions/{id}/files: one page of the listing, in path order."""
+
+    after = serializers.CharField(required=False, default="", allow_blank=True, max_length=4096,
+                                  help_text="list the paths after this one (the `next` of the page before)")
+    limit = serializers.IntegerField(required=False, default=1000, min_value=1, max_value=1000)
+
+
 class CellRequestSerializer(serializers.Serializer):
     """POST /api/v1/sessions/{id}/executions: one cell."""
 

@@ -17,7 +17,7 @@ from sandboxctl.api.metrics import authorised
 from sandboxctl.api.readiness import check
 from sandboxctl.api.serializers import ExecutionFilter, ExecutionRequestSerializer, RagflowRunSerializer
 from sandboxctl.api.waiting import Answer, Pending, awaiting, pending
-from sandboxctl.executions import files
+from sandboxctl.executions import artifact_store
 from sandboxctl.executions.admission import TooManyQueued
 from sandboxctl.executions.models import Execution
 from sandboxctl.executions.representation import ExecutionSerializer, ExecutionSummarySerializer
@@ -139,7 +139,7 @@ class ExecutionArtifactView(APIView):
         if index >= len(execution.artifacts):
             raise Http404("no such artifact")
         artifact = execution.artifacts[index]
-        response = HttpResponse(files.content(artifact), content_type="application/octet-stream")
+        response = HttpResponse(artifact_store.content(artifact), content_type="application/octet-stream")
         # An attachment that is never sniffed or rendered: an html or svg the code wrote runs nowhere.
         response["Content-Disposition"] = content_disposition_header(True, artifact.get("name") or "artifact")
         response["X-Content-Type-Options"] = "nosniff"

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import content_disposition_header
 
-from sandboxctl.executions import display, files, retention
+from sandboxctl.executions import artifact_store, display, retention
 from sandboxctl.executions.display import EMPTY, seconds
 from sandboxctl.executions.models import ApiToken, Execution, Session
 
@@ -124,7 +124,7 @@ class ExecutionAdmin(admin.ModelAdmin):
         if stream not in ("stdout", "stderr", "code"):
             raise Http404("no such stream")
         execution = get_object_or_404(Execution, pk=pk)
-        text = execution.code if stream == "code" else files.output(execution, stream)
+        text = execution.code if stream == "code" else artifact_store.output(execution, stream)
         return attachment(text.encode("utf-8"), f"{execution.pk}-{stream}.txt",
                           "text/plain; charset=utf-8")
 
@@ -133,7 +133,8 @@ class ExecutionAdmin(admin.ModelAdmin):
         if not 0 <= index < len(execution.artifacts):
             raise Http404("no such artifact")
         artifact = execution.artifacts[index]
-        return attachment(files.content(artifact), artifact.get("name", "artifact"), "application/octet-stream")
+        return attachment(artifact_store.content(artifact), artifact.get("name", "artifact"),
+                          "application/octet-stream")
 
     # List columns: six, two facts in some, so the list fits beside the filters on a 1366 px screen.
 

@@ -22,7 +22,7 @@ from django.utils import timezone
 from providers.base import Status
 from providers.heartbeats import live_workers
 from sandboxctl.executions.accounts import RAGFLOW_ACCOUNT
-from sandboxctl.executions.models import Execution
+from sandboxctl.executions.models import Execution, SessionRequest
 
 ADMISSION_LOCK = 0x5BC7_AD01  # the PostgreSQL advisory lock taken while deciding (any constant of our own)
 HELD_SCAN_LIMIT = 2000  # held runs looked at per decision: far more than the room there ever is
@@ -52,12 +52,19 @@ def check_quota(account_id: int) -> None:
 
 def check_storage(account_id: int) -> None:
     stored = Execution.objects.filter(caller_id=account_id).aggregate(total=Sum("stored_bytes"))["total"] or 0
+    stored += transfers_in_flight(account_id)
     quota = settings.SANDBOX_TENANT_STORAGE_QUOTA
     if stored >= quota:
         raise StorageQuotaExceeded(
             f"this account keeps {stored} bytes of artifacts, its quota is {quota} (SANDBOX_TENANT_STORAGE_QUOTA); "
             f"runs older than {settings.SANDBOX_RETENTION_DAYS:g} days are deleted (SANDBOX_RETENTION_DAYS)"
         )
+
+
+def transfers_in_flight(account_id: int) -> int:
+    """Bytes of the account's session file transfers in the file store now (transfers.py)."""
+    return SessionRequest.objects.filter(session__caller_id=account_id).exclude(blob="").aggregate(
+        total=Sum("blob_bytes"))["total"] or 0
 
 
 def limit_for(account_id: int) -> int:
@@ -82,7 +89,9 @@ def in_flight(account_id: int) -> int:
 
 
 def _sent() -> Q:
-    return Q(status=Status.QUEUED, dispatched_at__isnull=False) | Q(status=Status.RUNNING)
+    """One-shot runs sent to the workers: they hold a worker's thread. (A session's cells run on the session's
+    own thread on its worker, never on one of the runs': sessions.py.)"""
+    return (Q(status=Status.QUEUED, dispatched_at__isnull=False) | Q(status=Status.RUNNING)) & Q(session__isnull=True)
 
 
 def _lock_admission() -> None:

@@ -15,7 +15,7 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import JavascriptLexer, PythonLexer
 
 from providers.base import Status
-from sandboxctl.executions import files
+from sandboxctl.executions import artifact_store
 from sandboxctl.executions.models import Execution, Session
 
 EMPTY = "—"  # one mark for "nothing here" everywhere in the admin (admin.site.empty_value_display too)
@@ -104,7 +104,7 @@ class Cell:
 
 def output(execution: Execution, stream: str) -> Output | None:
     """The stream as the page shows it, or None when the run wrote nothing there. The row holds the first
-    characters of a long output (files.py), which is all the head needs: the whole is never read here."""
+    characters of a long output (artifact_store.py), which is all the head needs: the whole is never read here."""
     text = getattr(execution, stream)
     if not text:
         return None
@@ -112,7 +112,8 @@ def output(execution: Execution, stream: str) -> Output | None:
     head = "".join(lines[:FOLD_AFTER_LINES])
     stored = getattr(execution, f"{stream}_file")
     return Output(stream=stream, head=head, folded=bool(stored) or len(lines) > FOLD_AFTER_LINES,
-                  size=files.output_size(execution, stream), truncated=getattr(execution, f"{stream}_truncated"),
+                  size=artifact_store.output_size(execution, stream),
+                  truncated=getattr(execution, f"{stream}_truncated"),
                   url=reverse("admin:executions_output", args=[execution.pk, stream]))
 
 
@@ -122,10 +123,10 @@ def artifacts(execution: Execution) -> list[Artifact]:
         artifact = Artifact(name=entry.get("name", "artifact"), mime_type=entry.get("mime_type", ""),
                             size=entry.get("size", 0), url=reverse("admin:executions_artifact",
                                                                    args=[execution.pk, index]))
-        if artifact.mime_type in INLINE_IMAGES and artifact.size <= files.inline_limit():
+        if artifact.mime_type in INLINE_IMAGES and artifact.size <= artifact_store.inline_limit():
             # An <img> never runs scripts, so even an svg the code wrote is safe to show this way; a data: URI
             # keeps the picture off the admin's origin as a document.
-            encoded = base64.b64encode(files.content(entry)).decode()
+            encoded = base64.b64encode(artifact_store.content(entry)).decode()
             artifact.picture = f"data:{artifact.mime_type};base64,{encoded}"
         shown.append(artifact)
     return shown

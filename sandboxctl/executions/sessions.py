@@ -4,12 +4,15 @@ Opening one records a Session and an `open` SessionRequest, and sends the openin
 queue: the worker that takes it turns a warm sandbox of its pool into the session and answers with the name
 of its own queue (`sessions.<node>`). From then on every cell (an Execution with `session` set) and every file
 request goes to that queue only, so it reaches the one process that holds the sandbox (sandboxctl/worker/
-sessions.py). Cells go through admission like any run (fair share across accounts) and run one at a time:
-a cell sent while another of the session is queued or running is refused (409 session_busy).
+sessions.py), where the session's own thread serves them one at a time. Cells run one at a time: a cell sent
+while another of the session is queued or running is refused (409 session_busy), and so is a file request
+beyond SANDBOX_SESSION_REQUESTS_MAX in flight. Cells and file requests are not admitted against the workers'
+run capacity (admission.py): they never take a thread of the runs, only their session's own, and an account
+has at most SANDBOX_TENANT_MAX_SESSIONS sessions (a worker at most SANDBOX_WORKER_MAX_SESSIONS).
 
 A session ends on DELETE, after idle_timeout without a request, at max_lifetime (the worker's reaper), when a
-cell ends it (a timeout it would not stop at, the interpreter gone), or `lost` when its worker dies (the
-reconciler). Its sandbox and files go with it.
+cell ends it (a timeout it would not stop at, the interpreter gone: in the same commit as that cell's end), or
+`lost` when its worker dies (the reconciler). Its sandbox and files go with it, at once.
 """
 
 import hashlib
@@ -22,14 +25,16 @@ from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
-from executor.session import FileLimits
+from executor import deadlines as sandbox_deadlines
+from executor.config import FileLimits
 from providers import manager
 from providers.base import Status
-from sandboxctl.executions import admission
+from sandboxctl.executions import admission, transfers
 from sandboxctl.executions.dispatch import CELL_TASK
 from sandboxctl.executions.models import (
     LIVE_SESSION,
     Execution,
+    RequestStatus,
     Session,
     SessionRequest,
     SessionStatus,
@@ -41,7 +46,8 @@ OPEN_TASK = "sandboxctl.worker.sessions.open_session"
 FILE_TASK = "sandboxctl.worker.sessions.session_file"
 CLOSE_TASK = "sandboxctl.worker.sessions.close_session"
 OPEN_WAIT = 60.0  # how long POST /sessions waits for its sandbox before it answers 202 with `starting`
-FILE_WAIT = 120.0
+FILE_WAIT = sandbox_deadlines.FILE_WAIT + sandbox_deadlines.REPORT_MARGIN
+LIST_PAGE_MAX = 1000  # entries of one page of a session's file listing
 
 
 class SessionsUnavailable(Exception):
@@ -103,9 +109,11 @@ def open_session(user, language: str, idle_timeout: float | None, max_lifetime: 
 def submit_cell(session: Session, user, code: str, arguments: dict, timeout: float | None) -> Execution:
     """Record one cell and send it to the session's worker at once.
 
-    Cells are not held by admission: an account has at most SANDBOX_TENANT_MAX_SESSIONS sessions, each with at
-    most one cell in flight, which bounds its share of worker threads the way admission bounds one-shot runs
-    (and a cell's sandbox is already the session's, so it waits for no pool). The storage quota still applies."""
+    Cells are not held by admission: they run on their session's own thread on the worker, never on one of the
+    runs' threads, an account has at most SANDBOX_TENANT_MAX_SESSIONS sessions, each with at most one cell in
+    flight, and the CPU is shared by account (the session's sandbox is in its account's cgroup). The storage
+    quota still applies. SessionNotActive (409 session_ended) once the session has ended, even by the cell
+    just before this one: that cell's end and the session's are one commit."""
     provider = manager.provider(session.provider)
     limits = provider.limits_for(timeout, session.limits.get("memory_mb"))
     with transaction.atomic():
@@ -127,14 +135,39 @@ def submit_cell(session: Session, user, code: str, arguments: dict, timeout: flo
     return cell
 
 
-def file_request(session: Session, kind: str, path: str = "", blob: str = "") -> SessionRequest:
-    """Queue one file request (put, get, list, delete) to the session's worker."""
+def file_request(session: Session, kind: str, path: str = "", blob: str = "", blob_bytes: int = 0,
+                 payload: dict | None = None) -> SessionRequest:
+    """Queue one file request (put, get, list, delete) to the session's worker. SessionBusy when the session has
+    as many in flight as it may (SANDBOX_SESSION_REQUESTS_MAX)."""
     if session.status != SessionStatus.ACTIVE:
         raise SessionNotActive(session)
-    request = SessionRequest.objects.create(session=session, kind=kind, path=path, blob=blob)
+    with transaction.atomic():
+        Session.objects.select_for_update().filter(pk=session.pk).values_list("pk", flat=True).first()
+        in_flight = SessionRequest.objects.filter(session=session, status=RequestStatus.QUEUED).exclude(
+            kind="open").count()
+        if in_flight >= settings.SANDBOX_SESSION_REQUESTS_MAX:
+            raise SessionBusy(f"the session has {in_flight} file requests in flight, the most it may "
+                              f"(SANDBOX_SESSION_REQUESTS_MAX); retry when they are answered")
+        request = SessionRequest.objects.create(session=session, kind=kind, path=path, blob=blob,
+                                                blob_bytes=blob_bytes, payload=payload or {})
     if not send(FILE_TASK, request.pk, session.queue):
         request.fail("broker_unavailable", "the broker is unavailable; try again")
     return request
+
+
+def abandon(request: SessionRequest) -> None:
+    """Its caller stopped waiting (gone, or past its wait): whatever the worker answers now goes to nobody."""
+    if request.fail("abandoned", "the caller stopped waiting"):
+        return  # the worker deletes what it fetches for it (its complete() finds the request ended)
+    delivered(request)
+
+
+def delivered(request: SessionRequest) -> None:
+    """The answer has been given (or can be given no more): nothing of the request is kept, no body in a row."""
+    request.refresh_from_db(fields=["blob"])
+    if request.kind == "get":
+        transfers.discard(request.blob)
+    SessionRequest.objects.filter(pk=request.pk).delete()
 
 
 def close(session: Session, reason: str = "deleted by the caller") -> bool:

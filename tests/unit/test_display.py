@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from sandboxctl.executions import display, files
+from sandboxctl.executions import artifact_store, display
 from sandboxctl.executions.admin import when
 from sandboxctl.executions.models import Execution, Session
 
@@ -32,11 +32,11 @@ def test_output_past_the_fold_shows_its_first_lines_and_the_size_of_the_whole():
 
 def test_output_kept_in_the_store_is_folded_and_measured_without_being_read():
     execution = run()
-    whole = "x" * (files.OUTPUT_INLINE_CHARS * 3)
-    execution.stdout, execution.stdout_file, _ = files.offload_output(execution, "stdout", whole)
+    whole = "x" * (artifact_store.OUTPUT_INLINE_CHARS * 3)
+    execution.stdout, execution.stdout_file, _ = artifact_store.offload_output(execution, "stdout", whole)
     execution.save()
     shown = display.output(execution, "stdout")
-    assert shown.folded and shown.head == whole[:files.OUTPUT_INLINE_CHARS] and shown.size == len(whole)
+    assert shown.folded and shown.head == whole[:artifact_store.OUTPUT_INLINE_CHARS] and shown.size == len(whole)
     assert shown.url.endswith(f"/admin/executions/execution/{execution.pk}/output/stdout.txt")
 
 

@@ -1,19 +1,22 @@
-"""The worker's side of a run, on a scripted transport (no sandbox): what it concludes from what it reads."""
+"""The worker's side of the exchange with a sandbox (executor/sandbox.py), on a scripted transport (no sandbox):
+what it concludes from what it reads."""
 
 import json
 import time
 
 from executor.config import Limits, SandboxConfig
-from executor.protocol import DONE, JOB, STDOUT, encode_frame
+from executor.protocol import CELL, DONE, OPEN, STDOUT, encode_frame
 from executor.runner.wire import HEADER
 from executor.sandbox import SILENCE_CHECK, ExitState, Sandbox
 
 DONE_BODY = {"exit_code": 0, "result": {"ok": True, "value_json": "42"}, "artifacts": [], "rejected_artifacts": []}
+OPENED = {"ready": True, "files": []}
 
 
 class Scripted(Sandbox):
-    """A sandbox that answers the job with `frames` after `quiet` seconds of silence, exiting as it writes
-    them: the race a real sandbox can win between a silence check and the read of its last frames."""
+    """A sandbox that answers its opening at once, then its cell with `frames` after `quiet` seconds of silence,
+    exiting as it writes them: the race a real sandbox can win between a silence check and the read of its last
+    frames."""
 
     def __init__(self, quiet: float, frames) -> None:
         super().__init__("python", SandboxConfig())
@@ -28,16 +31,21 @@ class Scripted(Sandbox):
 
     def _send(self, data: bytes) -> None:
         kind, size = HEADER.unpack_from(data)
-        assert kind == JOB
-        self.key = bytes.fromhex(json.loads(data[HEADER.size:HEADER.size + size])["key"])
+        if kind == OPEN:
+            self.key = bytes.fromhex(json.loads(data[HEADER.size:HEADER.size + size])["key"])
+            self.pending = [encode_frame(DONE, json.dumps(OPENED).encode(), self.key, 0)]
+            return
+        assert kind == CELL
         self.answered_at = time.monotonic() + self.quiet
 
     def _recv(self, timeout: float):
+        if not self.exited and self.pending:
+            return self.pending.pop(0)
         if not self.exited and time.monotonic() + timeout >= self.answered_at:
             time.sleep(max(0.0, self.answered_at - time.monotonic()))
             # It writes its last frames and exits — but this read reports nothing, as a select that timed
             # out an instant before the bytes arrived would.
-            self.pending = [b"".join(frame(self.key, number) for number, frame in enumerate(self.frames)), b""]
+            self.pending = [b"".join(frame(self.key, number) for number, frame in enumerate(self.frames, 1)), b""]
             self.exited = True
             return None
         if self.exited:

@@ -367,7 +367,8 @@ def _write(path: Path, value: str, quiet: bool = False) -> None:
 def oci_spec(config: SandboxConfig, rootfs: Path, language: str, cgroups_path: str, preload: str,
              args: list[str] | None = None) -> dict:
     """The OCI runtime spec of one sandbox (the same for every sandbox of a kind but for its cgroup)."""
-    environment = {**SANDBOX_ENV, "SANDBOX_MEMORY_MB": str(config.memory_mb), "SANDBOX_PRELOAD": preload}
+    environment = {**SANDBOX_ENV, "SANDBOX_CONTAINER_MEMORY_MB": str(config.container_memory_mb),
+                   "SANDBOX_PRELOAD": preload}
     tmpfs = ["rw", "nosuid", "nodev", "mode=1777"]
     return {
         "ociVersion": "1.0.2",
@@ -432,7 +433,7 @@ class RunscSandbox(Sandbox):
         spec = oci_spec(config, self.backend.rootfs(self.language), self.language, self.cgroup.path, self.preload,
                         self.command())
         (self.bundle / "config.json").write_text(json.dumps(spec))
-        self.cgroup.create(config.memory_mb, config.cpus, config.pids_limit)
+        self.cgroup.create(config.container_memory_mb, config.cpus, config.pids_limit)
         if self._on_created is not None:
             self._on_created(self._id)
         verb = ["restore", "--image-path", str(self.snapshot)] if self.snapshot else ["run"]

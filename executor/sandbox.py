@@ -293,7 +293,7 @@ class Sandbox:
             raise SandboxError("the sandbox was never opened")
 
     def _send_cell(self, code: str, arguments: dict, limits: Limits) -> None:
-        cell = {"code": code, "arguments": arguments, "timeout": limits.timeout}
+        cell = {"code": code, "arguments": arguments, "timeout": limits.timeout, "output_limit": limits.output_limit}
         try:
             self._send(encode_frame(CELL, json.dumps(cell, ensure_ascii=False).encode()))
         except SandboxError as exc:
@@ -337,8 +337,16 @@ class Sandbox:
         stdout, stderr = bytearray(), bytearray()
         last_bytes = time.monotonic()
         drain_until = None  # set once the sandbox is seen to have ended: read what it wrote first
+        buffered = True  # frames of this request may have come in one read with the last request's DONE
         try:
             while True:
+                if buffered:
+                    buffered, data = False, b""
+                    for kind, body in self._frames.feed(data):
+                        done = self._take(kind, body, report, stdout, stderr, output_limit)
+                        if done is not None:
+                            return done
+                    continue
                 now = time.monotonic()
                 if drain_until is not None and now >= drain_until:
                     self._still_running(report, exited=True)
@@ -366,16 +374,9 @@ class Sandbox:
                     return None
                 last_bytes = time.monotonic()
                 for kind, body in self._frames.feed(data):
-                    if kind == DONE:
-                        return read_report(body)
-                    if output_limit is None or kind not in (STDOUT, STDERR):
-                        raise ProtocolError(f"unexpected frame {kind!r}")
-                    buffer = stdout if kind == STDOUT else stderr
-                    if not _append_capped(buffer, body, output_limit):
-                        if kind == STDOUT:
-                            report.stdout_truncated = True
-                        else:
-                            report.stderr_truncated = True
+                    done = self._take(kind, body, report, stdout, stderr, output_limit)
+                    if done is not None:
+                        return done
         except ProtocolError as exc:
             log.warning("sandbox %s: protocol violation: %s", self.id, exc)
             report.protocol_violation = str(exc)
@@ -383,6 +384,22 @@ class Sandbox:
             return None
         finally:
             report.stdout, report.stderr = bytes(stdout), bytes(stderr)
+
+    @staticmethod
+    def _take(kind: bytes, body: bytes, report: RunReport, stdout: bytearray, stderr: bytearray,
+              output_limit: int | None) -> dict | None:
+        """One frame of the request's answer: output kept (capped), or its DONE returned."""
+        if kind == DONE:
+            return read_report(body)
+        if output_limit is None or kind not in (STDOUT, STDERR):
+            raise ProtocolError(f"unexpected frame {kind!r}")
+        buffer = stdout if kind == STDOUT else stderr
+        if not _append_capped(buffer, body, output_limit):
+            if kind == STDOUT:
+                report.stdout_truncated = True
+            else:
+                report.stderr_truncated = True
+        return None
 
     def _apply_done(self, report: RunReport, done: dict, started: float, limits: Limits) -> None:
         # Trust the supervisor's deadline only when the worker's own clock agrees.

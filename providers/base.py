@@ -60,6 +60,23 @@ class ExecutionResult:
 
 
 @dataclass(frozen=True)
+class RequestedLimits:
+    """What a caller asked for, each as asked (None: the server's default). The one value that travels from the
+    request's serializer to the provider's `clamp`, which makes the run's `Limits` of it: a new per-run limit is a
+    field here, a field of executor.config.Limits, a serializer field and a line of `clamp` (docs/architecture.md).
+    """
+
+    timeout: float | None = None
+    memory_mb: int | None = None
+    output_limit: int | None = None
+
+    @classmethod
+    def from_data(cls, data: dict) -> "RequestedLimits":
+        """The fields of a validated request that are limits (the rest of the request is not)."""
+        return cls(**{name: data.get(name) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
 class Health:
     """A provider's answer to "can it run code now?", with the reason an operator can act on."""
 
@@ -225,13 +242,15 @@ class SandboxProvider:
             return cell_budget(limits.timeout, self.run_overhead)
         return budget(limits.timeout, self.acquire_wait(limits), self.run_overhead)
 
-    def limits_for(self, timeout: float | None, memory_mb: int | None) -> Limits:
-        """Clamp what a caller asked for to what this provider and the server allow; never raise a limit."""
-        timeout_cap = min(settings.SANDBOX_TIMEOUT_MAX, self.timeout_cap())
+    def clamp(self, requested: RequestedLimits) -> Limits:
+        """The run's limits: what the caller asked for, within what this provider and the server allow (a limit
+        above a maximum is lowered to it, never refused; one not asked for is the server's default)."""
+        output_cap = min(settings.SANDBOX_OUTPUT_LIMIT, self.output_cap())
         return Limits(
-            timeout=min(timeout or settings.SANDBOX_TIMEOUT_DEFAULT, timeout_cap),
-            memory_mb=min(memory_mb or settings.SANDBOX_MEMORY_DEFAULT_MB, self.memory_cap_mb()),
-            output_limit=min(settings.SANDBOX_OUTPUT_LIMIT, self.output_cap()),
+            timeout=min(requested.timeout or settings.SANDBOX_TIMEOUT_DEFAULT,
+                        settings.SANDBOX_TIMEOUT_MAX, self.timeout_cap()),
+            memory_mb=min(requested.memory_mb or settings.SANDBOX_MEMORY_DEFAULT_MB, self.memory_cap_mb()),
+            output_limit=min(requested.output_limit or output_cap, output_cap),
         )
 
     def timeout_cap(self) -> float:

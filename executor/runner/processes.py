@@ -21,8 +21,10 @@ REAP_FOR = 0.5  # how long killed background processes get to be reaped before t
 
 
 def node_command(result_fd: int) -> list[str]:
-    memory_mb = int(os.environ.get("SANDBOX_MEMORY_MB", "512"))
-    heap_mb = max(32, memory_mb * 3 // 4)  # RLIMIT_AS breaks V8; its own heap cap is the memory guard
+    # RLIMIT_AS breaks V8, and its heap cap is set when the process starts, before any run's memory_mb is known:
+    # it follows the sandbox's size; the run's own limit is the cgroup's, lowered when the run starts.
+    container_mb = int(os.environ.get("SANDBOX_CONTAINER_MEMORY_MB", "512"))
+    heap_mb = max(32, container_mb * 3 // 4)
     return ["node", f"--max-old-space-size={heap_mb}", os.path.join(RUNNER_DIR, "child.js"), str(result_fd)]
 
 

@@ -123,7 +123,7 @@ class Served:
 
     def cell(self, request: dict) -> dict:
         started_wall = time.time()
-        cap = self.opening["output_limit"]
+        cap = min(self.opening["output_limit"], int(request.get("output_limit") or self.opening["output_limit"]))
         interpreter = self.interpreter
         streams = {interpreter.stdout: Stream(self.channel.send, STDOUT, cap),
                    interpreter.stderr: Stream(self.channel.send, STDERR, cap)}

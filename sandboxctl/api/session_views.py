@@ -80,7 +80,8 @@ class SessionListView(generics.ListAPIView):
         data = serializer.validated_data
         try:
             session, opening = sessions.open_session(request.user, data["language"], data.get("idle_timeout"),
-                                                     data.get("max_lifetime"), data.get("memory_mb"), data["files"])
+                                                     data.get("max_lifetime"), serializer.requested_limits(),
+                                                     data["files"])
         except sessions.SessionsUnavailable as exc:
             return Response({"detail": str(exc), "code": "sessions_unsupported"}, status=400)
         except sessions.TooManySessions as exc:
@@ -134,7 +135,8 @@ class SessionCellsView(generics.ListAPIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
-            cell = sessions.submit_cell(session, request.user, data["code"], data["arguments"], data.get("timeout"))
+            cell = sessions.submit_cell(session, request.user, data["code"], data["arguments"],
+                                        serializer.requested_limits())
         except sessions.SessionBusy as exc:
             return Response({"detail": str(exc), "code": "session_busy"}, status=409)
         except sessions.SessionNotActive as exc:

@@ -96,8 +96,7 @@ class ExecutionListView(generics.ListAPIView):
             language=data["language"],
             code=data["code"],
             arguments=data["arguments"],
-            timeout=data.get("timeout"),
-            memory_mb=data.get("memory_mb"),
+            limits=serializer.requested_limits(),
             callback_url=data["callback_url"],
             files=tuple(data["files"]),
         )

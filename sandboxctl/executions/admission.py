@@ -5,7 +5,7 @@ not yet admitted stay queued in the database only — held, with no broker messa
 in a broker queue or a worker thread ahead of other accounts' runs.
 
 Two limits decide what may be sent: the workers' capacity (`capacity()`: worker threads of the live sandbox
-workers, or SANDBOX_ADMISSION_CAPACITY) and each account's own cap (`limit_for`). While there is room, the
+workers, or SANDBOX_ADMISSION_CAPACITY) and each account's own cap (`max_in_flight`). While there is room, the
 account with the fewest runs in flight goes next (its oldest held run; the oldest wins a tie), so an
 account with nothing in flight is always admitted before one already holding its share, and the broker
 never holds more messages than the workers have threads: a newcomer never waits behind a backlog. Whenever
@@ -67,7 +67,7 @@ def transfers_in_flight(account_id: int) -> int:
         total=Sum("blob_bytes"))["total"] or 0
 
 
-def limit_for(account_id: int) -> int:
+def max_in_flight(account_id: int) -> int:
     """The most runs of one account in flight at once. The `ragflow` service account stands for every RAGFlow
     user behind one RAGFlow, so it has its own cap (SANDBOX_RAGFLOW_MAX_CONCURRENT)."""
     name = get_user_model().objects.filter(pk=account_id).values_list("username", flat=True).first()
@@ -140,7 +140,7 @@ def admit(account_id: int | None = None) -> list[Execution]:
             Execution.objects.filter(status=Status.QUEUED, dispatched_at__isnull=True, caller__isnull=False)
             .order_by("created_at").values_list("pk", "caller_id")[:HELD_SCAN_LIMIT]
         )
-        limits = {account: limit_for(account) for account in {account for _, account in held}}
+        limits = {account: max_in_flight(account) for account in {account for _, account in held}}
         chosen = choose(flying, held, room, limits)
         if not chosen:
             return []

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from providers import manager
-from providers.base import Limits
+from providers.base import Limits, RequestedLimits
 from sandboxctl.executions import admission, notify
 from sandboxctl.executions.dispatch import dispatch
 from sandboxctl.executions.models import Execution
@@ -23,13 +23,16 @@ class Submission:
     language: str
     code: str
     arguments: dict
-    timeout: float | None = None
-    memory_mb: int | None = None
+    limits: RequestedLimits = RequestedLimits()
     callback_url: str = ""
     files: tuple = ()  # input files ({path, content_b64}), written into the working folder first
 
     def fingerprint(self) -> str:
-        fields = {name: value for name, value in self.__dict__.items() if name != "files" or value}
+        fields = asdict(self)
+        # Limits not asked for, and no files, leave no trace: adding a limit does not change old fingerprints.
+        fields.update({name: value for name, value in fields.pop("limits").items() if value is not None})
+        if not fields["files"]:
+            del fields["files"]
         body = json.dumps(fields, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(body.encode()).hexdigest()
 
@@ -88,8 +91,8 @@ def _create(submission: Submission, provider, user, token, idempotency_key, fing
         code=submission.code,
         code_sha256=hashlib.sha256(submission.code.encode()).hexdigest(),
         arguments=submission.arguments,
-        requested_limits={"timeout": submission.timeout, "memory_mb": submission.memory_mb},
-        limits=asdict(provider.limits_for(submission.timeout, submission.memory_mb)),
+        requested_limits=asdict(submission.limits),
+        limits=asdict(provider.clamp(submission.limits)),
         caller=user,
         token=token,
         idempotency_key=idempotency_key or None,
@@ -145,5 +148,5 @@ async def await_end(execution_id, timeout: float) -> bool:
 def wait_budget(execution: Execution) -> float:
     """How long a `wait=true` request waits: past its provider's own deadline (executor/deadlines.py), so a
     run that ends is always answered, unless an operator caps it lower (SANDBOX_WAIT_CAP)."""
-    budget = manager.provider(execution.provider).budget(Limits(**execution.limits))
+    budget = manager.provider(execution.provider).budget(Limits(**execution.limits), cell=bool(execution.session_id))
     return min(budget.wait, settings.SANDBOX_WAIT_CAP)

@@ -28,7 +28,7 @@ from kombu.exceptions import OperationalError as BrokerUnavailable
 from executor import deadlines as sandbox_deadlines
 from executor.config import FileLimits
 from providers import manager
-from providers.base import Status
+from providers.base import Limits, RequestedLimits, Status
 from sandboxctl.executions import admission, transfers
 from sandboxctl.executions.dispatch import CELL_TASK
 from sandboxctl.executions.models import (
@@ -78,14 +78,14 @@ def input_file_limits() -> FileLimits:
 
 
 def open_session(user, language: str, idle_timeout: float | None, max_lifetime: float | None,
-                 memory_mb: int | None, files: list[dict]) -> tuple[Session, SessionRequest]:
+                 requested: RequestedLimits, files: list[dict]) -> tuple[Session, SessionRequest]:
     provider = manager.active_provider()
     if not provider.has_sessions:
         raise SessionsUnavailable(f"the active provider, {provider.label} ({provider.name}), has no sessions")
     if language not in provider.session_languages:
         raise SessionsUnavailable(f"the active provider, {provider.label} ({provider.name}), has no {language} "
                                   f"sessions; it has {', '.join(provider.session_languages)}")
-    limits = provider.limits_for(None, memory_mb)
+    limits = provider.clamp(requested)
     with transaction.atomic():
         admission.lock_account(user.pk)
         live = Session.objects.filter(caller=user, status__in=LIVE_SESSION).count()
@@ -106,7 +106,7 @@ def open_session(user, language: str, idle_timeout: float | None, max_lifetime: 
     return session, opening
 
 
-def submit_cell(session: Session, user, code: str, arguments: dict, timeout: float | None) -> Execution:
+def submit_cell(session: Session, user, code: str, arguments: dict, requested: RequestedLimits) -> Execution:
     """Record one cell and send it to the session's worker at once.
 
     Cells are not held by admission: they run on their session's own thread on the worker, never on one of the
@@ -115,7 +115,7 @@ def submit_cell(session: Session, user, code: str, arguments: dict, timeout: flo
     quota still applies. SessionNotActive (409 session_ended) once the session has ended, even by the cell
     just before this one: that cell's end and the session's are one commit."""
     provider = manager.provider(session.provider)
-    limits = provider.limits_for(timeout, session.limits.get("memory_mb"))
+    limits = cell_limits(provider, session, requested)
     with transaction.atomic():
         locked = Session.objects.select_for_update().get(pk=session.pk)
         if locked.status != SessionStatus.ACTIVE:
@@ -126,13 +126,24 @@ def submit_cell(session: Session, user, code: str, arguments: dict, timeout: flo
         cell = Execution.objects.create(
             provider=session.provider, language=session.language, code=code,
             code_sha256=hashlib.sha256(code.encode()).hexdigest(), arguments=arguments,
-            requested_limits={"timeout": timeout, "memory_mb": session.limits.get("memory_mb")},
+            requested_limits=asdict(requested),
             limits=asdict(limits), caller=user, session=locked, queue=locked.queue, dispatched_at=timezone.now(),
         )
     # Sent after the commit; a message the broker does not take is sent again by the reconciler
     # (redispatch_lost_messages), as for any run whose message was lost.
     send(CELL_TASK, cell.pk, cell.queue)
     return cell
+
+
+def cell_limits(provider, session: Session, requested: RequestedLimits) -> Limits:
+    """A cell's limits: its own time limit (else the session's), the session's memory, its own output cap within
+    the session's."""
+    opened = session.limits
+    output_cap = opened.get("output_limit")
+    return provider.clamp(RequestedLimits(
+        timeout=requested.timeout or opened.get("timeout"), memory_mb=opened.get("memory_mb"),
+        output_limit=min(requested.output_limit or output_cap, output_cap) if output_cap else requested.output_limit,
+    ))
 
 
 def file_request(session: Session, kind: str, path: str = "", blob: str = "", blob_bytes: int = 0,

@@ -16,15 +16,18 @@ sys.path.insert(0, str(RUNNER))
 import relay  # noqa: E402
 from wire import STDERR, STDOUT, pack_message  # noqa: E402
 
+COMMANDS = {"python": [sys.executable, "-I", str(RUNNER / "child.py")], "nodejs": ["node", str(RUNNER / "child.js")]}
+
 
 class Child:
-    """child.py in a process of its own, opened as a session (keep) or a one-shot run."""
+    """child.py (or child.js) in a process of its own, opened as a session (keep) or a one-shot run."""
 
-    def __init__(self, tmp_path: Path, keep: bool = True) -> None:
+    def __init__(self, tmp_path: Path, keep: bool = True, language: str = "python") -> None:
         results, result_w = os.pipe()
         self.process = subprocess.Popen(
-            [sys.executable, "-I", str(RUNNER / "child.py"), str(result_w)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(result_w,), cwd=tmp_path, env={"PATH": "/bin"})
+            [*COMMANDS[language], str(result_w)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(result_w,), cwd=tmp_path,
+            env={"PATH": os.environ["PATH"]})
         os.close(result_w)
         self.interpreter = relay.Interpreter(self.process.pid, self.process.stdin.fileno(),
                                              self.process.stdout.fileno(), self.process.stderr.fileno(), results)
@@ -115,5 +118,33 @@ def test_a_one_shot_child_runs_its_one_cell_then_ends(tmp_path):
         assert one_shot.cell("def main():\n    return 5")[0] == {"ok": True, "value_json": "5"}
         one_shot.process.wait(5)
         assert one_shot.process.returncode == 0
+    finally:
+        one_shot.close()
+
+
+LINES = {"python": "def main():\n    for i in range(30000):\n        print(i)\n    return 'done'",
+         "nodejs": "function main() {\n  for (let i = 0; i < 30000; i++) console.log(i);\n  return 'done';\n}"}
+SLEEPER = {"python": "import time\nprint('before', flush=False)\ntime.sleep(30)",
+           "nodejs": "console.log('before');\nconst end = Date.now() + 30000;\nwhile (Date.now() < end) {}"}
+
+
+@pytest.mark.parametrize("language", ["python", "nodejs"])
+def test_every_printed_line_arrives_though_output_is_written_in_blocks(tmp_path, language):
+    one_shot = Child(tmp_path, keep=False, language=language)
+    try:
+        outcome, _, _ = one_shot.cell(LINES[language], timeout=30)
+        assert outcome == {"ok": True, "value_json": '"done"'}
+        assert bytes(one_shot.output[STDOUT]).split(b"\n")[:-1] == [str(i).encode() for i in range(30000)]
+    finally:
+        one_shot.close()
+
+
+def test_buffered_output_reaches_the_supervisor_while_the_code_still_runs(tmp_path):
+    # Python flushes on a timer thread; Node's timer cannot fire while a busy loop holds its only thread, so
+    # its part of the promise is a flush before a cell answers and at exit (the test above).
+    one_shot = Child(tmp_path, keep=False)
+    try:
+        assert one_shot.cell(SLEEPER["python"], timeout=1.0, grace=0.0) == (None, True, "timeout")
+        assert bytes(one_shot.output[STDOUT]) == b"before\n", "the timer flushed it before the deadline"
     finally:
         one_shot.close()

@@ -77,3 +77,25 @@ def test_a_sandbox_that_ended_without_a_report_is_still_a_sandbox_failure():
                                                                                        output_limit=1024))
     assert report.sandbox_failure == "sandbox exited unexpectedly (exit code 0)"
     assert report.stdout == b"partial\n"
+
+
+class OneRead(Scripted):
+    """A fast sandbox: the opening's DONE and the whole answer of the cell arrive in a single read, after which
+    it has exited."""
+
+    def _send(self, data: bytes) -> None:
+        kind, size = HEADER.unpack_from(data)
+        if kind == OPEN:
+            self.key = bytes.fromhex(json.loads(data[HEADER.size:HEADER.size + size])["key"])
+            return
+        opened = encode_frame(DONE, json.dumps(OPENED).encode(), self.key, 0)
+        self.pending = [opened + b"".join(frame(self.key, n) for n, frame in enumerate(self.frames, 1)), b""]
+        self.exited = True
+
+
+def test_a_cell_answered_in_the_same_read_as_the_opening_is_not_lost():
+    frames = [lambda key, n: encode_frame(STDOUT, b"fast\n", key, n),
+              lambda key, n: encode_frame(DONE, json.dumps(DONE_BODY).encode(), key, n)]
+    report = OneRead(quiet=0, frames=frames).run("", {}, Limits(timeout=5, memory_mb=64, output_limit=1024))
+    assert report.sandbox_failure is None, report.sandbox_failure
+    assert report.stdout == b"fast\n" and report.result == {"ok": True, "value_json": "42"}

@@ -7,7 +7,7 @@ import pytest
 from celery import current_app
 from django.core.files.base import ContentFile
 
-from providers.base import ExecutionResult, Status
+from providers.base import ExecutionResult, RequestedLimits, Status
 from sandboxctl.executions import admission, sessions, transfers
 from sandboxctl.executions.artifact_store import store
 from sandboxctl.executions.dispatch import CELL_TASK
@@ -45,21 +45,21 @@ def sent(queue: str) -> list[tuple[str, list]]:
 
 
 def test_opening_goes_to_the_languages_sandbox_queue(account):
-    session, opening = sessions.open_session(account, "nodejs", None, None, None, [])
+    session, opening = sessions.open_session(account, "nodejs", None, None, RequestedLimits(), [])
     assert session.status == SessionStatus.STARTING
     assert sent("sandbox.nodejs") == [(sessions.OPEN_TASK, [str(opening.pk)])]
 
 
 def test_cells_and_file_requests_go_to_the_queue_of_the_worker_holding_the_session(active, account):
-    cell = sessions.submit_cell(active, account, "x = 1", {}, None)
+    cell = sessions.submit_cell(active, account, "x = 1", {}, RequestedLimits())
     listing = sessions.file_request(active, "list")
     assert sent("sessions.w") == [(CELL_TASK, [str(cell.pk)]), (sessions.FILE_TASK, [str(listing.pk)])]
 
 
 def test_a_second_cell_while_one_is_in_flight_is_refused(active, account):
-    sessions.submit_cell(active, account, "x = 1", {}, None)
+    sessions.submit_cell(active, account, "x = 1", {}, RequestedLimits())
     with pytest.raises(sessions.SessionBusy):
-        sessions.submit_cell(active, account, "x = 2", {}, None)
+        sessions.submit_cell(active, account, "x = 2", {}, RequestedLimits())
 
 
 def test_file_requests_in_flight_are_capped_per_session(active, settings):
@@ -71,17 +71,18 @@ def test_file_requests_in_flight_are_capped_per_session(active, settings):
 
 
 def test_a_cell_that_ends_the_session_ends_it_in_the_same_commit(active, account):
-    cell = Execution.claim(sessions.submit_cell(active, account, "import os\nos._exit(3)", {}, None).pk, "w#1")
+    submitted = sessions.submit_cell(active, account, "import os\nos._exit(3)", {}, RequestedLimits())
+    cell = Execution.claim(submitted.pk, "w#1")
     ended = ExecutionResult(status=Status.FAILED, session_ended="the interpreter exited (code 3)")
     assert cell.finish(ended, worker="w#1")
     active.refresh_from_db()
     assert (active.status, active.end_reason) == ("ended", "the interpreter exited (code 3)")
     with pytest.raises(sessions.SessionNotActive):
-        sessions.submit_cell(active, account, "print(1)", {}, None)
+        sessions.submit_cell(active, account, "print(1)", {}, RequestedLimits())
 
 
 def test_closing_ends_what_is_pending(active, account):
-    cell = sessions.submit_cell(active, account, "x = 1", {}, None)
+    cell = sessions.submit_cell(active, account, "x = 1", {}, RequestedLimits())
     listing = sessions.file_request(active, "list")
     assert sessions.close(active)
     cell.refresh_from_db()
@@ -92,7 +93,7 @@ def test_closing_ends_what_is_pending(active, account):
 
 
 def test_cells_do_not_take_the_room_of_one_shot_runs(active, account):
-    sessions.submit_cell(active, account, "import time\ntime.sleep(40)", {}, None)
+    sessions.submit_cell(active, account, "import time\ntime.sleep(40)", {}, RequestedLimits())
     assert admission.in_flight(account.pk) == 0
 
 

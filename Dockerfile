@@ -3,10 +3,11 @@ FROM python:3.11-slim
 # debootstrap builds the sandbox root file systems on a worker host (manage.py build_images --no-docker).
 RUN apt-get update && apt-get install -y --no-install-recommends debootstrap && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY sandboxctl sandboxctl
 COPY providers providers
 COPY executor executor
+COPY templates templates
 COPY conf conf
 COPY manage.py ./
 RUN pip install --no-cache-dir .

@@ -69,10 +69,13 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "sandboxctl.urls"
 WSGI_APPLICATION = "sandboxctl.wsgi.application"
+# The project's templates (admin overrides, console pages): templates/ beside the packages in a source tree (a
+# checkout, an editable install, the image's /app); an installed wheel carries that folder as
+# sandboxctl/templates (setup.py). Found before any app's, so the admin overrides win whatever the app order.
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "templates", Path(__file__).resolve().parent / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

@@ -39,9 +39,21 @@ install_chromium() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 }
 
+install_axe() {
+  # The browser tests inject axe-core (package.json, pinned by package-lock.json) into console pages.
+  local want
+  want=$(sha256sum package-lock.json | cut -d' ' -f1)
+  if [ -f node_modules/.installed ] && [ "$(cat node_modules/.installed)" = "$want" ]; then return 0; fi
+  command -v npm >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
+  say "installing axe-core for the browser tests"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$want" > node_modules/.installed
+}
+
 start_postgres
 start_redis
 install_chromium
+install_axe
 ensure_database sandboxctl
 export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/sandboxctl}"
 export CELERY_BROKER_URL="${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/15}"

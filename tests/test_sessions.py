@@ -4,6 +4,7 @@ lifetime, and input files on one-shot runs — against a real worker with real g
 import base64
 import hashlib
 import http.client
+import re
 import time
 
 import pytest
@@ -339,7 +340,8 @@ def test_sessions_and_cells_are_in_the_admin(api, client, staff_user):
         assert page.status_code == 200
         assert session["id"][:8] in page.content.decode()
         detail = client.get(f"/admin/executions/session/{session['id']}/change/")
-        assert detail.status_code == 200 and "x = 1" in detail.content.decode()
+        assert detail.status_code == 200 and 'id="cell-1"' in detail.content.decode()
+        assert "x = 1" in re.sub(r"<[^>]+>", "", detail.content.decode()), "the cell's code, highlighted"
         dashboard = client.get("/admin/dashboard/").content.decode()
         assert 'id="session-table"' in dashboard and session["id"][:8] in dashboard
     finally:

@@ -1,6 +1,10 @@
 from django.contrib import admin
 
 from sandboxctl.console.models import ProviderActivation
+from sandboxctl.executions.display import EMPTY
+
+# Every admin page marks a missing value the same way (Django's default is "-", our own columns say "—").
+admin.site.empty_value_display = EMPTY
 
 
 @admin.register(ProviderActivation)

@@ -6,4 +6,4 @@ from django.shortcuts import render
 
 def sandbox_settings(request):
     context = {**admin.site.each_context(request), "title": "Sandbox settings"}
-    return render(request, "admin/sandbox_settings.html", context)
+    return render(request, "console/sandbox_settings.html", context)

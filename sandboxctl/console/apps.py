@@ -4,8 +4,8 @@ from django.apps import AppConfig
 class ConsoleConfig(AppConfig):
     """The operator console: the settings page, the staff provider API, the probe and `configure_provider`.
 
-    It sits above both `providers` and `executions` (a probe is a real run), so neither of them imports it.
-    Listed before django.contrib.admin so its admin/index.html overrides the stock one.
+    It sits above both `providers` and `executions` (a probe is a real run), so neither of them imports it. Its
+    pages and the admin overrides are in the project's top-level templates/.
     """
 
     name = "sandboxctl.console"

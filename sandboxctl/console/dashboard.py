@@ -31,6 +31,9 @@ COLOURS = {"succeeded": "#2e9e44", "failed (user code)": "#e69500", "limits": "#
 PROVIDER_COLOURS = ("#3b6e8f", "#8e44ad", "#16a085", "#d35400", "#7f8c8d")
 LATENCY_COLOURS = {"run time p95": "#3b6e8f", "queue wait p95": "#d35400"}
 CHART_WIDTH, CHART_HEIGHT, MARGIN = 720, 180, 28
+# Room above the bars for the scale and below them for the hours, enough for the larger labels a phone gets
+# (dashboard.css): the labels hang from fixed lines, so a bigger font grows into this room, not into the bars.
+TOP_ROOM, BOTTOM_ROOM = 26, 30
 
 
 @dataclass
@@ -109,17 +112,18 @@ def bar_chart(chart_id: str, title: str, hours: list[datetime], series: list[dic
             # format_html escapes its arguments into text, so numbers are formatted before they go in.
             bars.append((f"{x:.1f}", f"{y:.1f}", f"{width:.1f}", f"{height:.1f}", colours[group],
                          f"{hour:%H}:00 {group}: {value:g}{unit}"))
-    labels = [(f"{MARGIN + index * slot + slot / 2:.1f}", CHART_HEIGHT + 14, f"{hour:%H}")
+    labels = [(f"{MARGIN + index * slot + slot / 2:.1f}", CHART_HEIGHT + 4, f"{hour:%H}")
               for index, hour in enumerate(hours) if index % 3 == 0]
     return format_html(
-        '<svg class="chart" id="{}" viewBox="0 0 {} {}" role="img" aria-labelledby="{}-title">'
+        '<svg class="chart" id="{}" viewBox="0 {} {} {}" role="img" aria-labelledby="{}-title">'
         '<title id="{}-title">{}, last 24 hours (largest: {}{})</title>'
-        '<text x="0" y="10" class="axis">{}{}</text><line x1="{}" y1="{}" x2="{}" y2="{}" class="axis-line"/>'
+        '<text x="0" y="-4" class="axis">{}{}</text><line x1="{}" y1="{}" x2="{}" y2="{}" class="axis-line"/>'
         "{}{}</svg>",
-        chart_id, CHART_WIDTH, CHART_HEIGHT + 20, chart_id, chart_id, title, f"{top:g}", unit, f"{top:g}", unit,
-        MARGIN, CHART_HEIGHT, CHART_WIDTH, CHART_HEIGHT,
+        chart_id, -TOP_ROOM, CHART_WIDTH, TOP_ROOM + CHART_HEIGHT + BOTTOM_ROOM, chart_id, chart_id, title,
+        f"{top:g}", unit, f"{top:g}", unit, MARGIN, CHART_HEIGHT, CHART_WIDTH, CHART_HEIGHT,
         format_html_join("", '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>', bars),
-        format_html_join("", '<text x="{}" y="{}" class="axis" text-anchor="middle">{}</text>', labels),
+        format_html_join("", '<text x="{}" y="{}" class="axis" text-anchor="middle" dominant-baseline="hanging">{}'
+                         "</text>", labels),
     )
 
 
@@ -166,4 +170,4 @@ def dashboard(request):
                               .annotate(cell_count=Count("cells")).order_by("created_at")[:SESSION_ROWS]),
         "sessions_today": Session.objects.filter(created_at__gte=now - timedelta(hours=HOURS)).count(),
     }
-    return render(request, "admin/dashboard.html", context)
+    return render(request, "console/dashboard.html", context)

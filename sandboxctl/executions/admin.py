@@ -1,72 +1,88 @@
-"""Execution history in Django admin: read-only, readable (monospace, highlighted code, folded output, charts
-the code drew shown as pictures) and downloadable by staff."""
+"""Execution history in Django admin: read-only and readable (a run is shown as a notebook cell, a session as a
+notebook of its cells that fills in while it lives, display.py), lists that fit a laptop's screen, downloads for
+staff."""
 
-import base64
-import json
+import re
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
-from django.http import Http404, HttpResponse
+from django.db.models import Count
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
+from django.template.loader import render_to_string
 from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
+from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.http import content_disposition_header
-from django.utils.safestring import mark_safe
-from pygments import highlight
-from pygments.formatters import HtmlFormatter
-from pygments.lexers import JavascriptLexer, PythonLexer
 
-from sandboxctl.executions import artifact_store, retention
+from sandboxctl.executions import artifact_store, display, retention
+from sandboxctl.executions.display import EMPTY, seconds
 from sandboxctl.executions.models import ApiToken, Execution, Session
 
-FOLD_AFTER_LINES = 300
-INLINE_IMAGES = ("image/png", "image/jpeg", "image/svg+xml")
-HIGHLIGHT_MAX_CHARS = 64 * 1024
-LEXERS = {"python": PythonLexer, "nodejs": JavascriptLexer}
+
+def short_id(record) -> str:
+    return format_html('<span class="run-id" title="{}">{}</span>', record.pk, str(record.pk)[:8])
 
 
-def seconds(value) -> str:
-    """One way to show a duration everywhere in the history: seconds with three decimals."""
-    if value is None:
-        return "—"
-    if hasattr(value, "total_seconds"):
-        value = value.total_seconds()
-    return f"{value:.3f} s"
+def when(moment) -> str:
+    """A time in a list, as short as it can be told: the clock today, the day and time this year, else the date;
+    the whole timestamp in its title."""
+    if moment is None:
+        return EMPTY
+    local, today = timezone.localtime(moment), timezone.localdate()
+    short = (f"{local:%H:%M:%S}" if local.date() == today else f"{local:%d %b %H:%M}" if local.year == today.year
+             else f"{local:%Y-%m-%d}")
+    return format_html('<time datetime="{}" title="{}">{}</time>', local.isoformat(),
+                       f"{local:%Y-%m-%d %H:%M:%S %Z}", short)
 
 
-def folded(text: str, download_url: str) -> str:
-    """Monospace with whitespace kept; past FOLD_AFTER_LINES lines the rest is behind "show all" and a link."""
-    if not text:
-        return "—"
-    lines = text.splitlines(keepends=True)
-    if len(lines) <= FOLD_AFTER_LINES:
-        return format_html('<pre class="run-output">{}</pre>', text)
-    head, rest = "".join(lines[:FOLD_AFTER_LINES]), "".join(lines[FOLD_AFTER_LINES:])
-    return format_html(
-        '<pre class="run-output">{}</pre><details class="run-fold"><summary>show all ({} more lines)</summary>'
-        '<pre class="run-output">{}</pre></details><p><a href="{}" download>download the whole output</a></p>',
-        head, len(lines) - FOLD_AFTER_LINES, rest, download_url,
-    )
+def two_lines(first: str, second: str, title: str = "") -> str:
+    """A list cell with a second, quieter line (truncated, whole in its title), so two facts take one column."""
+    if not second:
+        return format_html("{}", first)
+    return format_html('{}<span class="run-sub" title="{}">{}</span>', first, title or second, second)
+
+
+def clipped(text: str) -> str:
+    """Text that may be long (a user or worker name), cut to its column with the whole in its title."""
+    return format_html('<span class="run-clip" title="{}">{}</span>', text, text) if text else EMPTY
+
+
+class ErrorCodeFilter(admin.SimpleListFilter):
+    """Runs by error code, the runs without one listed as "none" (Django's own filter draws them as a nameless
+    link)."""
+
+    title = "error code"
+    parameter_name = "error_code"
+    NONE = "-"
+
+    def lookups(self, request, model_admin):
+        codes = (Execution.objects.exclude(error_code="").order_by("error_code")
+                 .values_list("error_code", flat=True).distinct())
+        return [(self.NONE, "none"), *((code, code) for code in codes)]
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        return queryset.filter(error_code="" if self.value() == self.NONE else self.value())
 
 
 @admin.register(Execution)
 class ExecutionAdmin(admin.ModelAdmin):
-    list_display = ("short_id", "status", "error", "language", "provider", "duration", "waited", "caller",
-                    "created_at")
-    list_filter = ("status", "language", "provider", "error_code", ("created_at", admin.DateFieldListFilter))
+    list_display = ("run_id", "outcome", "runs_on", "timing", "caller_name", "created")
+    list_filter = ("status", "language", "provider", ErrorCodeFilter, ("created_at", admin.DateFieldListFilter))
     search_fields = ("id", "code_sha256", "caller__username", "idempotency_key", "error_code", "error_message")
     date_hierarchy = "created_at"
     list_select_related = ("caller",)
+    change_form_template = "admin/executions/execution/change_form.html"
+    # The code, output, result, error and artifacts are the page's cell (display.py); these are the rest.
     fieldsets = (
-        (None, {"fields": ("outcome_banner", "id", "status", "language", "provider", "caller", "token", "session",
-                           "worker", "sandbox_id", "sandbox_released")}),
-        ("Code", {"fields": ("highlighted_code", "code_sha256", "pretty_arguments", "limits", "requested_limits")}),
-        ("Outcome", {"fields": ("exit_code", "pretty_result", "stdout_view", "stdout_truncated", "stderr_view",
-                                "stderr_truncated", "error_code", "error_message", "artifact_list",
-                                "rejected_artifacts")}),
-        ("Timing", {"fields": ("created_at", "started_at", "finished_at", "duration", "waited", "memory_used_kb",
-                               "attempts")}),
+        (None, {"fields": ("id", "status", "language", "provider", "caller", "token", "session_cell", "worker",
+                           "sandbox_id", "remote_sandbox")}),
+        ("Input", {"fields": ("code_sha256", "limits", "requested_limits")}),
+        ("Outcome", {"fields": ("exit_code", "error_code", "error_message", "memory_used_kb", "refused_artifacts")}),
+        ("Timing", {"fields": ("created_at", "started_at", "finished_at", "duration", "waited", "attempts")}),
         ("Delivery", {"fields": ("idempotency_key", "callback_url", "callback_status", "callback_attempts",
                                  "callback_error")}),
     )
@@ -78,11 +94,21 @@ class ExecutionAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
 
+    # A record of what happened: nobody adds, edits or deletes one here (retention deletes rows with their files).
+
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["cell"] = display.cell(obj, display.cell_number(obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_urls(self):
         view = self.admin_site.admin_view
@@ -111,92 +137,62 @@ class ExecutionAdmin(admin.ModelAdmin):
         return attachment(artifact_store.content(artifact), artifact.get("name", "artifact"),
                           "application/octet-stream")
 
-    # List columns.
+    # List columns: six, two facts in some, so the list fits beside the filters on a 1366 px screen.
 
-    @admin.display(description="id", ordering="id")
-    def short_id(self, execution: Execution):
-        return format_html('<span class="run-id" title="{}">{}</span>', execution.pk, str(execution.pk)[:8])
+    @admin.display(description="run", ordering="id")
+    def run_id(self, execution: Execution):
+        return short_id(execution)
 
-    @admin.display(description="error", ordering="error_code")
-    def error(self, execution: Execution):
-        if not execution.error_code:
-            return "—"
-        return format_html('<span title="{}">{}</span>', execution.error_message, execution.error_code)
+    @admin.display(description="outcome", ordering="status")
+    def outcome(self, execution: Execution):
+        status = format_html('<span class="run-status {}">{}</span>', display.outcome_kind(execution.status),
+                             execution.status)
+        return two_lines(status, execution.error_code, execution.error_message)
+
+    @admin.display(description="language", ordering="language")
+    def runs_on(self, execution: Execution):
+        return two_lines(execution.language, execution.provider)
 
     @admin.display(description="run time", ordering="execution_time")
+    def timing(self, execution: Execution):
+        waited = f"waited {seconds(execution.queue_wait)}" if execution.queue_wait is not None else ""
+        return two_lines(seconds(execution.execution_time), waited)
+
+    @admin.display(description="caller", ordering="caller__username")
+    def caller_name(self, execution: Execution):
+        return clipped(execution.caller.username if execution.caller else "")
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, execution: Execution):
+        return when(execution.created_at)
+
+    # Detail fields.
+
+    @admin.display(description="session")
+    def session_cell(self, execution: Execution):
+        number = display.cell_number(execution)
+        if number is None:
+            return EMPTY
+        url = reverse("admin:executions_session_change", args=[execution.session_id])
+        return format_html('<a href="{}#cell-{}">cell {} of session {}</a>', url, number, number,
+                           str(execution.session_id)[:8])
+
+    @admin.display(description="remote sandbox")
+    def remote_sandbox(self, execution: Execution):
+        return "deleted, or never made" if execution.sandbox_released else "may still exist: the reconciler deletes it"
+
+    @admin.display(description="refused artifacts")
+    def refused_artifacts(self, execution: Execution):
+        refused = execution.rejected_artifacts or []
+        return "; ".join(f"{entry.get('name', '?')}: {entry.get('reason', '?')}" for entry in refused) or EMPTY
+
+    @admin.display(description="run time")
     def duration(self, execution: Execution):
         return seconds(execution.execution_time)
 
-    @admin.display(description="queue wait", ordering="queue_wait")
+    @admin.display(description="queue wait")
     def waited(self, execution: Execution):
         return seconds(execution.queue_wait)
-
-    # Detail.
-
-    @admin.display(description="outcome")
-    def outcome_banner(self, execution: Execution):
-        kind = "ok" if execution.status == "succeeded" else "pending" if not execution.is_terminal else "problem"
-        text = execution.status if not execution.error_code else (
-            f"{execution.status}: {execution.error_code} — {execution.error_message}")
-        return format_html('<div class="run-banner {}" role="status">{}</div>', kind, text)
-
-    @admin.display(description="code")
-    def highlighted_code(self, execution: Execution):
-        if len(execution.code) > HIGHLIGHT_MAX_CHARS:
-            # Highlighting is superlinear on some inputs (1 MB of `(` took 9.7 s of a web thread): show it plain.
-            return format_html('<pre class="run-code">{}</pre>', execution.code)
-        lexer = LEXERS.get(execution.language, PythonLexer)()
-        html = highlight(execution.code, lexer, HtmlFormatter(cssclass="run-code", nowrap=False))
-        return mark_safe(html)  # Pygments escapes the code it formats
-
-    @admin.display(description="arguments")
-    def pretty_arguments(self, execution: Execution):
-        return format_html('<pre class="run-output">{}</pre>', json.dumps(execution.arguments, indent=2,
-                                                                           ensure_ascii=False))
-
-    @admin.display(description="result")
-    def pretty_result(self, execution: Execution):
-        if not execution.result_present:
-            return "—"
-        return format_html('<pre class="run-output">{}</pre>', json.dumps(execution.result, indent=2,
-                                                                           ensure_ascii=False))
-
-    @admin.display(description="stdout")
-    def stdout_view(self, execution: Execution):
-        if not execution.is_terminal:
-            return live_output(execution, "stdout")
-        return folded(artifact_store.output(execution, "stdout"), reverse("admin:executions_output",
-                                                                 args=[execution.pk, "stdout"]))
-
-    @admin.display(description="stderr")
-    def stderr_view(self, execution: Execution):
-        if not execution.is_terminal:
-            return live_output(execution, "stderr")
-        return folded(artifact_store.output(execution, "stderr"), reverse("admin:executions_output",
-                                                                 args=[execution.pk, "stderr"]))
-
-    @admin.display(description="artifacts")
-    def artifact_list(self, execution: Execution):
-        if not execution.artifacts:
-            return "—"
-        items = []
-        for index, artifact in enumerate(execution.artifacts):
-            url = reverse("admin:executions_artifact", args=[execution.pk, index])
-            picture = ""
-            if artifact.get("mime_type") in INLINE_IMAGES and artifact.get("size", 0) <= artifact_store.inline_limit():
-                # An <img> never runs scripts, so even an svg the code wrote is safe to show this way.
-                picture = format_html('<img class="run-artifact" alt="{}" src="data:{};base64,{}">',
-                                      artifact["name"], artifact["mime_type"],
-                                      base64.b64encode(artifact_store.content(artifact)).decode())
-            items.append((picture, url, artifact["name"], artifact.get("mime_type", ""), artifact.get("size", 0)))
-        return format_html('<ul class="run-artifacts">{}</ul>', format_html_join(
-            "", '<li>{}<a href="{}" download>{}</a> ({}, {} bytes)</li>', items))
-
-
-def live_output(execution: Execution, stream: str) -> str:
-    """An empty pane that executions/live.js fills with the run's output as it is written."""
-    return format_html('<pre class="run-output" data-live-stream="{}" data-live-events="{}"></pre>', stream,
-                       reverse("execution-events", args=[execution.pk]))
 
 
 def attachment(content: bytes, name: str, content_type: str) -> HttpResponse:
@@ -207,48 +203,30 @@ def attachment(content: bytes, name: str, content_type: str) -> HttpResponse:
     return response
 
 
-class CellInline(admin.TabularInline):
-    """A session's cells in order, each linking to its full record in the history."""
-
-    model = Execution
-    fields = ("cell", "status", "first_line", "run_time", "created_at")
-    readonly_fields = fields
-    ordering = ("created_at",)
-    extra = 0
-    can_delete = False
-    show_change_link = False
-    verbose_name_plural = "cells"
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    @admin.display(description="cell")
-    def cell(self, execution: Execution):
-        url = reverse("admin:executions_execution_change", args=[execution.pk])
-        return format_html('<a href="{}"><code>{}</code></a>', url, str(execution.pk)[:8])
-
-    @admin.display(description="code")
-    def first_line(self, execution: Execution):
-        line = execution.code.strip().splitlines()[0] if execution.code.strip() else ""
-        return format_html("<code>{}</code>", line[:120])
-
-    @admin.display(description="run time")
-    def run_time(self, execution: Execution):
-        return seconds(execution.execution_time)
+def session_state(session: Session) -> tuple[str, str]:
+    """(status, what follows from it): when a live session ends unless used, or why it ended."""
+    if session.is_live:
+        return session.status, f"ends by {timezone.localtime(session.expires_at):%H:%M:%S}"
+    return session.status, session.end_reason
 
 
 @admin.register(Session)
 class SessionAdmin(admin.ModelAdmin):
-    list_display = ("short_id", "status", "language", "caller", "cell_count", "worker", "created_at", "ended_at")
+    """A session's page is its notebook: every cell in order, new ones appearing while it lives."""
+
+    list_display = ("session_id", "state", "runs_on", "caller_name", "cell_count", "worker_name", "created")
     list_filter = ("status", "language", "provider", ("created_at", admin.DateFieldListFilter))
     search_fields = ("id", "caller__username", "worker", "end_reason")
     date_hierarchy = "created_at"
     list_select_related = ("caller",)
-    fields = ("id", "status", "end_reason", "language", "provider", "caller", "limits", "idle_timeout",
-              "max_lifetime", "worker", "queue", "sandbox_id", "created_at", "started_at", "last_active_at",
-              "ended_at")
-    readonly_fields = fields
-    inlines = [CellInline]
+    change_form_template = "admin/executions/session/change_form.html"
+    fieldsets = (("Details", {"classes": ("collapse",), "fields": (
+        "id", "status", "end_reason", "language", "provider", "caller", "limits", "idle_timeout", "max_lifetime",
+        "worker", "queue", "sandbox_id", "created_at", "started_at", "last_active_at", "ended_at")}),)
+    readonly_fields = fieldsets[0][1]["fields"]
+
+    class Media:
+        css = {"all": ("executions/history.css",)}
 
     def has_add_permission(self, request):
         return False
@@ -256,13 +234,67 @@ class SessionAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-    @admin.display(description="id", ordering="id")
-    def short_id(self, session: Session):
-        return str(session.pk)[:8]
+    def has_delete_permission(self, request, obj=None):
+        return False
 
-    @admin.display(description="cells")
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(cell_total=Count("cells"))
+
+    def get_urls(self):
+        cells = path("<uuid:pk>/cells/", self.admin_site.admin_view(self.cells_view), name="executions_session_cells")
+        return [cells, *super().get_urls()]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["cells"] = display.session_cells(obj)
+            context["state"] = session_state(obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def cells_view(self, request, pk):
+        """The notebook's live part: the cells after the first `after` (those the page holds finished), each
+        drawn as the page draws it, and whether the session lives on."""
+        if not self.has_view_permission(request):
+            return JsonResponse({"detail": "staff only"}, status=403)
+        after = request.GET.get("after", "0")
+        if not re.fullmatch(r"[0-9]{1,9}", after):  # a cell count: no sign, no other digits, no huge offset
+            return JsonResponse({"after": "must be a whole number from 0 to 999999999"}, status=400)
+        session = get_object_or_404(Session, pk=pk)
+        cells = [{"number": cell.number, "terminal": cell.terminal,
+                  "html": render_to_string("admin/executions/cell.html", {"cell": cell}, request)}
+                 for cell in display.session_cells(session, int(after))]
+        status, detail = session_state(session)
+        return JsonResponse({"live": session.is_live, "status": status, "detail": detail, "cells": cells})
+
+    # List columns.
+
+    @admin.display(description="session", ordering="id")
+    def session_id(self, session: Session):
+        return short_id(session)
+
+    @admin.display(description="status", ordering="status")
+    def state(self, session: Session):
+        status, detail = session_state(session)
+        return two_lines(status, detail)
+
+    @admin.display(description="language", ordering="language")
+    def runs_on(self, session: Session):
+        return two_lines(session.language, session.provider)
+
+    @admin.display(description="caller", ordering="caller__username")
+    def caller_name(self, session: Session):
+        return clipped(session.caller.username if session.caller else "")
+
+    @admin.display(description="cells", ordering="cell_total")
     def cell_count(self, session: Session):
-        return session.cells.count()
+        return session.cell_total
+
+    @admin.display(description="worker", ordering="worker")
+    def worker_name(self, session: Session):
+        return clipped(session.worker)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, session: Session):
+        return when(session.created_at)
 
 
 @admin.register(ApiToken)

@@ -83,6 +83,17 @@ def output(execution, stream: str) -> str:
         return getattr(execution, stream)
 
 
+def output_size(execution, stream: str) -> int:
+    """Bytes of the whole stdout or stderr, without reading it."""
+    name = getattr(execution, f"{stream}_file", "")
+    if name:
+        try:
+            return store().size(name)
+        except Exception:  # noqa: BLE001 - a missing file or an unreachable store must not break the page
+            log.warning("output file %s: no size from the store", name)
+    return len(getattr(execution, stream).encode("utf-8", "replace"))
+
+
 def content(artifact: dict) -> bytes:
     """An artifact's bytes: from the store, or from the row for runs recorded before the store existed."""
     if "file" not in artifact:

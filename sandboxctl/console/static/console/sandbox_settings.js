@@ -5,6 +5,11 @@
 // The form always belongs to exactly one provider (`form.provider`): it is rendered for it, read for it,
 // and sent under its name, so a card switch in flight can never send one provider's fields under another's
 // name. A schema answer for a card that is no longer chosen is dropped.
+//
+// Until a form is on screen, the controls that act on it are disabled (and ignore a submit that gets through):
+// there is nothing to test or save yet. After a refused activation, focus goes to the safe choice (fixing the
+// settings), and "Activate anyway" stays disabled until its confirmation is ticked: no stray Enter activates a
+// provider that just failed its test.
 (() => {
   const api = {
     providers: "/api/v1/providers",
@@ -109,6 +114,14 @@
     return element("input", { ...common, type: "text", value: value ?? "", class: "vTextField" });
   }
 
+  function ready() { return form.schema !== null && !state.busy; }
+
+  // Whether each control can be used now: the form's actions need a form and no request under way.
+  function syncControls() {
+    for (const id of ["test-button", "save-button", "set-active"]) $(id).disabled = !ready();
+    $("activate-anyway").disabled = !ready() || !$("confirm-anyway").checked;
+  }
+
   function renderForm(name, schema) {
     form.provider = name;
     form.schema = schema;
@@ -202,13 +215,17 @@
   }
 
   function hideTestResult() { $("test-result").hidden = true; }
-  function hideActivationGuard() { $("activation-guard").hidden = true; }
+  function hideActivationGuard() {
+    $("activation-guard").hidden = true;
+    $("confirm-anyway").checked = false;
+    syncControls();
+  }
 
   // One request at a time: Test connection and Save are disabled while either runs, with a spinner and the
   // seconds elapsed, so a slow probe never looks like a hang.
   async function busy(label, work) {
     state.busy = true;
-    for (const id of ["test-button", "save-button", "activate-anyway"]) $(id).disabled = true;
+    syncControls();
     const started = Date.now();
     const tick = () => setStatus(`${label}… ${((Date.now() - started) / 1000).toFixed(0)} s`, "busy");
     tick();
@@ -220,7 +237,7 @@
       clearInterval(timer);
       $("spinner").hidden = true;
       state.busy = false;
-      for (const id of ["test-button", "save-button", "activate-anyway"]) $(id).disabled = false;
+      syncControls();
     }
   }
 
@@ -239,6 +256,7 @@
     if (selection !== state.selection) return; // another card was chosen meanwhile
     renderForm(name, response.data);
     $("provider-form").removeAttribute("aria-busy");
+    syncControls();
   }
 
   function showTestResult({ success, message, details }) {
@@ -253,6 +271,7 @@
   }
 
   async function testConnection() {
+    if (!ready()) return;
     const name = form.provider;
     const config = formValues();
     clearErrors();
@@ -267,6 +286,7 @@
   }
 
   async function submit(activateAnyway) {
+    if (!ready()) return;
     const name = form.provider;
     const body = { provider_type: name, config: formValues(), set_active: $("set-active").checked,
       activate_anyway: activateAnyway };
@@ -278,6 +298,7 @@
       if (response.status === 409 && response.data.code === "probe_failed") {
         showTestResult(response.data.probe);
         $("activation-reason").textContent = response.data.detail;
+        $("confirm-anyway").checked = false;
         $("activation-guard").hidden = false;
         setStatus("Not saved: the provider failed its test.", "error");
         return true;
@@ -287,7 +308,13 @@
       setStatus(body.set_active ? "Saved; this provider is now active." : "Saved.", "ok");
       return false;
     });
-    if (blocked) $("activate-anyway").focus();
+    if (blocked) $("fix-settings").focus();
+  }
+
+  // The safe choice after a refusal: back to the fields, the first one ready to be corrected.
+  function fixSettings() {
+    const first = document.querySelector("#runtime-fields input, #runtime-fields select");
+    (first || $("save-button")).focus();
   }
 
   async function load(selected) {
@@ -301,6 +328,8 @@
   $("test-button").addEventListener("click", testConnection);
   $("provider-form").addEventListener("submit", (event) => { event.preventDefault(); submit(false); });
   $("activate-anyway").addEventListener("click", () => submit(true));
+  $("confirm-anyway").addEventListener("change", syncControls);
+  $("fix-settings").addEventListener("click", fixSettings);
   window.addEventListener("beforeunload", (event) => {
     if (isDirty()) event.preventDefault();
   });

@@ -86,9 +86,9 @@ class Execution(models.Model):
     sandbox_id = models.CharField(max_length=128, blank=True, default="")
     # False while a remote (SaaS) sandbox of this run may still exist; the reconciler deletes it.
     sandbox_released = models.BooleanField(default=True, db_index=True)
-    # Bytes this run keeps in the file store (files.py): counted against the account's storage quota.
+    # Bytes this run keeps in the file store (artifact_store.py): counted against the account's storage quota.
     stored_bytes = models.BigIntegerField(default=0)
-    # Where a long stdout or stderr is kept whole (files.py); the text fields then hold its beginning.
+    # Where a long stdout or stderr is kept whole (artifact_store.py); the text fields then hold its beginning.
     stdout_file = models.CharField(max_length=255, blank=True, default="")
     stderr_file = models.CharField(max_length=255, blank=True, default="")
     token = models.ForeignKey(ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")

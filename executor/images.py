@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 SUITE = "bookworm"
 RUNNER_FILES = ("supervisor.py", "session.py", "workfiles.py", "confine.py", "rules.py", "wire.py", "child.py",
-                "child.js")
+                "child.js", "relay.py")
 HASH_LABEL = "sandboxctl.content-hash"
 BUILD_VERSION = "3"  # bump when the build steps below change what ends up in an image
 IMAGE_INPUTS = Path(__file__).parent / "images"

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from executor.config import Limits, SandboxConfig
 from executor.deadlines import SANDBOX_DRAIN, SANDBOX_KILL_GRACE
+from executor.egress import job_egress
 from executor.protocol import DONE, JOB, PING, READY, STDERR, STDOUT, FrameDecoder, ProtocolError, encode_frame
 from executor.runner.wire import KEY_SIZE
 from executor.verify import as_int, check_artifacts, check_outcome
@@ -155,6 +156,12 @@ class Sandbox:
         """The sandbox's own peak memory during the run as the host measured it, when the backend can."""
         return None
 
+    @property
+    def channel_dir(self):
+        """The host folder mounted in this sandbox (and no other) where a run's egress socket is bound
+        (executor/egress_proxy.py); None for a backend that has no such channel."""
+        return None
+
     # Session (shared)
 
     def start(self) -> None:
@@ -196,7 +203,8 @@ class Sandbox:
             "key": key.hex(),
             "linger": self.linger,
             "payload": {"code": code, "arguments": arguments,
-                        "memory_limit_bytes": self.address_space(limits.memory_mb)},
+                        "memory_limit_bytes": self.address_space(limits.memory_mb),
+                        "egress": job_egress(limits.egress, self.config)},  # None without an allowlist
             "timeout": limits.timeout,
             "output_limit": limits.output_limit,
             "artifacts": artifact_limits(limits),

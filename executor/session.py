@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from executor.config import Limits
 from executor.deadlines import SANDBOX_KILL_GRACE
+from executor.egress import job_egress
 from executor.protocol import CELL, DONE, FILE, SESSION, FrameDecoder, ProtocolError, encode_frame
 from executor.runner.wire import KEY_SIZE
 from executor.sandbox import MAX_FRAME, RunReport, Sandbox, SandboxError, artifact_limits, read_report
@@ -87,7 +88,8 @@ class SandboxSession:
         """One cell; the report says in `session_over` when the session cannot go on after it."""
         with self._lock:
             self._check_open()
-            cell = {"code": code, "arguments": arguments, "timeout": limits.timeout}
+            cell = {"code": code, "arguments": arguments, "timeout": limits.timeout,
+                    "egress": job_egress(limits.egress, self.sandbox.config)}  # None without an allowlist
             started = time.monotonic()
             self.sandbox._send(encode_frame(CELL, json.dumps(cell, ensure_ascii=False).encode()))
             report = RunReport()

@@ -11,6 +11,7 @@ from executor.deadlines import SANDBOX_DRAIN, SANDBOX_KILL_GRACE
 from executor.pool import PoolExhausted, SandboxPool
 from executor.sandbox import RunReport, SandboxError
 from executor.session import FileLimits, SandboxSession, SessionOver
+from providers import egress
 from providers.base import (
     ExecutionResult,
     Health,
@@ -88,6 +89,11 @@ class SelfManagedProvider(SandboxProvider):
     def queue_for(self, language: str) -> str:
         return sandbox_queue(language)
 
+    def egress_problem(self, entries: tuple[str, ...]) -> str | None:
+        if settings.SANDBOX_BACKEND != "runsc":  # the docker backend gives sandboxes no egress channel
+            return super().egress_problem(entries) + " on the docker backend (SANDBOX_BACKEND=runsc can)"
+        return None
+
     def acquire_wait(self, limits: Limits) -> float:
         # A busy host only slows a refill down, so a run may wait for its sandbox as long as its own limit.
         return max(settings.SANDBOX_POOL_ACQUIRE_TIMEOUT, limits.timeout)
@@ -101,14 +107,15 @@ class SelfManagedProvider(SandboxProvider):
         sandbox = _acquire(pool, language, self.acquire_wait(limits), code)
         try:
             sandbox.assign_account(account)
-            report = sandbox.run(code, arguments, limits, should_stop=should_stop, files=files)
+            with egress.channel_for(sandbox, limits, run_id or sandbox.id) as channel:  # None: no allowlist
+                report = sandbox.run(code, arguments, limits, should_stop=should_stop, files=files)
         except SandboxError as exc:
             raise ProviderError(f"the sandbox failed: {exc}") from exc
         finally:
             pool.release(sandbox)
         result = classify(report, limits, language)
         result.sandbox_id = sandbox.id
-        return result
+        return egress.record(result, channel)
 
     def open_session(self, language: str, limits: Limits, files: list[dict], file_limits: FileLimits,
                      account: str = "", session_id: str = "", times: SessionTimes | None = None
@@ -175,14 +182,15 @@ class SelfManagedSession(ProviderSession):
         self._released = False
 
     def run(self, code: str, arguments: dict, limits: Limits, should_stop=None) -> ExecutionResult:
-        with self.ending_when_over():
+        # Each cell with an allowlist gets a channel of its own: nothing gets out between cells.
+        with self.ending_when_over(), egress.channel_for(self.session.sandbox, limits, self.sandbox_id) as channel:
             report = self.session.run(code, arguments, limits, should_stop=should_stop)
         result = classify(report, limits, self.language)
         result.sandbox_id = self.sandbox_id
         result.session_ended = report.session_over or ""
         if report.session_over:
             self.close(report.session_over)
-        return result
+        return egress.record(result, channel)
 
     def close(self, reason: str) -> None:
         self.session.end(reason)

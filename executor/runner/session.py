@@ -35,6 +35,7 @@ from supervisor import (
     write_all,
     write_input_files,
 )
+import relay as egress_relay
 from wire import CELL, DONE, FILE, MESSAGE, STDERR, STDOUT
 
 REAP_FOR = 0.5  # how long killed background processes get to be reaped before the next cell
@@ -109,9 +110,13 @@ def run_cell(channel: Channel, interpreter: Interpreter, keeper: FileKeeper, cel
     # The interpreter echoes the cell's nonce in its answer: an answer meant for an earlier cell (one that
     # handed in an early answer and went on running) is never taken for this one.
     nonce = secrets.token_hex(16)
+    # A cell with an allowlist gets its egress relay for the cell (relay.py); end_strays ends it with the cell.
+    problem = egress_relay.start_for(cell.get("egress"))
+    if problem:
+        channel.send(STDERR, problem.encode())
     try:
         write_all(interpreter.stdin, pack_message(json.dumps({"code": cell["code"], "arguments": cell["arguments"],
-                                                              "nonce": nonce}).encode()))
+                                                              "nonce": nonce, "egress": cell.get("egress")}).encode()))
     except OSError:
         over = "the interpreter is gone"
     outcome, interrupted, over = ((None, False, over) if over

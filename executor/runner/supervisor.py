@@ -31,6 +31,7 @@ import time
 RUNNER_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, RUNNER_DIR)  # -I leaves the script's folder off the path; the runner's own modules are here
 
+import relay as egress_relay  # noqa: E402
 from confine import confine_child, keep_only_capabilities  # noqa: E402
 from rules import ARTIFACT_TYPES, extension, name_problem  # noqa: E402
 from wire import CELL, DONE, FILE, HEADER, JOB, MESSAGE, PING, READY, SESSION, STDERR, STDOUT, encode_frame, pack_message  # noqa: E402,E501
@@ -543,6 +544,10 @@ def run_job(channel: Channel, job: dict, child: tuple[int, int, int, int, int], 
         return
     # The keeper stays until the run ends (end_user_processes kills and reaps it): one that left now would
     # hand its memory to the run, past the memory_mb the cgroup limit was measured for, and linger as a zombie.
+    # A run with an allowlist gets its egress relay now, before its code runs (relay.py); it dies with the run.
+    problem = egress_relay.start_for(job["payload"].get("egress"))
+    if problem:
+        channel.send(STDERR, problem.encode())
     with os.fdopen(stdin_w, "wb") as child_stdin:
         child_stdin.write(pack_message(json.dumps(job["payload"]).encode()))
     report = pump(channel, pid, out_r, err_r, res_r, job)

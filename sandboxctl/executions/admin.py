@@ -17,6 +17,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import JavascriptLexer, PythonLexer
 
+from sandboxctl.egress.admin import AccountEgressInline
 from sandboxctl.executions import files, retention
 from sandboxctl.executions.models import ApiToken, Execution, Session
 
@@ -65,6 +66,7 @@ class ExecutionAdmin(admin.ModelAdmin):
         ("Outcome", {"fields": ("exit_code", "pretty_result", "stdout_view", "stdout_truncated", "stderr_view",
                                 "stderr_truncated", "error_code", "error_message", "artifact_list",
                                 "rejected_artifacts")}),
+        ("Egress", {"fields": ("egress_table",)}),
         ("Timing", {"fields": ("created_at", "started_at", "finished_at", "duration", "waited", "memory_used_kb",
                                "attempts")}),
         ("Delivery", {"fields": ("idempotency_key", "callback_url", "callback_status", "callback_attempts",
@@ -187,6 +189,23 @@ class ExecutionAdmin(admin.ModelAdmin):
             "", '<li>{}<a href="{}" download>{}</a> ({}, {} bytes)</li>', items))
 
 
+    @admin.display(description="connections")
+    def egress_table(self, execution: Execution):
+        """The run's connections through the egress proxy (none without an allowlist)."""
+        allowlist = (execution.limits or {}).get("egress") or []
+        if not execution.egress:
+            return format_html("{} <span class=\"run-note\">(may reach: {})</span>", "none",
+                               ", ".join(allowlist) or "nowhere")
+        rows = [(record.get("host"), record.get("port"), "allowed" if record.get("allowed") else "refused",
+                 record.get("reason") or "", record.get("bytes_out"), record.get("bytes_in"))
+                for record in execution.egress]
+        return format_html(
+            '<p class="run-note">may reach: {}</p><table class="run-egress"><thead><tr><th>host</th><th>port</th>'
+            "<th>outcome</th><th>reason</th><th>bytes out</th><th>bytes in</th></tr></thead><tbody>{}</tbody>"
+            "</table>", ", ".join(allowlist) or "nowhere",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows))
+
+
 def attachment(content: bytes, name: str, content_type: str) -> HttpResponse:
     response = HttpResponse(content, content_type=content_type)
     response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=name)
@@ -284,3 +303,4 @@ admin.site.unregister(get_user_model())
 @admin.register(get_user_model())
 class AccountAdmin(UserAdmin):
     actions = [purge_account_data]
+    inlines = [*UserAdmin.inlines, AccountEgressInline]

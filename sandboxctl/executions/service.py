@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 
 from providers import manager
 from providers.base import Limits
+from sandboxctl.egress import policy as egress_policy
 from sandboxctl.executions import admission, notify
 from sandboxctl.executions.dispatch import dispatch
 from sandboxctl.executions.models import Execution
@@ -27,9 +28,10 @@ class Submission:
     memory_mb: int | None = None
     callback_url: str = ""
     files: tuple = ()  # input files ({path, content_b64}), written into the working folder first
+    network: tuple = ()  # the egress allowlist asked for (`network.allow`); nothing asked: no network
 
     def fingerprint(self) -> str:
-        fields = {name: value for name, value in self.__dict__.items() if name != "files" or value}
+        fields = {name: value for name, value in self.__dict__.items() if name not in ("files", "network") or value}
         body = json.dumps(fields, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(body.encode()).hexdigest()
 
@@ -64,12 +66,14 @@ def submit(
         raise UnsupportedLanguage(f"{provider.label} does not run {submission.language}")
     if submission.files and not provider.takes_files:
         raise FilesUnsupported(f"the active provider, {provider.label} ({provider.name}), takes no input files")
+    limits = egress_policy.with_allowlist(provider, provider.limits_for(submission.timeout, submission.memory_mb),
+                                          user, submission.network)
     with transaction.atomic():
         admission.lock_account(user.pk)
         admission.check_quota(user.pk)
         try:
             with transaction.atomic():  # a savepoint: a lost key race must not spoil the outer transaction
-                execution = _create(submission, provider, user, token, idempotency_key, fingerprint)
+                execution = _create(submission, provider, limits, user, token, idempotency_key, fingerprint)
         except IntegrityError:
             # Two requests with the same key raced; the other one created the row.
             existing = Execution.objects.get(caller=user, idempotency_key=idempotency_key)
@@ -81,15 +85,17 @@ def submit(
     return execution, True
 
 
-def _create(submission: Submission, provider, user, token, idempotency_key, fingerprint: str) -> Execution:
+def _create(submission: Submission, provider, limits: Limits, user, token, idempotency_key, fingerprint: str
+            ) -> Execution:
     return Execution.objects.create(
         provider=provider.name,
         language=submission.language,
         code=submission.code,
         code_sha256=hashlib.sha256(submission.code.encode()).hexdigest(),
         arguments=submission.arguments,
-        requested_limits={"timeout": submission.timeout, "memory_mb": submission.memory_mb},
-        limits=asdict(provider.limits_for(submission.timeout, submission.memory_mb)),
+        requested_limits={"timeout": submission.timeout, "memory_mb": submission.memory_mb,
+                          **({"network": {"allow": list(submission.network)}} if submission.network else {})},
+        limits=asdict(limits),
         caller=user,
         token=token,
         idempotency_key=idempotency_key or None,

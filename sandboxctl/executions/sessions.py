@@ -14,7 +14,7 @@ reconciler). Its sandbox and files go with it.
 
 import hashlib
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from celery import current_app
 from django.conf import settings
@@ -24,7 +24,8 @@ from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from executor.session import FileLimits
 from providers import manager
-from providers.base import Status
+from providers.base import Limits, Status
+from sandboxctl.egress import policy as egress_policy
 from sandboxctl.executions import admission
 from sandboxctl.executions.dispatch import CELL_TASK
 from sandboxctl.executions.models import (
@@ -72,14 +73,14 @@ def input_file_limits() -> FileLimits:
 
 
 def open_session(user, language: str, idle_timeout: float | None, max_lifetime: float | None,
-                 memory_mb: int | None, files: list[dict]) -> tuple[Session, SessionRequest]:
+                 memory_mb: int | None, files: list[dict], network: tuple = ()) -> tuple[Session, SessionRequest]:
     provider = manager.active_provider()
     if not provider.has_sessions:
         raise SessionsUnavailable(f"the active provider, {provider.label} ({provider.name}), has no sessions")
     if language not in provider.session_languages:
         raise SessionsUnavailable(f"the active provider, {provider.label} ({provider.name}), has no {language} "
                                   f"sessions; it has {', '.join(provider.session_languages)}")
-    limits = provider.limits_for(None, memory_mb)
+    limits = egress_policy.with_allowlist(provider, provider.limits_for(None, memory_mb), user, network)
     with transaction.atomic():
         admission.lock_account(user.pk)
         live = Session.objects.filter(caller=user, status__in=LIVE_SESSION).count()
@@ -107,11 +108,13 @@ def submit_cell(session: Session, user, code: str, arguments: dict, timeout: flo
     most one cell in flight, which bounds its share of worker threads the way admission bounds one-shot runs
     (and a cell's sandbox is already the session's, so it waits for no pool). The storage quota still applies."""
     provider = manager.provider(session.provider)
-    limits = provider.limits_for(timeout, session.limits.get("memory_mb"))
     with transaction.atomic():
         locked = Session.objects.select_for_update().get(pk=session.pk)
         if locked.status != SessionStatus.ACTIVE:
             raise SessionNotActive(locked)
+        # Each cell carries the session's allowlist as it is now (set_network changes it between cells).
+        limits = replace(provider.limits_for(timeout, locked.limits.get("memory_mb")),
+                         egress=tuple(locked.limits.get("egress") or ()))
         if locked.cells.filter(status__in=[Status.QUEUED, Status.RUNNING]).exists():
             raise SessionBusy("a cell of this session is queued or running; cells run one at a time")
         admission.check_storage(user.pk)
@@ -125,6 +128,19 @@ def submit_cell(session: Session, user, code: str, arguments: dict, timeout: flo
     # (redispatch_lost_messages), as for any run whose message was lost.
     send(CELL_TASK, cell.pk, cell.queue)
     return cell
+
+
+def set_network(session: Session, user, requested: tuple) -> Session:
+    """PATCH: the session's allowlist from its next cell on, within its account's ceiling (egress/policy.py)."""
+    limits = egress_policy.with_allowlist(manager.provider(session.provider), Limits(**session.limits), user,
+                                          requested)
+    with transaction.atomic():
+        locked = Session.objects.select_for_update().get(pk=session.pk)
+        if locked.status not in LIVE_SESSION:
+            raise SessionNotActive(locked)
+        locked.limits = {**locked.limits, "egress": list(limits.egress)}
+        locked.save(update_fields=["limits"])
+    return locked
 
 
 def file_request(session: Session, kind: str, path: str = "", blob: str = "") -> SessionRequest:

@@ -290,8 +290,23 @@ class Connection:
         await self._open(host, port)
         self.writer.write(self.http.send(h11.Response(status_code=200, headers=[],
                                                       reason=b"Connection established")))
-        hello = bytes(self.http.trailing_data[0])
-        hello = await asyncio.wait_for(self._client_hello(hello), self.settings.head_timeout)
+        first = bytes(self.http.trailing_data[0])
+        while not first:
+            first = await asyncio.wait_for(self.reader.read(CHUNK), self.settings.head_timeout)
+            if not first:
+                return
+        if first[0] != tls_hello.HANDSHAKE:
+            # Plain HTTP through a tunnel (undici's proxy agent tunnels http:// URLs too): one request, judged
+            # as a proxy request is, with its Host header held to the host the CONNECT named.
+            self.http = h11.Connection(h11.SERVER, max_incomplete_event_size=HEAD_MAX)
+            self.http.receive_data(first)
+            inner = await asyncio.wait_for(self._request(), self.settings.head_timeout)
+            if inner is None or not inner.target.startswith(b"/"):
+                raise Refusal("a CONNECT tunnel carries TLS or HTTP requests to its own host only")
+            self._check_host_header(inner, host, port, "the CONNECT host")
+            await self._exchange(inner, host, port, inner.target.decode("latin-1"))
+            return
+        hello = await asyncio.wait_for(self._client_hello(first), self.settings.head_timeout)
         self._check_server_name(host, hello)
         await self._relay(hello)
 
@@ -341,17 +356,32 @@ class Connection:
         if parts.scheme != "http" or not parts.hostname:
             raise Refusal("only http:// URLs are forwarded; https goes through CONNECT", status=400)
         host, port = self._authority(parts.netloc.rsplit("@", 1)[-1], default_port=80)
-        for name, value in request.headers:
-            given = value.decode("latin-1")
-            if name == b"host" and self._authority(given, default_port=80) != (host, port):
-                self.entry = self.channel.record(host, port)
-                raise Refusal(f"the Host header ({given[:100]}) is not the URL's host")
+        self.entry = self.channel.record(host, port)
+        self._check_host_header(request, host, port, "the URL's host")
         await self._open(host, port)
+        await self._exchange(request, host, port, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+
+    def _check_host_header(self, request: h11.Request, host: str, port: int, what: str) -> None:
+        """Every Host header must name `host` (and `port`, when it names one): no other site of the same
+        server is reached through a connection the allowlist opened for this one (virtual-host fronting)."""
+        for name, value in request.headers:
+            if name != b"host":
+                continue
+            given = value.decode("latin-1")
+            named, named_port = _split_authority(given.strip())
+            try:
+                same = normal_host(named) == host and (not named_port or named_port == str(port))
+            except EntryError:
+                same = False
+            if not same:
+                raise Refusal(f"the Host header ({given[:100]}) is not {what}")
+
+    async def _exchange(self, request: h11.Request, host: str, port: int, path: str) -> None:
+        """Forward one request to the open upstream connection, and its answer back, then close."""
         upstream = h11.Connection(h11.CLIENT)
+        authority = host if port == 80 else f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         headers = [(name, value) for name, value in request.headers if name.lower() not in HOP_BY_HOP | {b"host"}]
-        headers = [(b"host", parts.netloc.rsplit("@", 1)[-1].encode("latin-1")), *headers,
-                   (b"connection", b"close")]
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = [(b"host", authority.encode("ascii")), *headers, (b"connection", b"close")]
         await self._send_up(upstream.send(h11.Request(method=request.method, target=path.encode("latin-1"),
                                                       headers=headers)))
         await self._copy_request_body(upstream)

@@ -263,8 +263,10 @@ def sandbox_env(pip_index_url: str = "", npm_registry: str = "", ca_file: str | 
         env[name] = PROXY_URL
     for name in ("NO_PROXY", "no_proxy", "npm_config_noproxy"):
         env[name] = "localhost,127.0.0.1,::1"
-    # /tmp is small: no second copy of each download in pip's cache.
-    env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_CACHE_DIR="1")
+    # /tmp is small: no second copy of each download in pip's cache. Debian's interpreter is marked externally
+    # managed (PEP 668), which refuses even a user install; what pip installs here goes to the user's site on
+    # /tmp (the system is read-only) and lives as long as the sandbox.
+    env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_CACHE_DIR="1", PIP_BREAK_SYSTEM_PACKAGES="1")
     if pip_index_url:
         env["PIP_INDEX_URL"] = pip_index_url
     if npm_registry:

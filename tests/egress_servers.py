@@ -6,6 +6,7 @@ Names such as upstream.test resolve to 127.0.0.3 in the proxy alone (SANDBOX_EGR
 import datetime
 import hashlib
 import http.server
+import io
 import ipaddress
 import json
 import socketserver
@@ -43,7 +44,7 @@ class TestCA:
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sandboxctl egress test CA")])
         ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
@@ -111,18 +112,12 @@ class Upstream(socketserver.ThreadingMixIn, http.server.HTTPServer):
                                        b"Tag: py3-none-any\n"}
         record = "".join(f"{path},sha256={_digest(data)},{len(data)}\n" for path, data in files.items())
         files[f"{dist_info}/RECORD"] = (record + f"{dist_info}/RECORD,,\n").encode()
-        target = self.folder_wheel(filename, files)
-        self.wheels[filename] = target
-        return filename
-
-    def folder_wheel(self, filename: str, files: dict[str, bytes]) -> bytes:
-        import io
-
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w") as archive:
             for path, data in files.items():
                 archive.writestr(path, data)
-        return buffer.getvalue()
+        self.wheels[filename] = buffer.getvalue()
+        return filename
 
     def stop(self) -> None:
         self.shutdown()

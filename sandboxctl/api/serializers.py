@@ -112,7 +112,7 @@ class NetworkField(serializers.JSONField):
     the run may reach, within its account's ceiling (sandboxctl/egress/policy.py). Answers the entries as
     written; an unreadable one is a 400 naming `network`."""
 
-    default_error_messages = {"shape": 'must be an object {"allow": [entries]} with a list of strings'}
+    default_error_messages = {"shape": 'must be an object {{"allow": [entries]}} with a list of strings'}
 
     def to_internal_value(self, data) -> tuple[str, ...]:
         value = super().to_internal_value(data)

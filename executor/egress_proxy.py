@@ -33,6 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
+from http import HTTPStatus
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -504,7 +505,7 @@ class Connection:
             body = f"sandboxctl: connection to {self.entry['host']}:{self.entry['port']} refused: {refusal.reason}\n"
             response = h11.Response(status_code=refusal.status, headers=[
                 (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close")], reason=b"Forbidden" if refusal.status == 403 else b"Bad Gateway")
+                (b"connection", b"close")], reason=HTTPStatus(refusal.status).phrase.encode())
             with contextlib.suppress(ConnectionError, h11.LocalProtocolError):
                 self.writer.write(self.http.send(response) + self.http.send(h11.Data(data=body.encode())))
                 await self.writer.drain()

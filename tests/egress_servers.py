@@ -22,20 +22,23 @@ from cryptography.x509.oid import NameOID
 
 UPSTREAM_ADDRESS = "127.0.0.3"
 TEST_NETWORK = "127.0.0.3/32"
-# Names the test proxy resolves without DNS: the upstream, and names standing for addresses no run may reach.
-TEST_NAMES = {
-    "upstream.test": "127.0.0.3",
-    "other.test": "127.0.0.3",
-    "loopback.test": "127.0.0.1",
-    "private.test": "10.0.0.1",
-    "metadata.test": "169.254.169.254",
-    "loopback6.test": "::1",
-}
+# Names the test proxy resolves without DNS: the upstream's, names standing for addresses no run may reach, and
+# one name with an address of each kind.
+TEST_NAMES = [
+    ("upstream.test", "127.0.0.3"),
+    ("other.test", "127.0.0.3"),
+    ("loopback.test", "127.0.0.1"),
+    ("private.test", "10.0.0.1"),
+    ("metadata.test", "169.254.169.254"),
+    ("loopback6.test", "::1"),
+    ("mixed.test", "127.0.0.3"),
+    ("mixed.test", "127.0.0.1"),
+]
 SERVER_NAMES = ("upstream.test", "other.test")
 
 
 def resolve_setting() -> str:
-    return ",".join(f"{name}={address}" for name, address in TEST_NAMES.items())
+    return ",".join(f"{name}={address}" for name, address in TEST_NAMES)
 
 
 class TestCA:

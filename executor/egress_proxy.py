@@ -33,8 +33,8 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
-from http import HTTPStatus
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import urlsplit
 

@@ -60,7 +60,7 @@ def record(result: ExecutionResult, channel: Channel | None) -> ExecutionResult:
 
 def e2b_network(entries: tuple[str, ...]) -> dict:
     """E2B's network options for an allowlist: everything denied but the entries (E2B matches names on the
-    HTTP Host and the TLS server name, and addresses by CIDR; it has no ports)."""
+    HTTP Host and the TLS server name, and addresses by CIDR; it has no ports, so an entry's port is not kept)."""
     allowed = []
     for text in entries:
         entry = parse_entry(text)
@@ -71,13 +71,3 @@ def e2b_network(entries: tuple[str, ...]) -> dict:
         else:
             allowed.append(entry.host if entry.kind == "host" else f"*.{entry.host}")
     return {"allow_out": allowed, "deny_out": ["0.0.0.0/0"]}
-
-
-def port_problem(label: str, name: str, entries: tuple[str, ...]) -> str | None:
-    """A service that matches hosts but not ports cannot keep an entry to one port."""
-    for text in entries:
-        entry = parse_entry(text)
-        if entry.ports is not None and len(entry.ports) == 1:
-            return (f"{label} ({name}) cannot hold {text} to one port: its sandboxes' network rules name hosts "
-                    f"and networks only (write the entry without a port)")
-    return None

@@ -196,19 +196,20 @@ def _network(target: str) -> Network | None:
 def expand(entries: Iterable[str], presets: Mapping[str, Iterable[str]]) -> list[str]:
     """The entries with each preset name replaced by its entries, normalised, without duplicates, in order;
     EntryError naming the first that cannot be read."""
-    found: list[str] = []
+    entries = list(entries)
+    if len(entries) > MAX_ENTRIES:  # before any is read: a body may hold a million
+        raise EntryError(f"{len(entries)} entries; at most {MAX_ENTRIES}")
+    found: dict[str, None] = {}
     for text in entries:
         if not isinstance(text, str):
             raise EntryError("an entry must be a string")
         name = text.strip().lower()
         members = presets.get(name) if PRESET_NAME.match(name) else None
         for member in (members if members is not None else [text]):
-            normal = str(parse_entry(member))
-            if normal not in found:
-                found.append(normal)
+            found[str(parse_entry(member))] = None
     if len(found) > MAX_ENTRIES:
         raise EntryError(f"{len(found)} entries with presets expanded; at most {MAX_ENTRIES}")
-    return found
+    return list(found)
 
 
 def beyond(requested: Iterable[str], ceiling: Iterable[str]) -> list[str]:

@@ -61,6 +61,9 @@ def open_egress(egress: dict | None) -> None:
         if os.environ.get(name) == value:
             del os.environ[name]
     egress_env.clear()
+    opener = sys.modules.get("urllib.request")
+    if opener is not None:
+        opener.install_opener(None)  # an earlier cell's urlopen read the proxy settings of its time
     if not egress:
         return
     egress_env.update(egress["env"])

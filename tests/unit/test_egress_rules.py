@@ -253,3 +253,8 @@ def test_a_provider_that_cannot_hold_a_sandbox_to_an_allowlist_is_a_400_naming_i
     assert "Self-managed gVisor pool (self_managed) cannot hold its sandboxes to an egress allowlist on the docker " \
            "backend" in response.json()["network"][0]
     assert not Execution.objects.exists()
+
+
+def test_an_allowlist_of_a_million_entries_is_refused_before_any_is_read():
+    with pytest.raises(EntryError, match="1000000 entries; at most 64"):
+        expand(["a.example"] * 1_000_000, {})

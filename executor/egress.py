@@ -282,7 +282,8 @@ def sandbox_env(pip_index_url: str = "", npm_registry: str = "", ca_file: str | 
 def refusal_lines(records: Iterable[dict], limit: int = 20) -> str:
     """One stderr line per refused connection (the first `limit`), as the run's stderr ends with them."""
     refused = [record for record in records if not record.get("allowed")]
-    lines = [f"sandboxctl: connection to {_authority(record)} refused: {record.get('reason')}"
+    lines = [f"sandboxctl: connection to {_authority(record)} refused: {record.get('reason')}" if record.get("host")
+             else f"sandboxctl: a request to the egress proxy was refused: {record.get('reason')}"
              for record in refused[:limit]]
     if len(refused) > limit:
         lines.append(f"sandboxctl: {len(refused) - limit} more connections refused")

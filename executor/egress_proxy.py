@@ -442,8 +442,9 @@ class Connection:
 
     async def _open(self, host: str, port: int) -> None:
         self.entry = self.entry or self.channel.record(host, port)
-        addresses_found = await self.channel.destination(host, port)
+        # Every attempt counts, refused or not: a run cannot keep the proxy (and its resolver) busy for long.
         self.channel.take_connection()
+        addresses_found = await self.channel.destination(host, port)
         failures = []
         for address in addresses_found:
             try:

@@ -172,6 +172,17 @@ def test_the_connection_cap_of_a_run(make_channel, plain_upstream):
     assert len(plain_upstream.requests) == 2
 
 
+def test_refused_attempts_count_against_the_connection_cap(make_channel, plain_upstream):
+    channel = make_channel((f"upstream.test:{plain_upstream.port}",), max_connections=3)
+    for _ in range(3):
+        assert status_of(connect(channel), b"GET http://evil.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n") == (
+            "HTTP/1.1 403 Forbidden")
+    request = f"GET {plain_upstream.url()} HTTP/1.1\r\nHost: upstream.test:{plain_upstream.port}\r\n\r\n"
+    assert status_of(connect(channel), request.encode()) == "HTTP/1.1 403 Forbidden"
+    assert channel.close()[-1]["reason"] == "this run's connection cap (3) is reached"
+    assert plain_upstream.requests == []
+
+
 def test_the_byte_cap_of_a_run_cuts_the_connection_that_passes_it(make_channel, plain_upstream):
     channel = make_channel(max_bytes=200_000)
     client = connect(channel)

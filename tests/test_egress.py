@@ -250,3 +250,22 @@ def test_metrics_count_connections_by_account_and_outcome(api, user, https_upstr
     assert 'sandboxctl_egress_connections_total{account="agent",outcome="allowed"} 2' in text
     assert 'sandboxctl_egress_connections_total{account="agent",outcome="refused"} 1' in text
     assert 'sandboxctl_egress_bytes_in_total{account="agent",outcome="allowed"}' in text
+
+
+def test_a_node_session_takes_and_drops_its_allowlist_between_cells(api, user, https_upstream):
+    policy.set_ceiling(user, ["upstream.test:*"])
+    session = open_session(api, language="nodejs", network={"allow": ["upstream.test:*"]})
+    try:
+        fetch = ("async function main() {\n"
+                 f"  try {{ return (await (await fetch('{https_upstream.url(path='/node')}')).json()).sni; }}\n"
+                 "  catch (err) { return 'failed: ' + (err.cause ? err.cause.code : err.message); }\n"
+                 "}")
+        assert cell(api, session, fetch)["result"]["value"] == "upstream.test"
+        shut = api.request("PATCH", f"/api/v1/sessions/{session['id']}", json={"network": {"allow": []}})
+        assert shut.status_code == 200
+        dropped = cell(api, session, fetch)
+        assert dropped["result"]["value"].startswith("failed: "), dropped
+        assert dropped["egress"] == []
+        assert len(https_upstream.requests) == 1
+    finally:
+        close(api, session)

@@ -24,7 +24,7 @@ import django  # noqa: E402
 django.setup()
 
 from conftest import e2b_settings  # noqa: E402
-from executor.session import FileLimits  # noqa: E402
+from executor.config import FileLimits  # noqa: E402
 from providers.base import Limits, SessionTimes  # noqa: E402
 from providers.registry import provider_class  # noqa: E402
 from tests.fakes.e2b import FakeE2B  # noqa: E402

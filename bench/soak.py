@@ -2,13 +2,15 @@
 
 Run by hand (it takes a while) against `make run`'s embedded default (SQLite, the private Redis broker):
 
-    SANDBOXCTL_BOOTSTRAP_TOKEN=soak-token make run            # in one terminal
-    .venv/bin/python bench/soak.py --token soak-token          # in another
+    SANDBOXCTL_BOOTSTRAP_TOKEN=soak-token SANDBOX_TENANT_MAX_CONCURRENT=8 make run     # in one terminal
+    .venv/bin/python bench/soak.py --token soak-token --runs 400 --concurrency 4 8      # in another
 
 Every run's final status must be the one its code implies (success, exception, timeout, memory limit,
 output flood; Python and Node). It reports: runs by kind and status, unexpected statuses, process restarts
 seen by supervisord (pids of web, worker, io, beat, broker at start and end), sandboxes left over,
-and the resident memory of the web and worker processes at the start and the end.
+and the resident memory of the web and worker processes at the start and the end, and every failure by its
+error code (`pool_exhausted` must never appear on a host that is merely busy). Several concurrencies run one
+after the other, each with `--runs` runs.
 """
 
 import argparse
@@ -75,16 +77,43 @@ def sandboxes(state_dir: str = "/run/sandboxctl/runsc") -> int:
     return len(runsc) + len(docker.stdout.split())
 
 
-def one_run(session: requests.Session, url: str, kind: str) -> tuple[str, str, float]:
+def one_run(session: requests.Session, url: str, kind: str) -> tuple[str, str, str, float]:
+    """(kind, status, error code, seconds) of one run."""
     language, code, extra, _ = KINDS[kind]
     started = time.perf_counter()
+    code_of_error = ""
     try:
         response = session.post(f"{url}/api/v1/executions", json={"language": language, "code": code, **extra},
                                 timeout=180)
-        status = response.json().get("status", f"http {response.status_code}")
+        body = response.json()
+        status = body.get("status", f"http {response.status_code}")
+        code_of_error = (body.get("error") or {}).get("code", "") or body.get("code", "")
     except (requests.RequestException, ValueError) as exc:
         status = f"error {exc.__class__.__name__}"
-    return kind, status, time.perf_counter() - started
+    return kind, status, code_of_error, time.perf_counter() - started
+
+
+def soak(session: requests.Session, url: str, runs: int, concurrency: int) -> list[tuple[str, str, str, float]]:
+    mix = list(itertools.chain.from_iterable([kind] * weight for kind, weight in WEIGHTS.items()))
+    plan = [mix[index % len(mix)] for index in range(runs)]
+    started = time.monotonic()
+    results = []
+    with ThreadPoolExecutor(concurrency) as pool:
+        for index, result in enumerate(pool.map(lambda kind: one_run(session, url, kind), plan), 1):
+            results.append(result)
+            if index % 250 == 0:
+                print(f"  {index}/{runs} runs, {time.monotonic() - started:.0f}s", flush=True)
+    elapsed = time.monotonic() - started
+    by_kind = Counter((kind, status) for kind, status, _, _ in results)
+    wrong = Counter((kind, status, error) for kind, status, error, _ in results if status != KINDS[kind][3])
+    failures = Counter(error for _, status, error, _ in results if error and status not in ("failed",))
+    print(f"\n{len(results)} runs in {elapsed:.0f}s ({len(results) / elapsed:.2f} runs/s) at concurrency {concurrency}")
+    for (kind, status), count in sorted(by_kind.items()):
+        print(f"  {kind:15} {status:15} {count}")
+    print(f"unexpected statuses: {sum(wrong.values())} {dict(wrong) if wrong else ''}")
+    print(f"errors by code (user-code failures left out): {dict(failures) or 'none'}; "
+          f"pool_exhausted: {failures.get('pool_exhausted', 0)}")
+    return results
 
 
 def main() -> None:
@@ -93,36 +122,21 @@ def main() -> None:
     parser.add_argument("--token", required=True)
     parser.add_argument("--data-dir", default=str(ROOT / "data"))
     parser.add_argument("--runs", type=int, default=3000)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[4])
     args = parser.parse_args()
     data_dir = Path(args.data_dir)
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {args.token}"
-    adapter = requests.adapters.HTTPAdapter(pool_maxsize=args.concurrency)
-    session.mount("http://", adapter)
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=max(args.concurrency)))
 
-    mix = list(itertools.chain.from_iterable([kind] * weight for kind, weight in WEIGHTS.items()))
-    plan = [mix[index % len(mix)] for index in range(args.runs)]
     before = pids(data_dir)
     memory_before = {program: rss_mb(before[program]) for program in ("web", "worker")}
-    started = time.monotonic()
-    results: list[tuple[str, str, float]] = []
-    with ThreadPoolExecutor(args.concurrency) as pool:
-        for index, result in enumerate(pool.map(lambda kind: one_run(session, args.url, kind), plan), 1):
-            results.append(result)
-            if index % 250 == 0:
-                print(f"  {index}/{args.runs} runs, {time.monotonic() - started:.0f}s", flush=True)
-    elapsed = time.monotonic() - started
+    wrong = 0
+    for concurrency in args.concurrency:
+        results = soak(session, args.url, args.runs, concurrency)
+        wrong += sum(1 for kind, status, _, _ in results if status != KINDS[kind][3])
     after = pids(data_dir)
     memory_after = {program: rss_mb(after[program]) for program in ("web", "worker")}
-
-    by_kind = Counter((kind, status) for kind, status, _ in results)
-    wrong = Counter((kind, status) for kind, status, _ in results if status != KINDS[kind][3])
-    print(f"\n{len(results)} runs in {elapsed:.0f}s ({len(results) / elapsed:.2f} runs/s) at concurrency "
-          f"{args.concurrency}")
-    for (kind, status), count in sorted(by_kind.items()):
-        print(f"  {kind:15} {status:15} {count}")
-    print(f"unexpected statuses: {sum(wrong.values())} {dict(wrong) if wrong else ''}")
     restarted = [program for program in PROGRAMS if before[program] != after[program]]
     print(f"process restarts: {restarted or 'none'} (pids before {before}, after {after})")
     print(f"sandboxes now (warm pool included): {sandboxes()}")

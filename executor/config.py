@@ -35,7 +35,9 @@ class SandboxConfig:
     backend: str = "runsc"
     runtime: str = "runsc"  # the docker backend's runtime name; the runsc backend is gVisor by construction
     allow_insecure_runtime: bool = False
-    memory_mb: int = 512
+    # The sandbox's own size (its cgroup's limit while it waits): the most any run in it may ask for. A run's
+    # memory_mb (Limits) is lowered to it when the run starts.
+    container_memory_mb: int = 512
     cpus: float = 1.0
     # A backstop only: with too few host pids a runsc sandbox crashes (64 always, 512 under a fork bomb on the
     # ptrace platform, whose every sandboxed task is a host thread); nproc below does the real capping.
@@ -103,6 +105,14 @@ class Limits:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "egress", tuple(self.egress))  # a list when rebuilt from the row's JSON
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """How large one file and all the files of a session (or a run's input files) may be."""
+
+    max_file_bytes: int
+    max_total_bytes: int
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ class DockerSandbox(Sandbox):
 
     def _create_options(self) -> dict:
         config = self.config
-        memory = f"{config.memory_mb}m"
+        memory = f"{config.container_memory_mb}m"
         tmpfs_options = "rw,nosuid,nodev,mode=1777,size="
         return {
             "image": f"{IMAGE_NAMES[self.language]}:{config.image_tag}",
@@ -87,7 +87,8 @@ class DockerSandbox(Sandbox):
                 Ulimit(name="nproc", soft=config.nproc, hard=config.nproc),
                 Ulimit(name="nofile", soft=config.nofile, hard=config.nofile),
             ],
-            "environment": {**SANDBOX_ENV, "SANDBOX_MEMORY_MB": str(config.memory_mb), "SANDBOX_PRELOAD": ""},
+            "environment": {**SANDBOX_ENV, "SANDBOX_CONTAINER_MEMORY_MB": str(config.container_memory_mb),
+                            "SANDBOX_PRELOAD": ""},
             "labels": {**config.labels, "sandboxctl.language": self.language},
             "hostname": "sandbox",
             "stdin_open": True,

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,8 +35,8 @@ from executor.config import IMAGE_NAMES, RUNNER_DIR
 log = logging.getLogger(__name__)
 
 SUITE = "bookworm"
-RUNNER_FILES = ("supervisor.py", "session.py", "workfiles.py", "confine.py", "rules.py", "wire.py", "child.py",
-                "child.js", "relay.py")
+RUNNER_FILES = ("supervisor.py", "channel.py", "processes.py", "relay.py", "artifacts.py", "workfiles.py",
+                "confine.py", "rules.py", "wire.py", "child.py", "child.js", "egress_relay.py")
 HASH_LABEL = "sandboxctl.content-hash"
 BUILD_VERSION = "3"  # bump when the build steps below change what ends up in an image
 IMAGE_INPUTS = Path(__file__).parent / "images"
@@ -115,11 +116,15 @@ def rootfs_tar(language: str, cache_dir: Path, mirror: str | None = None,
     return tar
 
 
+STALE_ROOTFS_AFTER = 2 * 24 * 3600  # a root file system of another version unused this long is removed
+
+
 def ensure_rootfs(language: str, cache_dir: Path, rootfs_dir: Path, mirror: str | None = None,
                   say: Callable[[str], None] = log.info) -> Path:
     """The folder the runsc backend mounts read-only as `language`'s root, extracted if it is not current."""
     target = rootfs_dir / f"{language}-{content_hash(language)}"
     if target.is_dir():
+        os.utime(target)  # in use: a stale-version sweep (below) leaves it alone
         return target
     rootfs_dir.mkdir(parents=True, exist_ok=True)
     # Several worker hosts may share a machine (and its folders): one builds, the others wait and use it.
@@ -142,8 +147,11 @@ def _extract_rootfs(language: str, cache_dir: Path, rootfs_dir: Path, target: Pa
     subprocess.run(["tar", "-C", str(partial), "--numeric-owner", "-xpf", str(base)], check=True)
     install_runner(partial / "opt" / "sandboxctl")
     partial.rename(target)
+    # Other versions go once nothing has used them for a while: another checkout or worker host on this machine
+    # may run another version of the runner right now, and removing its root would break its sandboxes.
+    unused_since = time.time() - STALE_ROOTFS_AFTER
     for stale in rootfs_dir.glob(f"{language}-*"):
-        if stale != target:
+        if stale != target and not stale.name.endswith(".partial") and stale.stat().st_mtime < unused_since:
             shutil.rmtree(stale, ignore_errors=True)
     return target
 

@@ -2,7 +2,7 @@
 
 Docker multiplexes a non-TTY container's stdout and stderr on the attach socket in 8-byte-header frames;
 inside the container's stdout the supervisor speaks its own frames (executor/runner/wire.py). Once the
-job (and with it the run's key) is sent, every frame must carry a valid tag in sequence: a frame that
+sandbox is opened (and with it the key is sent), every frame must carry a valid tag in sequence: a frame that
 does not is a protocol violation, never data.
 """
 
@@ -15,10 +15,9 @@ from executor.runner.wire import (
     DONE,
     FILE,
     HEADER,
-    JOB,
+    OPEN,
     PING,
     READY,
-    SESSION,
     STDERR,
     STDOUT,
     TAG_SIZE,
@@ -26,7 +25,7 @@ from executor.runner.wire import (
     frame_tag,
 )
 
-__all__ = ["CELL", "DONE", "FILE", "JOB", "PING", "READY", "SESSION", "STDERR", "STDOUT", "encode_frame",
+__all__ = ["CELL", "DONE", "FILE", "OPEN", "PING", "READY", "STDERR", "STDOUT", "encode_frame",
            "DockerStreamDecoder", "FrameDecoder", "ProtocolError"]
 
 DOCKER_HEADER = struct.Struct(">BxxxI")

@@ -195,10 +195,15 @@ class Cgroup:
         order = ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"]
         for name in order if int(limit) > current else reversed(order):
             _write(directory / name, limit, quiet=True)
-        _write(directory / "memory.max_usage_in_bytes", "0", quiet=True)
+        self.reset_peak()
+
+    def reset_peak(self) -> None:
+        """Count the peak from now (cgroup v1; v2's memory.peak cannot be reset on the kernels we run on)."""
+        if not self.unified:
+            _write(self._dirs()[0] / "memory.max_usage_in_bytes", "0", quiet=True)
 
     def peak_kb(self) -> int | None:
-        """The cgroup's peak since the run's job began (v2: since the sandbox started; it cannot be reset)."""
+        """The cgroup's peak since the run's job or the cell began (v2: since the sandbox started)."""
         name = "memory.peak" if self.unified else "memory.max_usage_in_bytes"
         try:
             return int((self._dirs()[0] / name).read_text()) // 1024
@@ -363,8 +368,9 @@ def _write(path: Path, value: str, quiet: bool = False) -> None:
 def oci_spec(config: SandboxConfig, rootfs: Path, language: str, cgroups_path: str, preload: str,
              args: list[str] | None = None, channel: Path = Path("/nonexistent")) -> dict:
     """The OCI runtime spec of one sandbox (the same for every sandbox of a kind but for its cgroup and its
-    egress channel folder, mounted read-only: empty unless a run with an allowlist is in it, egress_proxy.py)."""
-    environment = {**SANDBOX_ENV, "SANDBOX_MEMORY_MB": str(config.memory_mb), "SANDBOX_PRELOAD": preload}
+    egress channel folder, mounted read-only: empty unless a cell with an allowlist is in it, egress_proxy.py)."""
+    environment = {**SANDBOX_ENV, "SANDBOX_CONTAINER_MEMORY_MB": str(config.container_memory_mb),
+                   "SANDBOX_PRELOAD": preload}
     tmpfs = ["rw", "nosuid", "nodev", "mode=1777"]
     return {
         "ociVersion": "1.0.2",
@@ -437,7 +443,7 @@ class RunscSandbox(Sandbox):
         spec = oci_spec(config, self.backend.rootfs(self.language), self.language, self.cgroup.path, self.preload,
                         self.command(), self.channel)
         (self.bundle / "config.json").write_text(json.dumps(spec))
-        self.cgroup.create(config.memory_mb, config.cpus, config.pids_limit)
+        self.cgroup.create(config.container_memory_mb, config.cpus, config.pids_limit)
         if self._on_created is not None:
             self._on_created(self._id)
         verb = ["restore", "--image-path", str(self.snapshot)] if self.snapshot else ["run"]
@@ -522,6 +528,9 @@ class RunscSandbox(Sandbox):
 
     def memory_peak_kb(self) -> int | None:
         return self.cgroup.peak_kb()
+
+    def reset_memory_peak(self) -> None:
+        self.cgroup.reset_peak()
 
     def destroy(self) -> bool:
         """Stop it if it still runs, then remove its state, bundle and cgroup; False when something remains."""

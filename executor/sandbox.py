@@ -1,9 +1,13 @@
-"""One single-use gVisor sandbox whose supervisor is started and waiting for a job: the session with it.
+"""One single-use gVisor sandbox whose supervisor is started and waiting to be opened, and the exchange with it.
 
 How a sandbox is started, read from and ended depends on the backend (runsc_sandbox.py drives runsc on an
-OCI bundle; docker_sandbox.py goes through dockerd). What is said to the supervisor, and how its answer is
-checked, is the same for both and lives here: the job goes out with a fresh key, every frame after it
-must verify, the worker's own clock times the run, and every field of the report is re-checked.
+OCI bundle; docker_sandbox.py goes through dockerd). What is said to the supervisor, and how its answers are
+checked, is the same for every use and lives here, in one exchange: the sandbox is opened once with a fresh
+key (its memory, caps and input files), then takes requests one at a time — cells (code and arguments) and
+file requests — each answered with one DONE; every frame after the opening must verify, in sequence, for the
+sandbox's whole life. A one-shot run is an opening that keeps nothing and one cell; a session is an opening
+and as many requests as it lives. The worker's own clock times every cell, and every field of a report is
+re-checked.
 """
 
 import json
@@ -14,11 +18,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from executor.config import Limits, SandboxConfig
-from executor.deadlines import SANDBOX_DRAIN, SANDBOX_KILL_GRACE
+from executor.config import FileLimits, Limits, SandboxConfig
+from executor.deadlines import FILE_WAIT, OPEN_WAIT, SANDBOX_DRAIN, SANDBOX_KILL_GRACE
 from executor.egress import job_egress
-from executor.protocol import DONE, JOB, PING, READY, STDERR, STDOUT, FrameDecoder, ProtocolError, encode_frame
-from executor.runner.wire import KEY_SIZE
+from executor.protocol import (
+    CELL,
+    DONE,
+    FILE,
+    OPEN,
+    PING,
+    READY,
+    STDERR,
+    STDOUT,
+    FrameDecoder,
+    ProtocolError,
+    encode_frame,
+)
+from executor.runner.wire import INTERRUPT_GRACE, KEY_SIZE
 from executor.verify import as_int, check_artifacts, check_outcome
 
 log = logging.getLogger(__name__)
@@ -43,6 +59,14 @@ class SandboxError(Exception):
     """The sandbox itself failed (not the user's code)."""
 
 
+class SandboxEnded(SandboxError):
+    """The sandbox cannot take more requests (it was ended, died, or broke the protocol); `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass
 class RunReport:
     """What the worker observed of one run; classification into a status happens in the provider."""
@@ -63,7 +87,8 @@ class RunReport:
     artifacts: list[dict] = field(default_factory=list)
     rejected_artifacts: list[dict] = field(default_factory=list)
     too_many_artifacts: bool = False
-    session_over: str | None = None  # a session's cell: why the session cannot go on (None: it goes on)
+    # Why the sandbox cannot take another request after this cell (None: it can). A session ends with it.
+    sandbox_over: str | None = None
 
 
 @dataclass
@@ -85,7 +110,7 @@ class ExitState:
 
 
 class Sandbox:
-    """The session with one sandbox. Subclasses supply the transport:
+    """One sandbox and the exchange with it. Subclasses supply the transport:
 
     `_launch()` starts it; `_recv(timeout)` returns the supervisor's stdout bytes (b"" at its end, None when
     nothing came in time); `_send(data)` writes to its stdin; `_exit_state(exited)` says whether it still runs
@@ -96,6 +121,8 @@ class Sandbox:
     restored = False
     # Whether the supervisor must stay until it is removed after its report (dockerd can lose the tail).
     linger = False
+    # Whether a caller waits for this sandbox while it starts (the pool raises its CPU weight once).
+    boosted = False
 
     def __init__(self, language: str, config: SandboxConfig, kind: str | None = None,
                  on_created: Callable[[str], None] | None = None) -> None:
@@ -103,6 +130,9 @@ class Sandbox:
         self.kind = kind or language
         self.config = config
         self._on_created = on_created
+        self._frames: FrameDecoder | None = None  # verifies the supervisor's frames once the sandbox is open
+        self._keep = True
+        self.over: str | None = None  # why it takes no more requests (None while it does)
 
     @property
     def id(self) -> str:
@@ -158,14 +188,14 @@ class Sandbox:
 
     @property
     def channel_dir(self):
-        """The host folder mounted in this sandbox (and no other) where a run's egress socket is bound
+        """The host folder mounted in this sandbox (and no other) where a cell's egress socket is bound
         (executor/egress_proxy.py); None for a backend that has no such channel."""
         return None
 
-    # Session (shared)
+    # The exchange (the same for every backend and every use)
 
     def start(self) -> None:
-        """Start the sandbox, then wait until its interpreter is waiting for a job."""
+        """Start the sandbox, then wait until its interpreter is waiting to be opened."""
         self._launch()
         if self.restored:
             self._send(encode_frame(PING, b""))
@@ -187,71 +217,159 @@ class Sandbox:
     def address_space(self, memory_mb: int) -> int:
         return (memory_mb + self.config.address_space_headroom_mb) * 1024 * 1024
 
-    def run(
-        self, code: str, arguments: dict, limits: Limits, should_stop: Callable[[], bool] | None = None,
-        files: list[dict] | None = None,
-    ) -> RunReport:
-        """Send the one job this sandbox will ever run and observe it until it ends.
+    def open(self, limits: Limits, files: list[dict] | None = None, file_limits: FileLimits | None = None,
+             keep: bool = True) -> list[dict]:
+        """Open the waiting sandbox with a fresh key and write `files` ({path, content_b64}) into its working
+        folder; returns them as written. `keep` False: a one-shot run, one cell and nothing kept after it.
+        Raises InputRefused when a file cannot be written, SandboxEnded when the sandbox does not answer."""
+        self._send_opening(limits, files or [], file_limits, keep)
+        done = self._answer(OPEN_WAIT)
+        if not done.get("ready"):
+            reason = str(done.get("reason") or "the sandbox did not open")[:2000]
+            self.end(reason)
+            raise InputRefused(reason)
+        return done.get("files") or []
 
-        `should_stop` is asked every SILENCE_CHECK while the run is quiet; when it answers True (the run
-        was cancelled) the sandbox is killed and the report says so. `files` ({path, content_b64}) are
-        written into the working folder before the code starts.
-        """
-        # A fresh key per run, sent only now that the child exists: the child never holds it.
+    def _send_opening(self, limits: Limits, files: list[dict], file_limits: FileLimits | None, keep: bool) -> None:
+        # A fresh key, sent only now that the child exists: the child never holds it.
         key = secrets.token_bytes(KEY_SIZE)
-        job = {
+        self._frames = FrameDecoder(MAX_FRAME, key)
+        self._keep = keep
+        opening = {
             "key": key.hex(),
-            "linger": self.linger,
-            "payload": {"code": code, "arguments": arguments,
-                        "memory_limit_bytes": self.address_space(limits.memory_mb),
-                        "egress": job_egress(limits.egress, self.config)},  # None without an allowlist
-            "timeout": limits.timeout,
+            "keep": keep,
+            "linger": self.linger and not keep,
+            "payload": {"memory_limit_bytes": self.address_space(limits.memory_mb)},
             "output_limit": limits.output_limit,
             "artifacts": artifact_limits(limits),
-            "files": files or [],
+            "files": files,
+            "file_limits": {"max_total_bytes": file_limits.max_total_bytes} if file_limits else {},
         }
         self.to_foreground()
         self.limit_memory(limits.memory_mb)
+        self._send(encode_frame(OPEN, json.dumps(opening, ensure_ascii=False).encode()))
+
+    def run(self, code: str, arguments: dict, limits: Limits, should_stop: Callable[[], bool] | None = None,
+            files: list[dict] | None = None, file_limits: FileLimits | None = None) -> RunReport:
+        """A one-shot run: open the sandbox keeping nothing and run its one cell (sent at once behind the
+        opening, so the run costs no round trip more). `files` are written into the working folder first."""
+        self._send_opening(limits, files or [], file_limits, keep=False)
+        self._send_cell(code, arguments, limits)
         started = time.monotonic()
-        self._send(encode_frame(JOB, json.dumps(job, ensure_ascii=False).encode()))
         report = RunReport()
+        done = self._exchange(report, started + OPEN_WAIT, should_stop, output_limit=None)
+        if done is None:
+            if report.timed_out:
+                report.timed_out, report.sandbox_failure = False, "the sandbox did not answer its opening in time"
+            report.duration = time.monotonic() - started
+            return report
+        if not done.get("ready"):
+            self.over = "its input files were refused"  # its supervisor ends by itself after saying so
+            reason = str(done.get("reason") or "the input files were refused")[:2000]
+            return RunReport(result={"ok": False, "error": {"type": "InputFileError", "message": reason}},
+                             duration=time.monotonic() - started)
+        return self._observe_cell(limits, should_stop, started, grace=0.0)
+
+    def run_cell(self, code: str, arguments: dict, limits: Limits, should_stop: Callable[[], bool] | None = None
+                 ) -> RunReport:
+        """One cell of an open sandbox that keeps its state; the report says in `sandbox_over` when the
+        sandbox cannot take another request after it. A cell past its limit is interrupted and gets
+        INTERRUPT_GRACE to stop before the sandbox is ended."""
+        self._check_open()
+        self.reset_memory_peak()
+        self._send_cell(code, arguments, limits)
+        return self._observe_cell(limits, should_stop, time.monotonic(), grace=INTERRUPT_GRACE)
+
+    def ask(self, request: dict, wait: float = FILE_WAIT) -> dict:
+        """One file request ({op, path, ...}) answered by the sandbox's file keeper."""
+        self._check_open()
+        self._send(encode_frame(FILE, json.dumps(request, ensure_ascii=False).encode()))
+        return self._answer(wait)
+
+    def end(self, reason: str) -> None:
+        """No more requests; stop it now (from any thread: a request in progress then fails). The pool's
+        release removes what is left."""
+        if self.over is None:
+            self.over = reason
+        self.kill()
+
+    def _check_open(self) -> None:
+        if self.over is not None:
+            raise SandboxEnded(self.over)
+        if self._frames is None:
+            raise SandboxError("the sandbox was never opened")
+
+    def _send_cell(self, code: str, arguments: dict, limits: Limits) -> None:
+        cell = {"code": code, "arguments": arguments, "timeout": limits.timeout, "output_limit": limits.output_limit,
+                "egress": job_egress(limits.egress, self.config)}  # None without an allowlist (egress.py)
         try:
-            self._observe(report, started, limits, should_stop, FrameDecoder(MAX_FRAME, key))
-        except ProtocolError as exc:
-            log.warning("sandbox %s: protocol violation: %s", self.id, exc)
-            report.protocol_violation = str(exc)
-            self.kill()
+            self._send(encode_frame(CELL, json.dumps(cell, ensure_ascii=False).encode()))
+        except SandboxError as exc:
+            self.end(str(exc))
+            raise SandboxEnded(str(exc)) from exc
+
+    def _answer(self, wait: float) -> dict:
+        """The DONE that answers the request just sent (no output comes before it); anything else ends the
+        sandbox (SandboxEnded)."""
+        report = RunReport()
+        done = self._exchange(report, time.monotonic() + wait, None, output_limit=None)
+        if done is None:
+            reason = (report.protocol_violation and f"protocol violation: {report.protocol_violation}") or (
+                "the sandbox did not answer in time" if report.timed_out else report.sandbox_failure
+                or "the sandbox ended")
+            self.end(reason)
+            raise SandboxEnded(self.over)
+        return done
+
+    def _observe_cell(self, limits: Limits, should_stop, started: float, grace: float) -> RunReport:
+        report = RunReport()
+        done = self._exchange(report, started + limits.timeout + grace + SANDBOX_KILL_GRACE, should_stop,
+                              output_limit=limits.output_limit)
+        if done is not None:
+            self._apply_done(report, done, started, limits)
         # The worker's own clock, never a number the sandbox sends.
         report.duration = time.monotonic() - started
         report.memory_used_kb = self.memory_peak_kb() or report.memory_used_kb
+        report.sandbox_over = self._over_after(report, done)
+        if report.sandbox_over and self._keep:
+            self.end(report.sandbox_over)
+        elif report.sandbox_over:
+            self.over = report.sandbox_over  # a one-shot sandbox's supervisor ends by itself after its cell
         return report
 
-    def _observe(self, report: RunReport, started: float, limits: Limits, should_stop, frames: FrameDecoder,
-                 grace: float = 0.0) -> dict | None:
-        """Read frames until the DONE of this run (or cell); returns that report as sent, None without one.
-        `grace` is how long past its timeout the sandbox itself may take (a session's interrupt)."""
-        hard_deadline = started + limits.timeout + grace + SANDBOX_KILL_GRACE
-        next_stop_check = started + SILENCE_CHECK
+    def _exchange(self, report: RunReport, deadline: float, should_stop, output_limit: int | None) -> dict | None:
+        """Read frames until the DONE of the request just sent: returns that DONE's body, or None when the
+        sandbox ended without one (the report says how: timed out, cancelled, died, broke the protocol).
+        `output_limit` None: the request is no cell, and output is a protocol violation."""
+        next_stop_check = time.monotonic() + SILENCE_CHECK
         stdout, stderr = bytearray(), bytearray()
         last_bytes = time.monotonic()
         drain_until = None  # set once the sandbox is seen to have ended: read what it wrote first
+        buffered = True  # frames of this request may have come in one read with the last request's DONE
         try:
             while True:
+                if buffered:
+                    buffered, data = False, b""
+                    for kind, body in self._frames.feed(data):
+                        done = self._take(kind, body, report, stdout, stderr, output_limit)
+                        if done is not None:
+                            return done
+                    continue
                 now = time.monotonic()
                 if drain_until is not None and now >= drain_until:
                     self._still_running(report, exited=True)
-                    return
-                if now >= hard_deadline:
+                    return None
+                if now >= deadline:
                     report.timed_out = True
                     self.kill()
-                    return
+                    return None
                 if should_stop is not None and now >= next_stop_check:
                     next_stop_check = now + SILENCE_CHECK
                     if should_stop():
                         report.cancelled = True
                         self.kill()
-                        return
-                data = self._recv(min(SILENCE_CHECK, hard_deadline - now))
+                        return None
+                data = self._recv(min(SILENCE_CHECK, deadline - now))
                 if data is None:
                     quiet = time.monotonic() - last_bytes >= SILENCE_CHECK
                     if drain_until is None and quiet and not self._exit_state(False).running:
@@ -261,22 +379,37 @@ class Sandbox:
                     continue
                 if data == b"":
                     self._still_running(report, exited=True)
-                    return
+                    return None
                 last_bytes = time.monotonic()
-                for kind, body in frames.feed(data):
-                    if kind == STDOUT:
-                        report.stdout_truncated |= not _append_capped(stdout, body, limits.output_limit)
-                    elif kind == STDERR:
-                        report.stderr_truncated |= not _append_capped(stderr, body, limits.output_limit)
-                    elif kind == DONE:
-                        return self._apply_done(report, body, started, limits)
-                    else:
-                        raise ProtocolError(f"unexpected frame {kind!r} during a run")
+                for kind, body in self._frames.feed(data):
+                    done = self._take(kind, body, report, stdout, stderr, output_limit)
+                    if done is not None:
+                        return done
+        except ProtocolError as exc:
+            log.warning("sandbox %s: protocol violation: %s", self.id, exc)
+            report.protocol_violation = str(exc)
+            self.kill()
+            return None
         finally:
             report.stdout, report.stderr = bytes(stdout), bytes(stderr)
 
-    def _apply_done(self, report: RunReport, body: bytes, started: float, limits: Limits) -> dict:
-        done = read_report(body)
+    @staticmethod
+    def _take(kind: bytes, body: bytes, report: RunReport, stdout: bytearray, stderr: bytearray,
+              output_limit: int | None) -> dict | None:
+        """One frame of the request's answer: output kept (capped), or its DONE returned."""
+        if kind == DONE:
+            return read_report(body)
+        if output_limit is None or kind not in (STDOUT, STDERR):
+            raise ProtocolError(f"unexpected frame {kind!r}")
+        buffer = stdout if kind == STDOUT else stderr
+        if not _append_capped(buffer, body, output_limit):
+            if kind == STDOUT:
+                report.stdout_truncated = True
+            else:
+                report.stderr_truncated = True
+        return None
+
+    def _apply_done(self, report: RunReport, done: dict, started: float, limits: Limits) -> None:
         # Trust the supervisor's deadline only when the worker's own clock agrees.
         report.timed_out = done.get("timed_out") is True and time.monotonic() - started >= limits.timeout * 0.9
         report.exit_code = as_int(done.get("exit_code"), -255, 255)
@@ -288,7 +421,23 @@ class Sandbox:
         report.artifacts, report.rejected_artifacts = check_artifacts(
             done.get("artifacts"), done.get("rejected_artifacts"), limits
         )
-        return done
+
+    def _over_after(self, report: RunReport, done: dict | None) -> str | None:
+        """Why the sandbox takes no more requests after this cell; None when it goes on."""
+        if report.protocol_violation:
+            return f"protocol violation: {report.protocol_violation}"
+        if report.cancelled:
+            return "cancelled"
+        if report.oom_killed:
+            return "memory_limit"
+        if done is None:
+            return "timeout" if report.timed_out else (self.over or report.sandbox_failure or "the sandbox ended")
+        if not self._keep:
+            return "its one run is over"
+        reason = done.get("session_over")
+        if reason is None:
+            return None
+        return str(reason)[:300] if isinstance(reason, str) else "the sandbox ended the session"
 
     def _still_running(self, report: RunReport, exited: bool = False) -> bool:
         """Ask the backend about the sandbox; record why it died if it did."""
@@ -298,8 +447,15 @@ class Sandbox:
         if state.oom_killed:
             report.oom_killed = True
         else:
-            report.sandbox_failure = state.failure or "sandbox exited unexpectedly"
+            report.sandbox_failure = self.over or state.failure or "sandbox exited unexpectedly"
         return False
+
+    def reset_memory_peak(self) -> None:
+        """A cell's memory is its own peak: the backends that can, start counting again here."""
+
+
+class InputRefused(SandboxError):
+    """The opening's input files could not be written (the message names the file and why)."""
 
 
 def read_report(body: bytes) -> dict:

@@ -12,9 +12,8 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
-from executor.config import LANGUAGES, SAAS_QUEUE, Limits  # noqa: F401 - Limits: the one type, re-exported
-from executor.deadlines import SAAS_OVERHEAD, Budget, budget
-from executor.session import FileLimits  # re-exported too: the size caps of files
+from executor.config import LANGUAGES, SAAS_QUEUE, FileLimits, Limits  # noqa: F401 - the one types, re-exported
+from executor.deadlines import SAAS_OVERHEAD, Budget, budget, cell_budget
 from executor.verify import NotJSON, check_outcome, strict_json
 from providers.schema import ConfigField, validate, with_defaults
 
@@ -60,6 +59,23 @@ class ExecutionResult:
     session_ended: str = ""
     # The run's connections through the egress proxy: [{host, port, allowed, reason, bytes_out, bytes_in}].
     egress: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RequestedLimits:
+    """What a caller asked for, each as asked (None: the server's default). The one value that travels from the
+    request's serializer to the provider's `clamp`, which makes the run's `Limits` of it: a new per-run limit is a
+    field here, a field of executor.config.Limits, a serializer field and a line of `clamp` (docs/architecture.md).
+    """
+
+    timeout: float | None = None
+    memory_mb: int | None = None
+    output_limit: int | None = None
+
+    @classmethod
+    def from_data(cls, data: dict) -> "RequestedLimits":
+        """The fields of a validated request that are limits (the rest of the request is not)."""
+        return cls(**{name: data.get(name) for name in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -123,7 +139,9 @@ class SessionTimes:
 
 class ProviderSession:
     """A live session with one sandbox of a provider: cells that share state, and the sandbox's files.
-    Calls come one at a time (the worker serialises them); any of them may raise SessionGone."""
+    Requests come one at a time (the worker's session thread serialises them); any of them may raise
+    SessionGone. `close` may come from any thread at any time: it ends the sandbox without waiting for a
+    request in progress, which then fails with SessionGone."""
 
     sandbox_id: str = ""
 
@@ -152,9 +170,12 @@ class ProviderSession:
         answer = self._file({"op": "get", "path": path, "max_bytes": self.file_limits.max_file_bytes})
         return base64.b64decode(answer.get("content_b64") or "")
 
-    def list_files(self) -> list[dict]:
-        """Every file of the working folder: [{path, size, modified}]."""
-        return list(self._file({"op": "list"}).get("files") or [])
+    def list_files(self, after: str = "", limit: int | None = None) -> dict:
+        """One page of the working folder's files in path order, after `after`: {files: [{path, size,
+        modified}], truncated (the walk stopped at its cap), next (the `after` of the next page, or None)}."""
+        answer = self._file({"op": "list", "after": after, "limit": limit})
+        return {"files": list(answer.get("files") or []), "truncated": bool(answer.get("truncated")),
+                "next": answer.get("next")}
 
     def delete_file(self, path: str) -> None:
         self._file({"op": "delete", "path": path})
@@ -166,7 +187,7 @@ class ProviderSession:
         return answer
 
     def close(self, reason: str) -> None:
-        """End the session and remove its sandbox; quiet when it is gone already."""
+        """End the session and remove its sandbox, at once, from any thread; quiet when it is gone already."""
         raise NotImplementedError
 
 
@@ -217,17 +238,21 @@ class SandboxProvider:
         of `run_overhead`)."""
         return 0.0
 
-    def budget(self, limits: Limits) -> Budget:
-        """Every deadline of one run of this provider, from the one home of deadlines."""
+    def budget(self, limits: Limits, cell: bool = False) -> Budget:
+        """Every deadline of one run (or one session's cell) of this provider, from the one home of deadlines."""
+        if cell:
+            return cell_budget(limits.timeout, self.run_overhead)
         return budget(limits.timeout, self.acquire_wait(limits), self.run_overhead)
 
-    def limits_for(self, timeout: float | None, memory_mb: int | None) -> Limits:
-        """Clamp what a caller asked for to what this provider and the server allow; never raise a limit."""
-        timeout_cap = min(settings.SANDBOX_TIMEOUT_MAX, self.timeout_cap())
+    def clamp(self, requested: RequestedLimits) -> Limits:
+        """The run's limits: what the caller asked for, within what this provider and the server allow (a limit
+        above a maximum is lowered to it, never refused; one not asked for is the server's default)."""
+        output_cap = min(settings.SANDBOX_OUTPUT_LIMIT, self.output_cap())
         return Limits(
-            timeout=min(timeout or settings.SANDBOX_TIMEOUT_DEFAULT, timeout_cap),
-            memory_mb=min(memory_mb or settings.SANDBOX_MEMORY_DEFAULT_MB, self.memory_cap_mb()),
-            output_limit=min(settings.SANDBOX_OUTPUT_LIMIT, self.output_cap()),
+            timeout=min(requested.timeout or settings.SANDBOX_TIMEOUT_DEFAULT,
+                        settings.SANDBOX_TIMEOUT_MAX, self.timeout_cap()),
+            memory_mb=min(requested.memory_mb or settings.SANDBOX_MEMORY_DEFAULT_MB, self.memory_cap_mb()),
+            output_limit=min(requested.output_limit or output_cap, output_cap),
         )
 
     def timeout_cap(self) -> float:

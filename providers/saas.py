@@ -122,8 +122,11 @@ def b64(data: bytes) -> str:
 
 def driver_program(code: str, language: str, arguments: dict, marker: str, timeout: float) -> str:
     """The fixed driver with only base64 text, a hex marker and a number filled in (none can end a literal)."""
-    # The runner reads its job as one MESSAGE (a length, then the JSON), as it does in our own sandboxes.
-    job = pack_message(json.dumps({"code": code, "arguments": arguments}, ensure_ascii=False).encode("utf-8"))
+    # The runner reads an opening that keeps nothing, then its one cell, each one MESSAGE (a length, then the
+    # JSON), as it does in our own sandboxes; it answers with one MESSAGE carrying the cell's nonce.
+    cell = {"code": code, "arguments": arguments, "nonce": marker}
+    job = (pack_message(json.dumps({"keep": False}).encode())
+           + pack_message(json.dumps(cell, ensure_ascii=False).encode("utf-8")))
     return (
         DRIVER[language].replace('"{runner}"', f'"{b64(RUNNER[language])}"')
         .replace('"{job}"', f'"{b64(job)}"')

@@ -22,8 +22,8 @@ import time
 
 from django.conf import settings
 
-from executor.config import RUNNER_DIR
-from executor.session import FileLimits
+from executor.config import RUNNER_DIR, FileLimits
+from executor.deadlines import SAAS_CALL_RETURN, cell_budget
 from providers.base import (
     ExecutionResult,
     Limits,
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 HOST_FILES = {
     "host.py": DRIVERS / "session_host.py",
     "runner.py": RUNNER_DIR / "child.py",
+    "relay.py": RUNNER_DIR / "relay.py",
     "workfiles.py": RUNNER_DIR / "workfiles.py",
     "rules.py": RUNNER_DIR / "rules.py",
     "wire.py": RUNNER_DIR / "wire.py",
@@ -65,7 +66,6 @@ CALL_PROGRAM = (DRIVERS / "session_call.py").read_text()
 OPEN_DEADLINE = 90.0  # creating the sandbox, its readiness, and starting the host
 HOST_START = 30.0  # the opener waits this long for the host's socket
 CALL_TIMEOUT = 60.0  # a file request or the close, in the host
-CELL_SLACK = 3.0  # a cell's call takes its timeout, the host's interrupt grace (1 s) and the way back
 
 
 class SaaSProviderWithSessions(SaaSProvider):
@@ -173,11 +173,14 @@ class SaaSSession(ProviderSession):
     def run(self, code: str, arguments: dict, limits: Limits, should_stop=None) -> ExecutionResult:
         if limits.egress != self.egress:  # the session's allowlist changed since the last cell (PATCH)
             self.set_network(limits.egress)
-        # The service's own limit per execution bounds a cell (AgentRun: 30 s): the cell gets what is left.
-        timeout = max(1.0, min(limits.timeout, self.provider.timeout_cap() - CELL_SLACK))
+        # The service's own limit per execution bounds a cell (AgentRun: 30 s): the cell gets what is left once
+        # the host's interrupt grace and the way back are taken off.
+        slack = cell_budget(0.0, SAAS_CALL_RETURN).provider_deadline
+        timeout = max(1.0, min(limits.timeout, self.provider.timeout_cap() - slack))
         started = time.monotonic()
+        call = cell_budget(timeout, SAAS_CALL_RETURN).provider_deadline
         answer = self.ask({"op": "cell", "code": code, "arguments": arguments, "timeout": timeout,
-                           "output_limit": limits.output_limit}, timeout + CELL_SLACK)
+                           "output_limit": limits.output_limit}, call)
         result = cell_result(answer, limits, time.monotonic() - started)
         result.sandbox_id = self.sandbox_id
         if result.session_ended:

@@ -1,6 +1,7 @@
 """The self-managed provider: this worker host's warm pool of single-use gVisor sandboxes."""
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -9,11 +10,11 @@ from django.conf import settings
 from executor.config import LANGUAGES, sandbox_queue
 from executor.deadlines import SANDBOX_DRAIN, SANDBOX_KILL_GRACE
 from executor.pool import PoolExhausted, SandboxPool
-from executor.sandbox import RunReport, SandboxError
-from executor.session import FileLimits, SandboxSession, SessionOver
+from executor.sandbox import InputRefused, RunReport, Sandbox, SandboxEnded, SandboxError
 from providers import egress
 from providers.base import (
     ExecutionResult,
+    FileLimits,
     Health,
     Limits,
     ProviderError,
@@ -104,7 +105,7 @@ class SelfManagedProvider(SandboxProvider):
         A busy host only slows a refill down (the sandbox made for a waiting run starts at full CPU weight), so
         the run waits for its sandbox as long as its own time limit, never less than the pool's minimum wait."""
         pool = _pool_here()
-        sandbox = _acquire(pool, language, self.acquire_wait(limits), code)
+        sandbox = _acquire(pool, language, self.acquire_wait(limits), code, account)
         try:
             sandbox.assign_account(account)
             with egress.channel_for(sandbox, limits, run_id or sandbox.id) as channel:  # None: no allowlist
@@ -120,18 +121,21 @@ class SelfManagedProvider(SandboxProvider):
     def open_session(self, language: str, limits: Limits, files: list[dict], file_limits: FileLimits,
                      account: str = "", session_id: str = "", times: SessionTimes | None = None
                      ) -> "SelfManagedSession":
-        """A sandbox of this worker's pool turned into a session: it stays on this worker until it ends."""
+        """A sandbox of this worker's pool, opened to keep its state: it stays on this worker until it ends. It
+        is taken from the pool as a run takes one (first come, first served, fair between accounts)."""
         pool = _pool_here()
-        sandbox = _acquire(pool, language, self.acquire_wait(limits), "")
-        session = SandboxSession(sandbox, limits.memory_mb, limits.output_limit, limits, file_limits)
+        sandbox = _acquire(pool, language, self.acquire_wait(limits), "", account)
         try:
             sandbox.assign_account(account)
-            session.open(files)
+            sandbox.open(limits, files, file_limits, keep=True)
+        except InputRefused as exc:
+            pool.release(sandbox)
+            raise ProviderError(f"the session did not open: {exc}", code="input_file_refused") from exc
         except SandboxError as exc:
-            session.end("the session did not open")
+            sandbox.end("the session did not open")
             pool.release(sandbox)
             raise ProviderError(f"the session did not open: {exc}") from exc
-        return SelfManagedSession(pool, session, language, file_limits)
+        return SelfManagedSession(pool, sandbox, language, file_limits)
 
     def health_check(self) -> Health:
         """Each language is served by a live worker that can make sandboxes (read from heartbeats: the pools
@@ -161,9 +165,9 @@ def _pool_here() -> SandboxPool:
     return pool
 
 
-def _acquire(pool: SandboxPool, language: str, wait: float, code: str):
+def _acquire(pool: SandboxPool, language: str, wait: float, code: str, account: str):
     try:
-        return pool.acquire(language, timeout=wait, code=code)
+        return pool.acquire(language, timeout=wait, code=code, account=account)
     except PoolExhausted as exc:
         raise ProviderError(str(exc), code="pool_exhausted") from exc
     except SandboxError as exc:
@@ -171,43 +175,47 @@ def _acquire(pool: SandboxPool, language: str, wait: float, code: str):
 
 
 class SelfManagedSession(ProviderSession):
-    """A session on a sandbox of this worker's pool (executor/session.py); released to the pool at its end."""
+    """A session on a sandbox of this worker's pool, released to the pool (which removes it) at its end."""
 
-    def __init__(self, pool: SandboxPool, session: SandboxSession, language: str, file_limits: FileLimits) -> None:
+    def __init__(self, pool: SandboxPool, sandbox: Sandbox, language: str, file_limits: FileLimits) -> None:
         self.pool = pool
-        self.session = session
+        self.sandbox = sandbox
         self.language = language
         self.file_limits = file_limits
-        self.sandbox_id = session.id
+        self.sandbox_id = sandbox.id
         self._released = False
+        self._release_lock = threading.Lock()
 
     def run(self, code: str, arguments: dict, limits: Limits, should_stop=None) -> ExecutionResult:
         # Each cell with an allowlist gets a channel of its own: nothing gets out between cells.
-        with self.ending_when_over(), egress.channel_for(self.session.sandbox, limits, self.sandbox_id) as channel:
-            report = self.session.run(code, arguments, limits, should_stop=should_stop)
+        with self.ending_when_over(), egress.channel_for(self.sandbox, limits, self.sandbox_id) as channel:
+            report = self.sandbox.run_cell(code, arguments, limits, should_stop=should_stop)
         result = classify(report, limits, self.language)
         result.sandbox_id = self.sandbox_id
-        result.session_ended = report.session_over or ""
-        if report.session_over:
-            self.close(report.session_over)
+        result.session_ended = report.sandbox_over or ""
+        if report.sandbox_over:
+            self.close(report.sandbox_over)
         return egress.record(result, channel)
 
     def close(self, reason: str) -> None:
-        self.session.end(reason)
-        if not self._released:
+        """Stop the sandbox now (a request in progress on another thread then fails) and hand it back once."""
+        self.sandbox.end(reason)
+        with self._release_lock:
+            if self._released:
+                return
             self._released = True
-            self.pool.release(self.session.sandbox)
+        self.pool.release(self.sandbox)
 
     def ask_keeper(self, request: dict) -> dict:
         with self.ending_when_over():
-            return self.session.file(request)
+            return self.sandbox.ask(request)
 
     @contextmanager
     def ending_when_over(self) -> Iterator[None]:
         """A sandbox that cannot go on ends the session: released to the pool, SessionGone to the caller."""
         try:
             yield
-        except SessionOver as exc:
+        except SandboxEnded as exc:
             self.close(exc.reason)
             raise SessionGone(exc.reason) from exc
         except SandboxError as exc:

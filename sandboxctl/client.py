@@ -15,7 +15,7 @@
 import base64
 import os
 from dataclasses import dataclass, field
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 
@@ -123,7 +123,14 @@ class Session:
         return response.content
 
     def files(self) -> list[dict]:
-        return self._checked(self._call("GET", f"{self._path()}/files", 120))["files"]
+        """Every file of the session's working folder, fetched a page at a time."""
+        found, after = [], ""
+        while True:
+            page = self._checked(self._call("GET", f"{self._path()}/files?{urlencode({'after': after})}", 120))
+            found += page["files"]
+            if not page.get("next"):
+                return found
+            after = page["next"]
 
     def delete(self, path: str) -> None:
         response = self._call("DELETE", self._file(path), 120)

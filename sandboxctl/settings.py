@@ -119,7 +119,7 @@ STATIC_ROOT = DATA_DIR / "static"  # created by `manage.py bootstrap`
 # Static files (admin, the settings page, API docs) are served by the app itself, straight from the packages.
 WHITENOISE_USE_FINDERS = True
 
-# Artifact files (executions/files.py): the file system under the data folder by default; any Django storage
+# Artifact files (executions/artifact_store.py): the file system under the data folder by default; any Django storage
 # backend otherwise, e.g. S3 through django-storages (`pip install '.[s3]'`):
 # SANDBOX_STORAGE_BACKEND=storages.backends.s3.S3Storage SANDBOX_STORAGE_OPTIONS='{"bucket_name": "…"}'.
 SANDBOX_STORAGE_BACKEND = env_str("SANDBOX_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
@@ -200,7 +200,7 @@ SANDBOX_TIMEOUT_DEFAULT = env_float("SANDBOX_TIMEOUT_DEFAULT", 10.0)
 SANDBOX_TIMEOUT_MAX = env_float("SANDBOX_TIMEOUT_MAX", 60.0)
 SANDBOX_MEMORY_DEFAULT_MB = env_int("SANDBOX_MEMORY_DEFAULT_MB", 256)
 SANDBOX_MEMORY_MIN_MB = 32
-SANDBOX_MEMORY_MAX_MB = env_int("SANDBOX_MEMORY_MAX_MB", _EXECUTOR.memory_mb)
+SANDBOX_MEMORY_MAX_MB = env_int("SANDBOX_MEMORY_MAX_MB", _EXECUTOR.container_memory_mb)
 SANDBOX_OUTPUT_LIMIT = env_int("SANDBOX_OUTPUT_LIMIT", 1024 * 1024)
 SANDBOX_CODE_MAX_BYTES = env_int("SANDBOX_CODE_MAX_BYTES", 1024 * 1024)
 SANDBOX_ARGUMENTS_MAX_BYTES = env_int("SANDBOX_ARGUMENTS_MAX_BYTES", 1024 * 1024)
@@ -218,6 +218,8 @@ SANDBOX_WAIT_CAP = env_float("SANDBOX_WAIT_CAP", 600.0)
 # SANDBOX_REQUEST_MAX_BYTES with the code).
 SANDBOX_TENANT_MAX_SESSIONS = env_int("SANDBOX_TENANT_MAX_SESSIONS", 4)
 SANDBOX_WORKER_MAX_SESSIONS = env_int("SANDBOX_WORKER_MAX_SESSIONS", 16)
+# File requests of one session queued or running at once (beyond: 409 session_busy, never a worker thread).
+SANDBOX_SESSION_REQUESTS_MAX = env_int("SANDBOX_SESSION_REQUESTS_MAX", 4)
 SANDBOX_SESSION_IDLE_TIMEOUT = env_float("SANDBOX_SESSION_IDLE_TIMEOUT", 600.0)
 SANDBOX_SESSION_IDLE_TIMEOUT_MAX = env_float("SANDBOX_SESSION_IDLE_TIMEOUT_MAX", 3600.0)
 SANDBOX_SESSION_MAX_LIFETIME = env_float("SANDBOX_SESSION_MAX_LIFETIME", 3600.0)

@@ -346,3 +346,95 @@ def test_a_refill_a_run_waits_for_is_not_starved_by_busy_accounts():
             pool.release(sandbox)
     finally:
         pool.shutdown()
+
+
+def acquire_in_thread(pool: SandboxPool, language: str, account: str, got: dict, timeout: float = 60):
+    import threading
+
+    def take() -> None:
+        try:
+            got[account] = pool.acquire(language, timeout=timeout, account=account)
+        except PoolExhausted as exc:
+            got[account] = exc
+
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_waiting_runs_sleep_until_a_sandbox_is_theirs():
+    """Issue 28: waiters used to wake each other (notify_all, then a re-check every 0.5 s) without pause, so
+    three waiting runs kept a core busy. Each waiter now wakes once: when it is handed its sandbox."""
+    pool = make_pool(size={"python": KindSize(0, 3)}, creators=1, max_creations_per_second=0.5)
+    pool.start()
+    try:
+        got: dict = {}
+        threads = [acquire_in_thread(pool, "python", f"tenant-{index}", got) for index in range(3)]
+        for thread in threads:
+            thread.join(90)
+        assert all(not isinstance(sandbox, Exception) for sandbox in got.values()), got
+        assert len({sandbox.id for sandbox in got.values()}) == 3
+        assert pool.stats.waiter_wakeups == 3, pool.stats
+        assert pool.stats.made_for_waiters >= 3, pool.stats
+        # The creator slept between creations (rate-limited to one per 2 s): a few wake-ups each, no spin.
+        assert pool.stats.creator_wakeups < 40, pool.stats
+        for sandbox in got.values():
+            pool.release(sandbox)
+    finally:
+        pool.shutdown()
+
+
+def test_a_waiting_run_of_any_kind_gets_the_next_creation_before_prewarming():
+    """Issue 28: one creator picked the kind furthest below its pre-warm target, so Python (merely below its
+    minimum) kept winning over a Node.js run waiting right now, which then failed `pool_exhausted`."""
+    pool = make_pool(size={"python": KindSize(4, 4), "nodejs": KindSize(0, 1)}, creators=1,
+                     max_creations_per_second=1.0)
+    pool.start()
+    try:
+        got: dict = {}
+        acquire_in_thread(pool, "nodejs", "tenant", got).join(60)
+        assert not isinstance(got["tenant"], Exception), got
+        # At most the one Python sandbox whose creation had begun before the Node.js run arrived is warm.
+        assert pool.depth()["python"] <= 1, pool.depth()
+        pool.release(got["tenant"])
+    finally:
+        pool.shutdown()
+
+
+def test_among_waiters_the_account_holding_fewest_sandboxes_goes_first():
+    """Session churn by one account must not take sandboxes ahead of another account's runs: a sandbox that
+    becomes ready goes to the waiter whose account holds the fewest, even if it came later."""
+    pool = make_pool(size={"python": KindSize(2, 2)}, creators=1, max_creations_per_second=0.3)
+    pool.start()
+    try:
+        wait_until(lambda: pool.depth()["python"] == 2)
+        churner = [pool.acquire("python", account="churner") for _ in range(2)]
+        got: dict = {}
+        first = acquire_in_thread(pool, "python", "churner", got)
+        time.sleep(0.2)  # the churner's third request arrives first
+        second = acquire_in_thread(pool, "python", "bystander", got)
+        second.join(30)
+        assert not isinstance(got.get("bystander"), Exception), got
+        assert "churner" not in got, "the bystander's run was served before the churner's third sandbox"
+        first.join(30)
+        assert not isinstance(got.get("churner"), Exception), got
+        for sandbox in [*churner, *got.values()]:
+            pool.release(sandbox)
+    finally:
+        pool.shutdown()
+
+
+def test_a_kind_that_cannot_be_made_refuses_its_waiters_early_with_the_reason():
+    """pool_exhausted is for a pool that cannot make sandboxes, not a busy one: a run waiting for a kind whose
+    creations keep failing hears why after a few tries instead of waiting out its whole deadline."""
+    broken = SandboxConfig(python_preload="", runsc_path="/bin/false")
+    pool = make_pool(size={"python": KindSize(0, 1)}, config=broken)  # every sandbox start fails at once
+    pool.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(PoolExhausted, match="cannot be made now"):
+            pool.acquire("python", timeout=120)
+        assert time.monotonic() - started < 60, "refused after a few failed creations, not at the deadline"
+        assert "python" in pool.failing()
+    finally:
+        pool.shutdown()

@@ -14,7 +14,7 @@ import pytest
 from django.utils import timezone
 
 from conftest import e2b_settings
-from executor.session import FileLimits
+from executor.config import FileLimits
 from providers import config_store
 from providers.base import FileRefused, Limits, SessionGone, SessionsUnsupported, SessionTimes, Status
 from sandboxctl.executions.models import Session

@@ -9,7 +9,7 @@ from django.test import Client
 from django.utils import timezone
 
 from conftest import Api
-from sandboxctl.executions import files
+from sandboxctl.executions import artifact_store
 from sandboxctl.executions.models import Execution
 from sandboxctl.worker.tasks import reconcile
 
@@ -75,14 +75,14 @@ def test_executions_older_than_the_retention_go_with_their_files(api, settings):
     settings.SANDBOX_RETENTION_DAYS = 30
     old, recent = api.run(SMALL), api.run(SMALL)
     old_file = Execution.objects.get(pk=old["id"]).artifacts[0]["file"]
-    assert files.store().exists(old_file)
+    assert artifact_store.store().exists(old_file)
     long_ago = timezone.now() - timedelta(days=31)
     Execution.objects.filter(pk=recent["id"]).update(created_at=long_ago)  # made long ago, ended just now
     Execution.objects.filter(pk=old["id"]).update(created_at=long_ago, finished_at=long_ago)
     assert reconcile()["executions_deleted"] == 1
     assert not Execution.objects.filter(pk=old["id"]).exists()
-    assert not files.store().exists(old_file)
-    assert files.store().exists(Execution.objects.get(pk=recent["id"]).artifacts[0]["file"])
+    assert not artifact_store.store().exists(old_file)
+    assert artifact_store.store().exists(Execution.objects.get(pk=recent["id"]).artifacts[0]["file"])
 
 
 def test_the_admin_purges_one_accounts_data(api, user, live_server, capsys, staff_user):
@@ -94,7 +94,7 @@ def test_the_admin_purges_one_accounts_data(api, user, live_server, capsys, staf
     response = client.post("/admin/auth/user/", {"action": "purge_account_data", "_selected_action": [user.pk]})
     assert response.status_code == 302
     assert not Execution.objects.filter(caller=user).exists()
-    assert not files.store().exists(mine_file)
+    assert not artifact_store.store().exists(mine_file)
     assert Execution.objects.filter(pk=other["id"]).exists(), "only the selected account's data goes"
 
 
@@ -103,16 +103,16 @@ def test_long_output_is_kept_whole_in_the_store_and_listings_show_its_start(api)
     assert body["status"] == "succeeded"
     assert body["stdout"] == "y" * 300000 + "\n", "the single answer has all of it"
     row = Execution.objects.get(pk=body["id"])
-    assert row.stdout_file and len(row.stdout) == files.OUTPUT_INLINE_CHARS, "the row keeps only its start"
+    assert row.stdout_file and len(row.stdout) == artifact_store.OUTPUT_INLINE_CHARS, "the row keeps only its start"
     assert row.stored_bytes == 300001
     item = api.get("/api/v1/executions").json()["results"][0]
-    assert item["id"] == body["id"] and item["stdout"] == "y" * files.OUTPUT_INLINE_CHARS
+    assert item["id"] == body["id"] and item["stdout"] == "y" * artifact_store.OUTPUT_INLINE_CHARS
     assert api.get(f"/api/v1/executions/{body['id']}").json()["stdout"] == body["stdout"]
     stored = row.stdout_file
     long_ago = timezone.now() - timedelta(days=400)
     Execution.objects.filter(pk=body["id"]).update(created_at=long_ago, finished_at=long_ago)
     reconcile()
-    assert not files.store().exists(stored), "retention deletes output files too"
+    assert not artifact_store.store().exists(stored), "retention deletes output files too"
 
 
 def test_ragflows_run_keeps_its_inline_shape(api):

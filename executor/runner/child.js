@@ -1,8 +1,10 @@
 "use strict";
-// In-sandbox Node.js child: waits for one job on stdin, runs the user's code, calls main(arguments); in a
-// session (session.py), it runs cell after cell in one context instead.
-// The return value goes to the result pipe (fd in argv), never to stdout, so printed text cannot pose
-// as a result. Started by supervisor.py before the job exists; Node's standard library only.
+// In-sandbox Node.js child: waits for its opening on stdin, then runs cells — the user's code and its
+// main(arguments) — one after another in one context, answering each with one MESSAGE (a 4-byte length,
+// then JSON with the cell's nonce) on the result pipe (fd in argv), never on stdout, so printed text cannot
+// pose as a result. An opening that keeps nothing (a one-shot run) takes exactly one cell, run as a script:
+// it is done when its event loop is empty. Started by supervisor.py before the opening exists; Node's
+// standard library only.
 
 const fs = require("fs");
 const vm = require("vm");
@@ -37,6 +39,7 @@ function readMessageSync(fd) {
 
 // The stack as the user's code sees it: this runner's own frames and Node's internals are left out.
 function printError(err) {
+  flushOutput(); // what was printed before the failure comes before its stack
   const text = err && err.stack ? String(err.stack) : String(err);
   const lines = text.split("\n").filter((line) => !line.includes(__filename) && !/\((node:(vm|internal)[^)]*)\)|at node:(vm|internal)/.test(line));
   console.error(lines.join("\n"));
@@ -46,15 +49,19 @@ function failure(type, message) {
   return { ok: false, error: { type, message: String(message).slice(0, 2000) } };
 }
 
-function finish(outcome) {
-  // Output first: the supervisor treats the closing of the result pipe as the end of the run.
-  process.stdout.write("", () =>
-    process.stderr.write("", () => {
-      fs.writeSync(resultFd, JSON.stringify(outcome));
-      fs.closeSync(resultFd);
-      process.exit(outcome.ok ? 0 : 1);
-    }),
-  );
+function answer(outcome, nonce) {
+  const body = Buffer.from(JSON.stringify({ ...outcome, nonce }));
+  const header = Buffer.alloc(4);
+  header.writeUInt32BE(body.length, 0);
+  fs.writeSync(resultFd, Buffer.concat([header, body]));
+}
+
+// A one-shot run's one cell: output first, then the answer, then the process ends with the run.
+function finish(outcome, nonce) {
+  flushed().then(() => {
+    answer(outcome, nonce);
+    process.exit(outcome.ok ? 0 : 1);
+  });
 }
 
 function findMain(sandboxModule) {
@@ -144,8 +151,49 @@ async function run(job, filename = "main.js", options = {}, mainBefore = undefin
   }
 }
 
+// stdout and stderr are gathered in memory and written in blocks: every FLUSH_EVERY_MS, when a block fills,
+// before a cell answers and at exit. A console.log is then no system call of its own (each costs ~0.1 ms under
+// gVisor's ptrace platform, so 100,000 lines took seconds); a kill loses at most FLUSH_EVERY_MS of output.
+const FLUSH_EVERY_MS = 50;
+const OUTPUT_BLOCK = 64 * 1024;
+const flushers = [];
+
+function bufferOutput() {
+  for (const stream of [process.stdout, process.stderr]) {
+    const write = stream.write.bind(stream);
+    let pending = [];
+    let size = 0;
+    flushers.push(() => {
+      if (!size) return;
+      const data = Buffer.concat(pending);
+      pending = [];
+      size = 0;
+      write(data);
+    });
+    const flush = flushers[flushers.length - 1];
+    stream.write = (chunk, encoding, callback) => {
+      if (typeof encoding === "function") [callback, encoding] = [encoding, undefined];
+      const data = typeof chunk === "string" ? Buffer.from(chunk, encoding || "utf8") : Buffer.from(chunk);
+      pending.push(data);
+      size += data.length;
+      if (size >= OUTPUT_BLOCK) flush();
+      if (typeof callback === "function") process.nextTick(callback);
+      return true;
+    };
+    stream.originalWrite = write;
+  }
+  setInterval(flushOutput, FLUSH_EVERY_MS).unref();
+  process.on("exit", flushOutput);
+}
+
+function flushOutput() {
+  for (const flush of flushers) flush();
+}
+
+// Everything written so far handed to the pipes.
 function flushed() {
-  return new Promise((resolve) => process.stdout.write("", () => process.stderr.write("", resolve)));
+  flushOutput();
+  return new Promise((resolve) => process.stdout.originalWrite("", () => process.stderr.originalWrite("", resolve)));
 }
 
 // A session: cells arrive as MESSAGEs on the requests descriptor and run one at a time in this one context;
@@ -173,10 +221,7 @@ function serveSession(requests) {
     ]);
     interrupt = null;
     await flushed();
-    const answer = Buffer.from(JSON.stringify({ ...outcome, nonce: job.nonce }));
-    const header = Buffer.alloc(4);
-    header.writeUInt32BE(answer.length, 0);
-    fs.writeSync(resultFd, Buffer.concat([header, answer]));
+    answer(outcome, job.nonce);
     busy = false;
     next();
   }
@@ -193,12 +238,15 @@ function serveSession(requests) {
   input.on("end", () => process.exit(0));
 }
 
+bufferOutput();
 fs.writeSync(resultFd, "R");
-const job = readMessageSync(0);
-if (job === null) process.exit(1);
+const opening = readMessageSync(0);
+if (opening === null) process.exit(1);
 fs.mkdirSync("artifacts", { recursive: true }); // code may save into artifacts/ without creating it
-if (job.session) {
+if (opening.keep !== false) {
   serveSession(0);
 } else {
-  run(job).then(finish, (err) => finish(failure("RunnerError", err)));
+  const job = readMessageSync(0);
+  if (job === null) process.exit(1);
+  run(job).then((outcome) => finish(outcome, job.nonce), (err) => finish(failure("RunnerError", err), job.nonce));
 }

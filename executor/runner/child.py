@@ -1,8 +1,9 @@
-"""In-sandbox Python child (the supervisor's forked self, or run directly): waits for one job on stdin, then runs the user's code and calls main(**arguments).
-
-The return value goes to the result pipe (fd given in argv), never to stdout, so printed text cannot
-pose as a result. Started by supervisor.py before the job exists; standard library only. In a session
-(session.py) it runs cell after cell in one namespace, answering each with one MESSAGE on the result pipe.
+"""In-sandbox Python child (the supervisor's forked self, or run directly by a SaaS driver or session host):
+waits for its opening on stdin, then runs cells — the user's code and its main(**arguments) — one after
+another in one namespace, answering each with one MESSAGE (wire.py) on the result pipe (fd given in argv),
+never on stdout, so printed text cannot pose as a result. An opening that keeps nothing (a one-shot run)
+takes exactly one cell. Started before the opening exists; standard library only, and nothing imported from
+the runner's other files (a SaaS driver ships this file alone).
 """
 
 import ast
@@ -134,6 +135,10 @@ def describe_value(value: object) -> str:
 
 def report_traceback(exc: BaseException) -> None:
     try:
+        sys.stdout.flush()  # what was printed before the failure comes before its traceback
+    except BaseException:  # noqa: BLE001 - the code closed or replaced stdout
+        pass
+    try:
         print_traceback(exc)
     except BaseException:  # noqa: BLE001 - a closed or replaced stderr, a hostile exception: the outcome still goes
         pass
@@ -203,32 +208,75 @@ def read_exact(fd: int, size: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def start_running(job: dict) -> None:
-    """What every job and session does once it arrives, before the user's code: a closed stdin, line-buffered
-    output (partial output survives a kill), fresh random state, the artifacts folder, the memory cap."""
+def start_running(opening: dict) -> None:
+    """What the opening does, before any of the user's code: a closed stdin, fresh random state, the artifacts
+    folder, the memory cap."""
     reseed()
     os.makedirs("artifacts", exist_ok=True)  # code may save into artifacts/ without creating it
     sys.stdin.close()
     os.close(0)
     os.open(os.devnull, os.O_RDONLY)
     sys.stdin = open(0, closefd=False)
-    sys.stdout.reconfigure(line_buffering=True)
-    sys.stderr.reconfigure(line_buffering=True)
-    limit = job.get("memory_limit_bytes")
+    limit = opening.get("memory_limit_bytes")
     if limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+OUTPUT_BUFFER = 64 * 1024
+OUR_STREAMS: list = []  # the buffered stdout and stderr, flushed even when the code replaced sys.stdout
+FLUSH_EVERY = 0.05  # written output reaches the supervisor (and a live viewer) at least this often
+
+
+def buffer_output() -> None:
+    """stdout and stderr buffered in 64 KiB blocks, flushed every FLUSH_EVERY, when a block fills, before a
+    traceback, before a fork, and when the cell answers. A print is a write to memory, not a system call — each
+    of those costs ~0.1 ms under gVisor's ptrace platform, so 100,000 printed lines took seconds line-buffered.
+    Started while the interpreter warms up, so a run pays nothing for it; a kill loses at most FLUSH_EVERY of
+    output."""
+    import io
+    import threading
+
+    streams = []
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        raw = io.FileIO(fd, "w", closefd=False)
+        stream = io.TextIOWrapper(io.BufferedWriter(raw, OUTPUT_BUFFER), encoding="utf-8",
+                                  errors="backslashreplace" if name == "stderr" else "strict")
+        setattr(sys, name, stream)
+        streams.append(stream)
+    OUR_STREAMS.extend(streams)
+    os.register_at_fork(before=flush_output)  # a forked process must not write the parent's buffer again
+    threading.Thread(target=flush_periodically, args=(tuple(streams),), name="output-flusher", daemon=True).start()
+
+
+def flush_periodically(streams: tuple) -> None:
+    import time
+
+    while True:
+        time.sleep(FLUSH_EVERY)
+        for stream in streams:
+            try:
+                stream.flush()
+            except BaseException:  # noqa: BLE001 - closed by the code, or a write racing ours: next tick
+                pass
+
+
 def flush_output() -> None:
-    for stream in (sys.stdout, sys.stderr):
+    for stream in (*OUR_STREAMS, sys.stdout, sys.stderr):
         try:
             stream.flush()
         except BaseException:  # noqa: BLE001 - the code closed or replaced it; what it wrote is already out
             pass
 
 
-def serve_session(result_fd: int, requests: int) -> None:
-    """Cells until the supervisor closes the requests: one namespace, one answer per cell, in order."""
+def answer(result_fd: int, outcome: dict) -> None:
+    # ASCII JSON: a lone surrogate in a message must not break the report.
+    body = json.dumps(outcome).encode()
+    os.write(result_fd, len(body).to_bytes(4, "big") + body)
+
+
+def serve(result_fd: int, requests: int, keep: bool) -> None:
+    """Cells until the supervisor closes the requests (or, keeping nothing, after the one cell): one namespace,
+    one answer per cell, in order."""
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
     number = 0
     while True:
@@ -237,10 +285,11 @@ def serve_session(result_fd: int, requests: int) -> None:
             if request is None:
                 os._exit(0)
             number += 1
-            outcome = {**run(request, namespace, f"cell{number}.py"), "nonce": request.get("nonce")}
+            outcome = run(request, namespace, f"cell{number}.py" if keep else USER_FILE)
             flush_output()
-            answer = json.dumps(outcome).encode()
-            os.write(result_fd, len(answer).to_bytes(4, "big") + answer)
+            answer(result_fd, {**outcome, "nonce": request.get("nonce")})
+            if not keep:
+                os._exit(0 if outcome["ok"] else 1)
         except KeyboardInterrupt:
             # The interrupt for a cell past its timeout came after the cell was done: it has answered already.
             continue
@@ -249,20 +298,14 @@ def serve_session(result_fd: int, requests: int) -> None:
 def main(result_fd: int) -> None:
     seed_matplotlib_cache()
     preload()
+    buffer_output()
     os.write(result_fd, b"R")
-    job = read_message(0)
-    if job is None:
+    opening = read_message(0)
+    if opening is None:
         os._exit(1)
-    if job.get("session"):
-        requests = os.dup(0)  # not inherited by anything the code starts (Python's descriptors are not)
-        start_running(job)
-        serve_session(result_fd, requests)
-    start_running(job)
-    outcome = run(job)
-    flush_output()
-    with os.fdopen(result_fd, "w", encoding="utf-8") as channel:
-        channel.write(json.dumps(outcome))  # ASCII: a lone surrogate in a message must not break the report
-    os._exit(0 if outcome["ok"] else 1)
+    requests = os.dup(0)  # not inherited by anything the code starts (Python's descriptors are not)
+    start_running(opening)
+    serve(result_fd, requests, opening.get("keep", True) is not False)
 
 
 if __name__ == "__main__":

@@ -1,181 +1,200 @@
-"""The in-sandbox egress relay: a TCP listener on the sandbox's own loopback that carries each connection, byte
-for byte, to the egress proxy's Unix socket in the sandbox's channel folder, and nowhere else.
+"""One cell's exchange with the language child: hand it the cell, pass its output on (capped), take the answer
+that carries the cell's nonce, and interrupt or stop it at its deadline.
 
-The sandbox has no network (`--network=none`): the socket, bound by the worker for this run only, is its one
-way out, and the proxy behind it decides every connection. The supervisor starts the relay only for a run
-(or a session's cell) with an allowlist, binding the port before any user code runs, so nothing of the
-user's can take the port first; the relay is root of the sandbox with only CAP_KILL, so the user's processes
-(nobody) can neither signal it nor read its memory — nor connect to the socket themselves (it is root's, 0600).
-The relay reads nothing of what it carries and holds nothing secret. Standard library only.
+The sandbox's supervisor (supervisor.py) runs every cell — a one-shot run's one cell and each cell of a session
+— through `run_cell`; so does sandboxctl's session host in a SaaS sandbox (providers/drivers/session_host.py).
+What a cell is judged by from here, outside the interpreter: its deadline (this process's clock), whether the
+interpreter is still alive, and that the answer carries this cell's nonce (an answer meant for an earlier cell,
+one that answered early and ran on, is never taken). What the answer says (a value, an exception) comes from
+the interpreter, where earlier cells of a session ran too (the README's threat model says what follows).
+Standard library only.
 """
 
+import json
 import os
+import secrets
 import selectors
-import socket
+import signal
+import time
+from collections.abc import Callable
 
-CHUNK = 64 * 1024
-MAX_CONNECTIONS = 128  # at once; the proxy caps the run's connections in all
+from wire import MESSAGE, pack_message
+
+RESULT_CAP = 4 * 1024 * 1024
+QUIET_TICK = 0.1  # how often the loop looks at the clock and the interpreter while nothing arrives
 
 
-def start(port: int, socket_path: str) -> tuple[int | None, str]:
-    """Fork the relay, listening on 127.0.0.1:`port` before this returns: (its pid, "") or (None, why not)."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    # An earlier cell's relay may have left connections in TIME_WAIT on the port; a live listener still
-    # keeps it (another uid cannot share it even so).
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind(("127.0.0.1", port))
-        listener.listen(128)
-    except OSError as exc:
-        listener.close()
-        return None, f"the egress relay could not listen on 127.0.0.1:{port}: {exc.strerror}"
-    pid = os.fork()
-    if pid == 0:
+class Stream:
+    """One captured output stream: passes up to `cap` bytes on to `send(kind, data)`, counts the rest."""
+
+    def __init__(self, send: Callable[[bytes, bytes], None], kind: bytes, cap: int) -> None:
+        self.send = send
+        self.kind = kind
+        self.cap = cap
+        self.sent = 0
+        self.total = 0
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.cap - self.sent
+        if room > 0:
+            chunk = data[:room]
+            self.sent += len(chunk)
+            self.send(self.kind, chunk)
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > self.sent
+
+
+class Interpreter:
+    """The language child: its pid and pipes, and whether (and how) it has ended."""
+
+    def __init__(self, pid: int, stdin: int, stdout: int, stderr: int, results: int) -> None:
+        self.pid, self.stdin, self.stdout, self.stderr, self.results = pid, stdin, stdout, stderr, results
+        self.status: int | None = None
+
+    def ended(self) -> bool:
+        if self.status is None:
+            try:
+                waited, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                waited, status = self.pid, 0
+            if waited:
+                self.status = status
+        return self.status is not None
+
+    def exit_code(self) -> int | None:
+        return os.waitstatus_to_exitcode(self.status) if self.status is not None else None
+
+    def exit_reason(self) -> str:
+        code = self.exit_code()
+        if code is not None and code < 0:
+            return f"the interpreter was killed by signal {-code}"
+        return f"the interpreter exited (code {code})"
+
+    def send(self, message: dict) -> None:
+        view = memoryview(pack_message(json.dumps(message).encode()))
+        while view:
+            view = view[os.write(self.stdin, view):]
+
+    def interrupt(self) -> None:
         try:
-            os.setsid()
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            os.closerange(3, listener.fileno())
-            os.closerange(listener.fileno() + 1, 1024)
-            serve(listener, socket_path)
-        finally:
-            os._exit(0)
-    listener.close()
-    return pid, ""
+            os.kill(self.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+
+    def discard_waiting_bytes(self) -> None:
+        """What the interpreter wrote while no cell ran (a timer or thread of an earlier cell, an answer that
+        came too late) belongs to no cell: drop it before the next one starts."""
+        for fd in (self.results, self.stdout, self.stderr):
+            for _ in read_available(fd):
+                pass
 
 
-class Direction:
-    """Bytes on their way from one socket to the other, and whether the source has finished sending."""
-
-    def __init__(self, source: socket.socket, target: socket.socket) -> None:
-        self.source, self.target = source, target
-        self.pending = b""
-        self.source_done = False
-        self.shut = False  # the target's writing side is shut down (all was written after the source's end)
-
-
-class Pair:
-    """One relayed connection: the client's socket and the proxy's, and the two directions between them."""
-
-    def __init__(self, client: socket.socket, proxy: socket.socket) -> None:
-        self.sockets = (client, proxy)
-        self.directions = (Direction(client, proxy), Direction(proxy, client))
-        self.watched: dict[socket.socket, int] = {}
-        self.closed = False
-
-    def events(self, sock: socket.socket) -> int:
-        """Read from a socket while what it sent before was written on and it has not finished; write to a
-        socket while something waits for it."""
-        wanted = 0
-        for direction in self.directions:
-            if direction.source is sock and not direction.pending and not direction.source_done:
-                wanted |= selectors.EVENT_READ
-            if direction.target is sock and direction.pending:
-                wanted |= selectors.EVENT_WRITE
-        return wanted
-
-    def finished(self) -> bool:
-        return all(direction.shut for direction in self.directions)
+def run_cell(interpreter: Interpreter, cell: dict, timeout: float, grace: float, streams: dict[int, Stream]
+             ) -> tuple[dict | None, bool, str | None]:
+    """Run one cell ({code, arguments}): (its outcome or None, whether its deadline passed, why the interpreter
+    cannot go on or None). Past `timeout` the interpreter is interrupted and gets `grace` to answer (a
+    session's cell); with no grace (a one-shot run) the deadline ends it at once."""
+    interpreter.discard_waiting_bytes()
+    nonce = secrets.token_hex(16)
+    try:
+        interpreter.send({"code": cell["code"], "arguments": cell["arguments"], "nonce": nonce,
+                          "egress": cell.get("egress")})  # a cell with an allowlist: where its proxy is
+    except OSError:
+        return None, False, "the interpreter is gone"
+    try:
+        return relay(interpreter, streams, timeout, grace, nonce)
+    finally:
+        for fd, stream in streams.items():
+            for data in read_available(fd):
+                stream.feed(data)
 
 
-def serve(listener: socket.socket, socket_path: str) -> None:
-    listener.setblocking(False)
+def relay(interpreter: Interpreter, streams: dict[int, Stream], timeout: float, grace: float, nonce: str
+          ) -> tuple[dict | None, bool, str | None]:
+    """Pass output on until the interpreter answers this cell."""
     selector = selectors.DefaultSelector()
-    selector.register(listener, selectors.EVENT_READ)
-    pairs: set[Pair] = set()
-    while True:
-        for key, events in selector.select():
-            if key.fileobj is listener:
-                pair = accept(listener, socket_path) if len(pairs) < MAX_CONNECTIONS else None
-                if pair is not None:
-                    pairs.add(pair)
-                    watch(pair, selector)
-                continue
-            pair, sock = key.data, key.fileobj
-            try:
-                step(pair, sock, events)
-            except OSError:
-                pair.closed = True
-            if pair.closed or pair.finished():
-                close(pair, selector)
-                pairs.discard(pair)
-            else:
-                watch(pair, selector)
-
-
-def accept(listener: socket.socket, socket_path: str) -> Pair | None:
+    for fd in (*streams, interpreter.results):
+        selector.register(fd, selectors.EVENT_READ)
+    answer = bytearray()
+    deadline = time.monotonic() + timeout
+    interrupted = False
     try:
-        client, _ = listener.accept()
-    except OSError:
-        return None
-    proxy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        while True:
+            outcome = answer_to(answer, nonce)
+            if outcome is not None:
+                return outcome, interrupted, None
+            if len(answer) > RESULT_CAP + MESSAGE.size:
+                return None, interrupted, "the interpreter's answer was larger than the protocol allows"
+            if interpreter.ended():
+                # Its last words may still be in the pipe: read them before concluding it died unanswered.
+                for data in read_available(interpreter.results):
+                    answer += data
+                outcome = answer_to(answer, nonce)
+                if outcome is not None:
+                    return outcome, interrupted, None
+                return None, interrupted, interpreter.exit_reason()
+            now = time.monotonic()
+            if now >= deadline:
+                if interrupted or grace <= 0:
+                    return None, True, "timeout"
+                interrupted, deadline = True, now + grace
+                interpreter.interrupt()
+            for key, _ in selector.select(min(QUIET_TICK, max(0.0, deadline - now))):
+                try:
+                    data = os.read(key.fd, 65536)
+                except BlockingIOError:
+                    continue
+                if key.fd == interpreter.results:
+                    answer += data
+                elif data:
+                    streams[key.fd].feed(data)
+                else:
+                    selector.unregister(key.fd)
+    finally:
+        selector.close()
+
+
+def read_available(fd: int):
+    """Yield what can be read from `fd` now, without waiting."""
+    blocking = os.get_blocking(fd)
+    os.set_blocking(fd, False)
     try:
-        proxy.connect(socket_path)  # a local socket: connecting does not block
-    except OSError:
-        client.close()
-        proxy.close()
-        return None
-    client.setblocking(False)
-    proxy.setblocking(False)
-    return Pair(client, proxy)
-
-
-def step(pair: Pair, sock: socket.socket, events: int) -> None:
-    """Move what can move now for `sock`: write what waits for it, read what it sent."""
-    for direction in pair.directions:
-        if direction.target is sock and events & selectors.EVENT_WRITE and direction.pending:
+        while True:
             try:
-                sent = sock.send(direction.pending)
-                direction.pending = direction.pending[sent:]
-            except BlockingIOError:
-                pass
-        if direction.source is sock and events & selectors.EVENT_READ and not direction.source_done:
-            try:
-                data = sock.recv(CHUNK)
-            except BlockingIOError:
-                continue
-            except OSError:
-                data = b""
-            if data:
-                direction.pending += data
-            else:
-                direction.source_done = True
-    for direction in pair.directions:
-        if direction.source_done and not direction.pending and not direction.shut:
-            direction.shut = True
-            try:
-                direction.target.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
+                data = os.read(fd, 65536)
+            except (BlockingIOError, OSError):
+                return
+            if not data:
+                return
+            yield data
+    finally:
+        os.set_blocking(fd, blocking)
 
 
-def watch(pair: Pair, selector: selectors.BaseSelector) -> None:
-    for sock in pair.sockets:
-        wanted, current = pair.events(sock), pair.watched.get(sock, 0)
-        if wanted == current:
-            continue
-        if not current:
-            selector.register(sock, wanted, pair)
-        elif not wanted:
-            selector.unregister(sock)
-        else:
-            selector.modify(sock, wanted, pair)
-        pair.watched[sock] = wanted
+def answer_to(buffer: bytearray, nonce: str) -> dict | None:
+    """The answer carrying this cell's nonce, once it is complete in `buffer`; answers to other cells are
+    dropped from the buffer."""
+    while len(buffer) >= MESSAGE.size:
+        (size,) = MESSAGE.unpack_from(buffer)
+        if len(buffer) < MESSAGE.size + size:
+            return None
+        outcome = decode_result(bytes(buffer[MESSAGE.size:MESSAGE.size + size]))
+        del buffer[:MESSAGE.size + size]
+        if isinstance(outcome, dict) and outcome.pop("nonce", None) == nonce:
+            return outcome
+    return None
 
 
-def close(pair: Pair, selector: selectors.BaseSelector) -> None:
-    for sock in pair.sockets:
-        if pair.watched.get(sock):
-            selector.unregister(sock)
-        sock.close()
-    pair.watched.clear()
-
-
-def start_for(egress: dict | None) -> str:
-    """Start the relay a run with an allowlist needs (none without one); "" or a line saying why it has no way
-    out (in a session, a cell's code may hold the port since an earlier cell)."""
-    if not egress:
-        return ""
-    pid, problem = start(int(egress["port"]), str(egress["socket"]))
-    return "" if pid else f"sandboxctl: {problem}\n"
+def decode_result(raw: bytes) -> dict | None:
+    if len(raw) > RESULT_CAP:
+        return {"ok": False, "error": {"type": "ResultTooLarge", "message": f"return value over {RESULT_CAP} bytes"}}
+    try:
+        outcome = json.loads(raw)
+    except (ValueError, RecursionError):
+        outcome = None
+    if not isinstance(outcome, dict):
+        return {"ok": False, "error": {"type": "ProtocolError", "message": "unreadable return value"}}
+    return outcome

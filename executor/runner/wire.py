@@ -3,12 +3,15 @@
 A frame is 1 type byte, a 4-byte big-endian payload length, the payload and, once the job's key is
 known, a 16-byte tag: HMAC-SHA256 over an 8-byte sequence number and the frame's header and payload.
 The sequence number makes a frame impossible to replay, drop or reorder without the tag failing.
-Before the job, the host may send PING (a sandbox restored from a snapshot cannot announce itself): the
-supervisor answers READY. Instead of the one JOB, the host may open a session (SESSION): the supervisor then
-answers every CELL and FILE request with one DONE, in order, until its input closes.
+Before anything else, the host may send PING (a sandbox restored from a snapshot cannot announce itself):
+the supervisor answers READY. Then the host OPENs the sandbox, once, with the key (a one-shot run and a
+session are opened alike; a one-shot run's opening says it keeps nothing after its one cell), and sends
+CELLs and FILE requests: the supervisor answers each, and the opening, with one DONE, in order, until its
+input closes or the sandbox cannot go on.
 
 Inside the sandbox, the supervisor and its processes (the language child, the file keeper) exchange
-MESSAGEs: a 4-byte big-endian length, then that many bytes of JSON.
+MESSAGEs: a 4-byte big-endian length, then that many bytes of JSON. The child gets the opening, then one
+cell after another, and answers each cell with one MESSAGE on its result pipe carrying the cell's nonce.
 Standard library only: this file runs inside the sandbox image and is imported by the worker as
 `executor.runner.wire`.
 """
@@ -20,9 +23,12 @@ import struct
 HEADER = struct.Struct(">cI")
 TAG_SIZE = 16
 KEY_SIZE = 32
-READY, STDOUT, STDERR, DONE, JOB, PING = b"R", b"O", b"E", b"D", b"J", b"P"
-SESSION, CELL, FILE = b"S", b"C", b"F"
+READY, STDOUT, STDERR, DONE, PING = b"R", b"O", b"E", b"D", b"P"
+OPEN, CELL, FILE = b"S", b"C", b"F"
 MESSAGE = struct.Struct(">I")
+# A session's cell past its timeout is interrupted (SIGINT) and gets this long to stop and keep the session;
+# the host's deadlines (executor/deadlines.py) count it too. A one-shot run is stopped at its timeout.
+INTERRUPT_GRACE = 1.0
 
 
 def frame_tag(key: bytes, sequence: int, frame: bytes) -> bytes:

@@ -175,9 +175,18 @@ def walk() -> tuple[list[dict], bool]:
     return sorted(entries, key=lambda entry: entry["path"]), truncated
 
 
+PAGE_MAX = 1000  # entries in one answer: a listing is answered a page at a time, never whole
+
+
 def listing(request: dict) -> dict:
+    """One page of the files in path order, after the path `after`; `next` is the next page's `after`."""
     entries, truncated = walk()
-    return {"files": entries, "truncated": truncated}
+    after = request.get("after") or ""
+    limit = min(int(request.get("limit") or PAGE_MAX), PAGE_MAX)
+    following = [entry for entry in entries if entry["path"] > after]
+    page = following[:limit]
+    more = len(following) > limit
+    return {"files": page, "truncated": truncated, "next": page[-1]["path"] if more else None}
 
 
 def delete(request: dict) -> dict:

@@ -24,11 +24,14 @@
   const text = (buffer) => (buffer ? buffer.toString("utf8") : "");
   process.stdout.write(text(run.stdout));
   process.stderr.write(text(run.stderr));
-  const result = run.output ? text(run.output[3]) : "";
+  const result = run.output && run.output[3] ? run.output[3] : Buffer.alloc(0);
   let outcome = null;
-  if (result.startsWith("R") && result.length > 1) {
+  // Ready ("R"), then one MESSAGE: a 4-byte length and the JSON, which carries the cell's nonce.
+  if (result.length > 5 && result[0] === 0x52) {
     try {
-      outcome = JSON.parse(result.slice(1));
+      outcome = JSON.parse(result.subarray(5, 5 + result.readUInt32BE(1)).toString("utf8"));
+      if (!outcome || outcome.nonce !== marker) outcome = null;
+      else delete outcome.nonce;
     } catch (err) {
       outcome = null;
     }

@@ -52,9 +52,11 @@ def _sandboxctl_driver(runner_b64, job_b64, marker, timeout):
     sys.stdout.flush()
     sys.stderr.flush()
     result, outcome = b"".join(captured["result"]), None
-    if result[:1] == b"R" and len(result) > 1:
+    if result[:1] == b"R" and len(result) > 5:  # ready, then one MESSAGE: a 4-byte length and the JSON
         try:
-            outcome = json.loads(result[1:])
+            outcome = json.loads(result[5:5 + int.from_bytes(result[1:5], "big")])
+            if not isinstance(outcome, dict) or outcome.pop("nonce", None) != marker:
+                outcome = None
         except ValueError:
             outcome = None
     report = {"outcome": outcome, "timed_out": timed_out, "exit_code": process.returncode, "duration": duration}

@@ -6,13 +6,11 @@
 # working folder go through workfiles.py, the self-managed file keeper's code: the same path rules, the same
 # walk without following links. Standard library only; nothing here comes from a request but data.
 #
-# argv: the private folder (runner.py, workfiles.py, rules.py, wire.py are in it), the session's lifetime and
+# argv: the private folder (runner.py, relay.py, workfiles.py, rules.py, wire.py are in it), the session's lifetime and
 # idle timeout in seconds. It ends, and takes its interpreter and folder with it, on a close request, when
 # the lifetime has passed, or when no call came for the idle timeout (the service's sandbox may outlive us).
 import json
 import os
-import secrets
-import selectors
 import shutil
 import signal
 import socket
@@ -23,114 +21,62 @@ import time
 FOLDER = sys.argv[1]
 sys.path.insert(0, FOLDER)
 
+import relay  # noqa: E402
 import workfiles  # noqa: E402
-from wire import MESSAGE, pack_message  # noqa: E402
+from wire import INTERRUPT_GRACE, MESSAGE, STDERR, STDOUT, pack_message  # noqa: E402
 
 SOCKET = os.path.join(FOLDER, "host.sock")
 WORK = os.path.join(FOLDER, "work")
 READY_WAIT = 30.0
-INTERRUPT_GRACE = 1.0  # a cell past its timeout gets this long, after SIGINT, to stop and keep the session
 REQUEST_CAP = 128 * 1024 * 1024
-ANSWER_CAP = 4 * 1024 * 1024 + MESSAGE.size
 
 
 class Interpreter:
+    """The session's interpreter (runner.py, the runner's child.py), run cell by cell through relay.py as the
+    self-managed supervisor runs them."""
+
     def __init__(self) -> None:
-        self.results, result_w = os.pipe()
+        results, result_w = os.pipe()
         self.process = subprocess.Popen(
             [sys.executable, "-I", os.path.join(FOLDER, "runner.py"), str(result_w)], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(result_w,), cwd=WORK, start_new_session=True)
         os.close(result_w)
-        for fd in (self.results, self.process.stdout.fileno(), self.process.stderr.fileno()):
-            os.set_blocking(fd, False)
-        if self.read_results(time.monotonic() + READY_WAIT, 1) != b"R":
+        self.child = relay.Interpreter(self.process.pid, self.process.stdin.fileno(), self.process.stdout.fileno(),
+                                       self.process.stderr.fileno(), results)
+        if self.read_ready(time.monotonic() + READY_WAIT) != b"R":
             raise RuntimeError("the interpreter did not start")
-        self.send({"session": True})
+        self.child.send({"keep": True})
 
-    def read_results(self, deadline: float, size: int) -> bytes:
-        data = b""
-        selector = selectors.DefaultSelector()
-        selector.register(self.results, selectors.EVENT_READ)
-        while len(data) < size and time.monotonic() < deadline:
-            if selector.select(max(0.0, deadline - time.monotonic())):
-                chunk = os.read(self.results, size - len(data))
-                if not chunk:
-                    break
-                data += chunk
-        selector.close()
-        return data
+    def read_ready(self, deadline: float) -> bytes:
+        import select
 
-    def send(self, message: dict) -> None:
-        self.process.stdin.write(pack_message(json.dumps(message).encode()))
-        self.process.stdin.flush()
-
-    def discard_stray_results(self) -> None:
-        """Bytes an earlier cell's code wrote on the result pipe after its answer are no answer of this cell."""
-        try:
-            while os.read(self.results, 65536):
-                pass
-        except BlockingIOError:
-            pass
+        if select.select([self.child.results], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            return os.read(self.child.results, 1)
+        return b""
 
     def cell(self, request: dict) -> dict:
-        self.discard_stray_results()
         limit = int(request.get("output_limit") or 1024 * 1024)
-        output = {"stdout": bytearray(), "stderr": bytearray()}
-        nonce = secrets.token_hex(16)
+        output = {STDOUT: bytearray(), STDERR: bytearray()}
+
+        def keep(kind: bytes, data: bytes) -> None:
+            output[kind] += data
+
+        streams = {self.child.stdout: relay.Stream(keep, STDOUT, limit),
+                   self.child.stderr: relay.Stream(keep, STDERR, limit)}
         started = time.monotonic()
-        try:
-            self.send({"code": request["code"], "arguments": request.get("arguments") or {}, "nonce": nonce})
-        except OSError:
-            return {"outcome": None, "timed_out": False, "session_over": "the interpreter is gone"}
-        outcome, interrupted, over = self.relay(output, limit, float(request["timeout"]), nonce)
+        outcome, timed_out, over = relay.run_cell(
+            self.child, {"code": request["code"], "arguments": request.get("arguments") or {}},
+            float(request["timeout"]), INTERRUPT_GRACE, streams)
         if over:
             self.kill()
         return {
-            "outcome": outcome, "timed_out": interrupted, "session_over": over,
+            "outcome": outcome, "timed_out": timed_out, "session_over": over,
             "duration": time.monotonic() - started,
-            "stdout": output["stdout"][:limit].decode("utf-8", "replace"),
-            "stderr": output["stderr"][:limit].decode("utf-8", "replace"),
-            "stdout_truncated": len(output["stdout"]) > limit, "stderr_truncated": len(output["stderr"]) > limit,
+            "stdout": bytes(output[STDOUT]).decode("utf-8", "replace"),
+            "stderr": bytes(output[STDERR]).decode("utf-8", "replace"),
+            "stdout_truncated": streams[self.child.stdout].truncated,
+            "stderr_truncated": streams[self.child.stderr].truncated,
         }
-
-    def relay(self, output: dict, limit: int, timeout: float, nonce: str) -> tuple:
-        """Collect output until the interpreter answers this cell: (outcome, interrupted, why the session is over)."""
-        streams = {self.process.stdout.fileno(): "stdout", self.process.stderr.fileno(): "stderr"}
-        selector = selectors.DefaultSelector()
-        for fd in (*streams, self.results):
-            selector.register(fd, selectors.EVENT_READ)
-        answer = bytearray()
-        deadline = time.monotonic() + timeout
-        interrupted = False
-        try:
-            while True:
-                outcome = answer_to(answer, nonce)
-                if outcome is not None:
-                    return outcome, interrupted, None
-                if len(answer) > ANSWER_CAP:
-                    return None, interrupted, "the interpreter's answer was larger than the protocol allows"
-                if self.process.poll() is not None:
-                    return None, interrupted, f"the interpreter exited (code {self.process.returncode})"
-                now = time.monotonic()
-                if now >= deadline:
-                    if interrupted:
-                        return None, True, "timeout"
-                    interrupted, deadline = True, now + INTERRUPT_GRACE
-                    os.kill(self.process.pid, signal.SIGINT)
-                for key, _ in selector.select(min(0.1, max(0.0, deadline - now))):
-                    try:
-                        data = os.read(key.fd, 65536)
-                    except BlockingIOError:
-                        continue
-                    if key.fd == self.results:
-                        answer += data
-                    elif data:
-                        kept = output[streams[key.fd]]
-                        kept += data[: limit + 1 - len(kept)]  # one byte past the limit says it was passed
-                    else:
-                        selector.unregister(key.fd)
-        finally:
-            selector.close()
 
     def kill(self) -> None:
         try:
@@ -138,23 +84,6 @@ class Interpreter:
         except OSError:
             pass
         self.process.wait()
-
-
-def answer_to(answer: bytearray, nonce: str):
-    """The outcome for this cell once its whole answer is in; answers for earlier cells are dropped."""
-    while len(answer) >= MESSAGE.size:
-        (size,) = MESSAGE.unpack(answer[: MESSAGE.size])
-        if len(answer) < MESSAGE.size + size:
-            return None
-        body = bytes(answer[MESSAGE.size: MESSAGE.size + size])
-        del answer[: MESSAGE.size + size]
-        try:
-            outcome = json.loads(body)
-        except ValueError:
-            continue
-        if isinstance(outcome, dict) and outcome.pop("nonce", None) == nonce:
-            return outcome
-    return None
 
 
 def read_request(connection: socket.socket) -> dict:

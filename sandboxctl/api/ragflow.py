@@ -20,7 +20,7 @@ from rest_framework import authentication, exceptions
 
 from providers.base import Status
 from sandboxctl.api.intake import RefusalMiddleware
-from sandboxctl.executions import files
+from sandboxctl.executions import artifact_store
 from sandboxctl.executions.accounts import RAGFLOW_ACCOUNT, service_account
 from sandboxctl.executions.models import NOTHING_RETURNED, Execution
 
@@ -101,23 +101,25 @@ def to_ragflow(execution: Execution) -> dict:
     if status in (Status.SUCCEEDED, Status.OUTPUT_LIMIT) and not execution.result_present:
         # A script without main(): the reference's runner cannot import it, a program error.
         reason = NO_MAIN.get(execution.language, NO_MAIN["python"])
-        stderr = with_reason(files.output(execution, "stderr"), reason)
+        stderr = with_reason(artifact_store.output(execution, "stderr"), reason)
         return {"status": "program_error", "exit_code": 1, "stderr": stderr,
                 "runtime_error_type": "nonzero_exit", **{**failure, "detail": "missing_main"}}
     if status in (Status.SUCCEEDED, Status.OUTPUT_LIMIT):
         # The reference has no output cap: a flood is a success with the output we kept, said after it.
-        stderr = files.output(execution, "stderr")
+        stderr = artifact_store.output(execution, "stderr")
         if status == Status.OUTPUT_LIMIT:
             stderr = with_reason(stderr, f"Output limit exceeded: {execution.error_message}")
-        return {"status": "success", "stdout": files.output(execution, "stdout"), "stderr": stderr, "exit_code": 0,
-                "detail": None, "artifacts": files.inline_all(execution),
+        return {"status": "success", "stdout": artifact_store.output(execution, "stdout"), "stderr": stderr,
+                "exit_code": 0,
+                "detail": None, "artifacts": artifact_store.inline_all(execution),
                 "result": {**execution.returned(), "type": "json"}, **common}
     if status in LIMITS:
         limit, exit_code, reason = LIMITS[status]
         return {"status": "resource_limit_exceeded", "exit_code": exit_code, "stderr": reason,
                 "resource_limit_type": limit, **failure}
     if status == Status.FAILED:
-        reason = with_reason(files.output(execution, "stderr"), execution.error_message or "the program failed")
+        reason = with_reason(artifact_store.output(execution, "stderr"),
+                             execution.error_message or "the program failed")
         return {"status": "program_error", "exit_code": execution.exit_code or 1, "stderr": reason,
                 "runtime_error_type": "nonzero_exit", **failure}
     if not execution.is_terminal:

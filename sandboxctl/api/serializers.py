@@ -5,7 +5,7 @@ from rest_framework import exceptions, serializers
 
 from executor.runner.rules import path_problem
 from executor.verify import JSON_MAX_DEPTH, SURROGATES, json_depth
-from providers.base import LANGUAGES, Status
+from providers.base import LANGUAGES, RequestedLimits, Status
 from providers.registry import PROVIDERS
 from sandboxctl.egress import policy as egress_policy
 from sandboxctl.executions.outbound import literal_host_problem
@@ -130,13 +130,26 @@ class NetworkField(serializers.JSONField):
         return tuple(entries)
 
 
-class ExecutionRequestSerializer(serializers.Serializer):
+class LimitsSerializer(serializers.Serializer):
+    """The per-run limits a caller may ask for (providers.base.RequestedLimits). Above the server's maximum each is
+    clamped to it by the provider; the upper bounds here only keep numbers sane."""
+
+    timeout = serializers.FloatField(required=False, allow_null=True, min_value=0.001, max_value=1e9)
+    memory_mb = serializers.IntegerField(required=False, allow_null=True, max_value=10**9)
+    output_limit = serializers.IntegerField(required=False, allow_null=True, min_value=1024, max_value=10**12,
+                                            help_text="bytes kept per stream (stdout, stderr)")
+
+    def validate_memory_mb(self, value: int | None) -> int | None:
+        return check_memory_mb(value)
+
+    def requested_limits(self) -> RequestedLimits:
+        return RequestedLimits.from_data(self.validated_data)
+
+
+class ExecutionRequestSerializer(LimitsSerializer):
     language = StrictCharField()
     code = StrictCharField(trim_whitespace=False, allow_blank=True)
     arguments = JSONObjectField(required=False, default=dict)
-    # Above the server's maximum these are clamped to it; the upper bounds only keep numbers sane.
-    timeout = serializers.FloatField(required=False, allow_null=True, min_value=0.001, max_value=1e9)
-    memory_mb = serializers.IntegerField(required=False, allow_null=True, max_value=10**9)
     wait = serializers.BooleanField(required=False, default=True)
     callback_url = serializers.URLField(required=False, allow_blank=True, default="", max_length=2000)
     files = InputFileSerializer(many=True, required=False, default=list)
@@ -150,9 +163,6 @@ class ExecutionRequestSerializer(serializers.Serializer):
 
     def validate_arguments(self, value) -> dict:
         return check_arguments(value)
-
-    def validate_memory_mb(self, value: int | None) -> int | None:
-        return check_memory_mb(value)
 
     def validate_files(self, value: list[dict]) -> list[dict]:
         return check_input_files(value)
@@ -181,21 +191,18 @@ def check_memory_mb(value: int | None) -> int | None:
     return value
 
 
-class SessionRequestSerializer(serializers.Serializer):
-    """POST /api/v1/sessions. Above the server's maximums the times and memory are clamped to them."""
+class SessionRequestSerializer(LimitsSerializer):
+    """POST /api/v1/sessions. Above the server's maximums the times and limits are clamped to them; the session's
+    memory and output cap hold for each of its cells, and `timeout` is the default of its cells."""
 
     language = StrictCharField()
     idle_timeout = serializers.FloatField(required=False, allow_null=True, min_value=1, max_value=1e9)
     max_lifetime = serializers.FloatField(required=False, allow_null=True, min_value=1, max_value=1e9)
-    memory_mb = serializers.IntegerField(required=False, allow_null=True, max_value=10**9)
     files = InputFileSerializer(many=True, required=False, default=list)
     network = NetworkField(required=False, default=tuple)
 
     def validate_language(self, value: str) -> str:
         return check_language(value)
-
-    def validate_memory_mb(self, value: int | None) -> int | None:
-        return check_memory_mb(value)
 
     def validate_files(self, value: list[dict]) -> list[dict]:
         return check_input_files(value)
@@ -207,12 +214,21 @@ class SessionUpdateSerializer(serializers.Serializer):
     network = NetworkField()
 
 
-class CellRequestSerializer(serializers.Serializer):
-    """POST /api/v1/sessions/{id}/executions: one cell."""
+class ListingSerializer(serializers.Serializer):
+    """GET /api/v1/sessions/{id}/files: one page of the listing, in path order."""
+
+    after = serializers.CharField(required=False, default="", allow_blank=True, max_length=4096,
+                                  help_text="list the paths after this one (the `next` of the page before)")
+    limit = serializers.IntegerField(required=False, default=1000, min_value=1, max_value=1000)
+
+
+class CellRequestSerializer(LimitsSerializer):
+    """POST /api/v1/sessions/{id}/executions: one cell. Its memory is the session's; its time limit and output cap
+    may be its own (within the session's output cap)."""
 
     code = StrictCharField(trim_whitespace=False, allow_blank=True)
     arguments = JSONObjectField(required=False, default=dict)
-    timeout = serializers.FloatField(required=False, allow_null=True, min_value=0.001, max_value=1e9)
+    memory_mb = None  # a session's memory is set when it opens
     wait = serializers.BooleanField(required=False, default=True)
 
     def validate_code(self, value: str) -> str:

@@ -22,6 +22,7 @@ from rest_framework.views import APIView
 from executor.runner.rules import path_problem
 from sandboxctl.api.serializers import (
     CellRequestSerializer,
+    ListingSerializer,
     PayloadTooLarge,
     SessionRequestSerializer,
     SessionUpdateSerializer,
@@ -29,7 +30,7 @@ from sandboxctl.api.serializers import (
 from sandboxctl.api.views import QueueFull, egress_refused, waited_answer
 from sandboxctl.api.waiting import Answer, Pending, awaiting, pending
 from sandboxctl.egress import policy as egress_policy
-from sandboxctl.executions import files, sessions
+from sandboxctl.executions import sessions, transfers
 from sandboxctl.executions.admission import TooManyQueued
 from sandboxctl.executions.models import Execution, Session, SessionRequest
 from sandboxctl.executions.representation import ExecutionSerializer, ExecutionSummarySerializer, SessionSerializer
@@ -39,7 +40,7 @@ from sandboxctl.executions.service import wait_budget
 FILE_STATUS = {
     "not_found": 404, "bad_path": 400, "link": 400, "not_a_folder": 400, "is_a_folder": 400, "not_a_file": 400,
     "bad_request": 400, "too_large": 413, "no_space": 413, "file_service_gone": 409, "session_ended": 409,
-    "session_lost": 409, "broker_unavailable": 503,
+    "session_lost": 409, "session_busy": 409, "abandoned": 409, "broker_unavailable": 503,
 }
 OPEN_FAILURE_STATUS = {"no_capacity": 503, "pool_exhausted": 503, "broker_unavailable": 503}
 UPLOAD_CHUNK = 1 << 20
@@ -47,7 +48,9 @@ UPLOAD_CHUNK = 1 << 20
 
 class SessionConflict(APIException):
     status_code = status.HTTP_409_CONFLICT
-    default_code = "session_ended"
+
+    def __init__(self, message: str, code: str = "session_ended") -> None:
+        super().__init__({"detail": message, "code": code})
 
 
 def visible_sessions(request):
@@ -79,8 +82,8 @@ class SessionListView(generics.ListAPIView):
         data = serializer.validated_data
         try:
             session, opening = sessions.open_session(request.user, data["language"], data.get("idle_timeout"),
-                                                     data.get("max_lifetime"), data.get("memory_mb"), data["files"],
-                                                     data["network"])
+                                                     data.get("max_lifetime"), serializer.requested_limits(),
+                                                     data["files"], data["network"])
         except (egress_policy.BeyondCeiling, egress_policy.EgressUnsupported) as exc:
             raise egress_refused(exc) from exc
         except sessions.SessionsUnavailable as exc:
@@ -150,7 +153,8 @@ class SessionCellsView(generics.ListAPIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
-            cell = sessions.submit_cell(session, request.user, data["code"], data["arguments"], data.get("timeout"))
+            cell = sessions.submit_cell(session, request.user, data["code"], data["arguments"],
+                                        serializer.requested_limits())
         except sessions.SessionBusy as exc:
             return Response({"detail": str(exc), "code": "session_busy"}, status=409)
         except sessions.SessionNotActive as exc:
@@ -160,7 +164,7 @@ class SessionCellsView(generics.ListAPIView):
         location = request.build_absolute_uri(f"/api/v1/executions/{cell.id}")
         if not data["wait"]:
             return Response(ExecutionSerializer(cell).data, status=202, headers={"Location": location})
-        return pending(Pending(cell.pk, wait_budget(cell) + 2.0, lambda: waited_answer(cell, location)))
+        return pending(Pending(cell.pk, wait_budget(cell), lambda: waited_answer(cell, location)))
 
 
 session_cells = awaiting(SessionCellsView.as_view())
@@ -173,14 +177,20 @@ def request_path(path: str) -> str:
     return path
 
 
-def file_request(request, pk, kind: str, path: str = "", blob: str = "") -> SessionRequest:
+def file_request(request, pk, kind: str, path: str = "", blob: str = "", blob_bytes: int = 0,
+                 payload: dict | None = None) -> SessionRequest:
     session = session_of(request, pk)
     try:
-        return sessions.file_request(session, kind, path, blob)
-    except sessions.SessionNotActive as exc:
-        if blob:
-            files.store().delete(blob)
+        return sessions.file_request(session, kind, path, blob, blob_bytes, payload)
+    except (sessions.SessionNotActive, sessions.SessionBusy) as exc:
+        transfers.discard(blob)
+        if isinstance(exc, sessions.SessionBusy):
+            raise SessionConflict(str(exc), code="session_busy") from exc
         raise SessionConflict(str(exc)) from exc
+
+
+def waiting_for(file_request: SessionRequest, answer) -> Pending:
+    return Pending(file_request.pk, sessions.FILE_WAIT, answer, abandon=lambda: sessions.abandon(file_request))
 
 
 def refused(file_request: SessionRequest) -> Answer:
@@ -191,18 +201,24 @@ def refused(file_request: SessionRequest) -> Answer:
 def answered(file_request: SessionRequest, ok: int = 200) -> Answer:
     file_request.refresh_from_db()
     if not file_request.is_done:
+        sessions.abandon(file_request)
         return Answer({"detail": "the session's worker did not answer in time", "code": "timeout"}, 504)
-    if file_request.status == "failed":
-        return refused(file_request)
-    return Answer(None if ok == 204 else file_request.answer, ok)
+    answer = refused(file_request) if file_request.status == "failed" else Answer(
+        None if ok == 204 else file_request.answer, ok)
+    sessions.delivered(file_request)
+    return answer
 
 
 class SessionFilesView(APIView):
-    @extend_schema(operation_id="api_v1_sessions_files_list",
-                   responses={200: OpenApiResponse(description="{files: [{path, size, modified}], truncated}")})
+    @extend_schema(operation_id="api_v1_sessions_files_list", parameters=[ListingSerializer],
+                   responses={200: OpenApiResponse(description="{files: [{path, size, modified}], truncated, next}")})
     def get(self, request, pk):
-        listing = file_request(request, pk, "list")
-        return pending(Pending(listing.pk, sessions.FILE_WAIT, lambda: answered(listing)))
+        """The session's files, a page at a time in path order: `after` (the `next` of the page before) and
+        `limit` (at most 1000)."""
+        page = ListingSerializer(data=request.query_params)
+        page.is_valid(raise_exception=True)
+        listing = file_request(request, pk, "list", payload=page.validated_data)
+        return pending(waiting_for(listing, lambda: answered(listing)))
 
 
 session_files = awaiting(SessionFilesView.as_view())
@@ -215,30 +231,30 @@ class SessionFileView(APIView):
                    responses={201: OpenApiResponse(description="{path, size}"), 400: None, 413: None})
     def put(self, request, pk, path: str):
         request_path(path)
-        session_of(request, pk)  # 404 before reading a body for a session that is not the caller's
-        blob = receive_upload(request, pk)
-        put = file_request(request, pk, "put", path, blob)
-        return pending(Pending(put.pk, sessions.FILE_WAIT, lambda: answered(put, 201)))
+        session = session_of(request, pk)  # 404 before reading a body for a session that is not the caller's
+        blob, size = receive_upload(request, session)
+        put = file_request(request, pk, "put", path, blob, size)
+        return pending(waiting_for(put, lambda: answered(put, 201)))
 
     @extend_schema(operation_id="api_v1_sessions_file_get",
                    responses={(200, "application/octet-stream"): bytes, 404: None})
     def get(self, request, pk, path: str):
         request_path(path)
         get = file_request(request, pk, "get", path)
-        return pending(Pending(get.pk, sessions.FILE_WAIT, lambda: download(get)))
+        return pending(waiting_for(get, lambda: download(get)))
 
     @extend_schema(operation_id="api_v1_sessions_file_delete", responses={204: None, 404: None})
     def delete(self, request, pk, path: str):
         request_path(path)
         removal = file_request(request, pk, "delete", path)
-        return pending(Pending(removal.pk, sessions.FILE_WAIT, lambda: answered(removal, 204)))
+        return pending(waiting_for(removal, lambda: answered(removal, 204)))
 
 
 session_file = awaiting(SessionFileView.as_view())
 
 
-def receive_upload(request, pk) -> str:
-    """Copy the raw body into the file store (never whole into memory); returns its name there."""
+def receive_upload(request, session: Session) -> tuple[str, int]:
+    """Copy the raw body into the file store (never whole into memory); returns its name there and its size."""
     limit = settings.SANDBOX_SESSION_FILE_MAX_BYTES
     with tempfile.TemporaryFile() as spool:
         size = 0
@@ -249,27 +265,18 @@ def receive_upload(request, pk) -> str:
                                        "code": "too_large"})
             spool.write(chunk)
         spool.seek(0)
-        return files.store().save(f"sessions/{pk}/put", File(spool))
+        return transfers.save(transfers.upload_name(session.caller_id, session.pk), File(spool)), size
 
 
 def download(get: SessionRequest):
-    """The file's bytes, streamed from the store, which forgets them once they are sent."""
+    """The file's bytes, streamed from the store, which forgets them once the response is over (sent or not)."""
     get.refresh_from_db()
     if not get.is_done or get.status == "failed":
         return answered(get)
-    blob = get.blob
-
-    def chunks():
-        try:
-            with files.store().open(blob, "rb") as stored:
-                while chunk := stored.read(UPLOAD_CHUNK):
-                    yield chunk
-        finally:
-            files.store().delete(blob)
-
-    response = StreamingHttpResponse(chunks(), content_type="application/octet-stream")
+    response = StreamingHttpResponse(transfers.Download(get.blob), content_type="application/octet-stream")
     response["Content-Length"] = str(get.answer.get("size", 0))
     response["Content-Disposition"] = content_disposition_header(True, get.path.rsplit("/", 1)[-1])
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    SessionRequest.objects.filter(pk=get.pk).delete()  # the bytes are the response's now: it deletes them
     return response

@@ -18,7 +18,7 @@ from sandboxctl.api.readiness import check
 from sandboxctl.api.serializers import ExecutionFilter, ExecutionRequestSerializer, RagflowRunSerializer
 from sandboxctl.api.waiting import Answer, Pending, awaiting, pending
 from sandboxctl.egress import policy as egress_policy
-from sandboxctl.executions import files
+from sandboxctl.executions import artifact_store
 from sandboxctl.executions.admission import TooManyQueued
 from sandboxctl.executions.models import Execution
 from sandboxctl.executions.representation import ExecutionSerializer, ExecutionSummarySerializer
@@ -112,8 +112,7 @@ class ExecutionListView(generics.ListAPIView):
             language=data["language"],
             code=data["code"],
             arguments=data["arguments"],
-            timeout=data.get("timeout"),
-            memory_mb=data.get("memory_mb"),
+            limits=serializer.requested_limits(),
             callback_url=data["callback_url"],
             files=tuple(data["files"]),
             network=data["network"],
@@ -156,7 +155,7 @@ class ExecutionArtifactView(APIView):
         if index >= len(execution.artifacts):
             raise Http404("no such artifact")
         artifact = execution.artifacts[index]
-        response = HttpResponse(files.content(artifact), content_type="application/octet-stream")
+        response = HttpResponse(artifact_store.content(artifact), content_type="application/octet-stream")
         # An attachment that is never sniffed or rendered: an html or svg the code wrote runs nowhere.
         response["Content-Disposition"] = content_disposition_header(True, artifact.get("name") or "artifact")
         response["X-Content-Type-Options"] = "nosniff"

@@ -9,6 +9,7 @@ Under ASGI (sandboxctl/asgi.py) a thousand waiting requests are a thousand corou
 test server) the same views work, each holding its thread while it waits.
 """
 
+import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,11 +40,13 @@ class Answer:
 @dataclass
 class Pending:
     """What a view waits for: this execution's (or session request's) end, at most `timeout` seconds; then
-    `answer()` (run on the pool) gives the response's body, status and headers, or a whole response."""
+    `answer()` (run on the pool) gives the response's body, status and headers, or a whole response.
+    `abandon()`, when given, runs if the client goes away while it waits (whatever comes now is for nobody)."""
 
     execution_id: object
     timeout: float
     answer: Callable[[], Answer]
+    abandon: Callable[[], None] | None = None
 
 
 def pending(wait: Pending) -> Response:
@@ -80,7 +83,12 @@ def awaiting(view: Callable) -> Callable:
         wait = getattr(response, "pending", None)
         if wait is None:
             return response
-        await await_end(wait.execution_id, wait.timeout)
+        try:
+            await await_end(wait.execution_id, wait.timeout)
+        except asyncio.CancelledError:  # the client disconnected (Django cancels the view)
+            if wait.abandon is not None:
+                await run_sync(request, wait.abandon)
+            raise
         try:
             answer = await run_sync(request, wait.answer)
             if isinstance(answer, HttpResponseBase):  # a whole answer of its own (a file's bytes, streamed)

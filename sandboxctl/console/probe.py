@@ -10,7 +10,7 @@ import ssl
 import time
 
 from providers import manager
-from providers.base import Limits, ProviderError, Status
+from providers.base import Limits, ProviderError, RequestedLimits, Status
 from providers.saas import WORDING
 from sandboxctl.executions.models import Execution
 from sandboxctl.executions.service import Submission, submit, wait_for
@@ -89,7 +89,8 @@ def _probe_saas(name: str, config: dict) -> dict:
 
 
 def _probe_self_managed(user) -> dict:
-    execution, _ = submit(Submission(language="python", code=PROBE_CODE, arguments={}, timeout=PROBE_TIMEOUT),
+    execution, _ = submit(Submission(language="python", code=PROBE_CODE, arguments={},
+                                      limits=RequestedLimits(timeout=PROBE_TIMEOUT)),
                           user, None, None, provider_name="self_managed")
     try:
         execution = wait_for(execution, PROBE_TIMEOUT + 15)

@@ -18,7 +18,7 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import JavascriptLexer, PythonLexer
 
 from sandboxctl.egress.admin import AccountEgressInline
-from sandboxctl.executions import files, retention
+from sandboxctl.executions import artifact_store, retention
 from sandboxctl.executions.models import ApiToken, Execution, Session
 
 FOLD_AFTER_LINES = 300
@@ -100,7 +100,7 @@ class ExecutionAdmin(admin.ModelAdmin):
         if stream not in ("stdout", "stderr", "code"):
             raise Http404("no such stream")
         execution = get_object_or_404(Execution, pk=pk)
-        text = execution.code if stream == "code" else files.output(execution, stream)
+        text = execution.code if stream == "code" else artifact_store.output(execution, stream)
         return attachment(text.encode("utf-8"), f"{execution.pk}-{stream}.txt",
                           "text/plain; charset=utf-8")
 
@@ -109,7 +109,8 @@ class ExecutionAdmin(admin.ModelAdmin):
         if not 0 <= index < len(execution.artifacts):
             raise Http404("no such artifact")
         artifact = execution.artifacts[index]
-        return attachment(files.content(artifact), artifact.get("name", "artifact"), "application/octet-stream")
+        return attachment(artifact_store.content(artifact), artifact.get("name", "artifact"),
+                          "application/octet-stream")
 
     # List columns.
 
@@ -163,12 +164,12 @@ class ExecutionAdmin(admin.ModelAdmin):
 
     @admin.display(description="stdout")
     def stdout_view(self, execution: Execution):
-        return folded(files.output(execution, "stdout"), reverse("admin:executions_output",
+        return folded(artifact_store.output(execution, "stdout"), reverse("admin:executions_output",
                                                                  args=[execution.pk, "stdout"]))
 
     @admin.display(description="stderr")
     def stderr_view(self, execution: Execution):
-        return folded(files.output(execution, "stderr"), reverse("admin:executions_output",
+        return folded(artifact_store.output(execution, "stderr"), reverse("admin:executions_output",
                                                                  args=[execution.pk, "stderr"]))
 
     @admin.display(description="artifacts")
@@ -179,11 +180,11 @@ class ExecutionAdmin(admin.ModelAdmin):
         for index, artifact in enumerate(execution.artifacts):
             url = reverse("admin:executions_artifact", args=[execution.pk, index])
             picture = ""
-            if artifact.get("mime_type") in INLINE_IMAGES and artifact.get("size", 0) <= files.inline_limit():
+            if artifact.get("mime_type") in INLINE_IMAGES and artifact.get("size", 0) <= artifact_store.inline_limit():
                 # An <img> never runs scripts, so even an svg the code wrote is safe to show this way.
                 picture = format_html('<img class="run-artifact" alt="{}" src="data:{};base64,{}">',
                                       artifact["name"], artifact["mime_type"],
-                                      base64.b64encode(files.content(artifact)).decode())
+                                      base64.b64encode(artifact_store.content(artifact)).decode())
             items.append((picture, url, artifact["name"], artifact.get("mime_type", ""), artifact.get("size", 0)))
         return format_html('<ul class="run-artifacts">{}</ul>', format_html_join(
             "", '<li>{}<a href="{}" download>{}</a> ({}, {} bytes)</li>', items))

@@ -5,7 +5,7 @@ not yet admitted stay queued in the database only — held, with no broker messa
 in a broker queue or a worker thread ahead of other accounts' runs.
 
 Two limits decide what may be sent: the workers' capacity (`capacity()`: worker threads of the live sandbox
-workers, or SANDBOX_ADMISSION_CAPACITY) and each account's own cap (`limit_for`). While there is room, the
+workers, or SANDBOX_ADMISSION_CAPACITY) and each account's own cap (`max_in_flight`). While there is room, the
 account with the fewest runs in flight goes next (its oldest held run; the oldest wins a tie), so an
 account with nothing in flight is always admitted before one already holding its share, and the broker
 never holds more messages than the workers have threads: a newcomer never waits behind a backlog. Whenever
@@ -22,7 +22,7 @@ from django.utils import timezone
 from providers.base import Status
 from providers.heartbeats import live_workers
 from sandboxctl.executions.accounts import RAGFLOW_ACCOUNT
-from sandboxctl.executions.models import Execution
+from sandboxctl.executions.models import Execution, SessionRequest
 
 ADMISSION_LOCK = 0x5BC7_AD01  # the PostgreSQL advisory lock taken while deciding (any constant of our own)
 HELD_SCAN_LIMIT = 2000  # held runs looked at per decision: far more than the room there ever is
@@ -52,6 +52,7 @@ def check_quota(account_id: int) -> None:
 
 def check_storage(account_id: int) -> None:
     stored = Execution.objects.filter(caller_id=account_id).aggregate(total=Sum("stored_bytes"))["total"] or 0
+    stored += transfers_in_flight(account_id)
     quota = settings.SANDBOX_TENANT_STORAGE_QUOTA
     if stored >= quota:
         raise StorageQuotaExceeded(
@@ -60,7 +61,13 @@ def check_storage(account_id: int) -> None:
         )
 
 
-def limit_for(account_id: int) -> int:
+def transfers_in_flight(account_id: int) -> int:
+    """Bytes of the account's session file transfers in the file store now (transfers.py)."""
+    return SessionRequest.objects.filter(session__caller_id=account_id).exclude(blob="").aggregate(
+        total=Sum("blob_bytes"))["total"] or 0
+
+
+def max_in_flight(account_id: int) -> int:
     """The most runs of one account in flight at once. The `ragflow` service account stands for every RAGFlow
     user behind one RAGFlow, so it has its own cap (SANDBOX_RAGFLOW_MAX_CONCURRENT)."""
     name = get_user_model().objects.filter(pk=account_id).values_list("username", flat=True).first()
@@ -82,7 +89,9 @@ def in_flight(account_id: int) -> int:
 
 
 def _sent() -> Q:
-    return Q(status=Status.QUEUED, dispatched_at__isnull=False) | Q(status=Status.RUNNING)
+    """One-shot runs sent to the workers: they hold a worker's thread. (A session's cells run on the session's
+    own thread on its worker, never on one of the runs': sessions.py.)"""
+    return (Q(status=Status.QUEUED, dispatched_at__isnull=False) | Q(status=Status.RUNNING)) & Q(session__isnull=True)
 
 
 def _lock_admission() -> None:
@@ -131,7 +140,7 @@ def admit(account_id: int | None = None) -> list[Execution]:
             Execution.objects.filter(status=Status.QUEUED, dispatched_at__isnull=True, caller__isnull=False)
             .order_by("created_at").values_list("pk", "caller_id")[:HELD_SCAN_LIMIT]
         )
-        limits = {account: limit_for(account) for account in {account for _, account in held}}
+        limits = {account: max_in_flight(account) for account in {account for _, account in held}}
         chosen = choose(flying, held, room, limits)
         if not chosen:
             return []

@@ -9,7 +9,7 @@ from django.utils import timezone
 from executor.verify import storable
 from providers.base import ExecutionResult, Status
 from sandboxctl.egress import policy as egress_policy
-from sandboxctl.executions import files, notify
+from sandboxctl.executions import artifact_store, notify
 from sandboxctl.executions.signals import execution_ended
 
 TERMINAL = [status.value for status in Status if status.is_terminal]
@@ -155,9 +155,9 @@ class Execution(models.Model):
     def finish(self, outcome: ExecutionResult, worker: str | None = None) -> bool:
         """running → a terminal status, recording everything observed. False when it had already ended (or,
         with `worker`, when another instance holds it now)."""
-        artifacts, stored_bytes = files.offload_artifacts(self, storable(outcome.artifacts))
-        stdout, stdout_file, stdout_bytes = files.offload_output(self, "stdout", storable(outcome.stdout))
-        stderr, stderr_file, stderr_bytes = files.offload_output(self, "stderr", storable(outcome.stderr))
+        artifacts, stored_bytes = artifact_store.offload_artifacts(self, storable(outcome.artifacts))
+        stdout, stdout_file, stdout_bytes = artifact_store.offload_output(self, "stdout", storable(outcome.stdout))
+        stderr, stderr_file, stderr_bytes = artifact_store.offload_output(self, "stderr", storable(outcome.stderr))
         fields = {
             "status": outcome.status,
             "stdout": stdout,
@@ -180,7 +180,7 @@ class Execution(models.Model):
             "egress": storable(outcome.egress),
             "finished_at": timezone.now(),
         }
-        done = self._end(fields, [Status.RUNNING], worker)
+        done = self._end(fields, [Status.RUNNING], worker, session_ends=outcome.session_ended)
         if done:
             for name, value in fields.items():  # what was stored is what we hold: no re-read needed
                 setattr(self, name, value)
@@ -188,7 +188,7 @@ class Execution(models.Model):
                 egress_policy.count_run(self.caller_id, outcome.egress)
         else:
             # The row never named these files.
-            files.delete_files(Execution(pk=self.pk, artifacts=artifacts, stdout_file=stdout_file,
+            artifact_store.delete_files(Execution(pk=self.pk, artifacts=artifacts, stdout_file=stdout_file,
                                          stderr_file=stderr_file))
             self.refresh_from_db()
         return bool(done)
@@ -203,8 +203,11 @@ class Execution(models.Model):
         self.refresh_from_db()
         return done
 
-    def _end(self, fields: dict, from_statuses: list[Status], worker: str | None = None) -> bool:
-        """The one terminal transition: a conditional UPDATE that also records the callback owed, if any."""
+    def _end(self, fields: dict, from_statuses: list[Status], worker: str | None = None,
+             session_ends: str = "") -> bool:
+        """The one terminal transition: a conditional UPDATE that also records the callback owed, if any, and
+        — for a session's cell after which the session cannot go on — ends the session in the same commit,
+        so no caller who has this cell's answer can still see the session active."""
         if self.callback_url:
             fields = {**fields, "callback_status": "pending", "callback_due_at": fields["finished_at"]}
         rows = Execution.objects.filter(pk=self.pk, status__in=from_statuses)
@@ -212,6 +215,8 @@ class Execution(models.Model):
             rows = rows.filter(worker=worker)
         with transaction.atomic():  # one commit; the notice and the callback follow only a visible row
             done = bool(rows.update(**fields))
+            if done and session_ends and self.session_id:
+                Session(pk=self.session_id).end(SessionStatus.ENDED, session_ends)
             if done:
                 notify.announce_finished(self.pk)
                 ended = {"execution_id": self.pk, "caller_id": self.caller_id, "callback": bool(self.callback_url)}
@@ -318,7 +323,9 @@ class RequestStatus(models.TextChoices):
 
 class SessionRequest(models.Model):
     """Opening a session, or one file request to it, as the worker that holds the sandbox answers it. The web
-    waits for it as for an execution (notify.py); file bytes travel through the file store (`blob`)."""
+    waits for it as for an execution (notify.py); file bytes travel through the file store (`blob`,
+    transfers.py). A request lives until its answer is given: then the web deletes it, so no answer body
+    (a listing, a download) stays in a row or the store."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="requests")
@@ -330,6 +337,7 @@ class SessionRequest(models.Model):
     payload = models.JSONField(default=dict, blank=True)  # what the worker needs (the opening files)
     answer = models.JSONField(default=dict, blank=True)  # what it answered (a listing, a size)
     blob = models.CharField(max_length=255, blank=True, default="")  # file bytes in the store, either way
+    blob_bytes = models.BigIntegerField(default=0)  # their size: counted against the account's storage quota
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -340,8 +348,8 @@ class SessionRequest(models.Model):
     def is_done(self) -> bool:
         return self.status != RequestStatus.QUEUED
 
-    def complete(self, answer: dict | None = None, blob: str = "") -> bool:
-        return self._end(status=RequestStatus.DONE, answer=answer or {}, blob=blob)
+    def complete(self, answer: dict | None = None, blob: str = "", blob_bytes: int = 0) -> bool:
+        return self._end(status=RequestStatus.DONE, answer=answer or {}, blob=blob, blob_bytes=blob_bytes)
 
     def fail(self, code: str, message: str) -> bool:
         return self._end(status=RequestStatus.FAILED, error_code=code, error_message=storable(message)[:2000])

@@ -3,7 +3,7 @@ the callback delivery both use it; neither builds its own)."""
 
 from rest_framework import serializers
 
-from sandboxctl.executions import files
+from sandboxctl.executions import artifact_store
 from sandboxctl.executions.models import Execution, Session
 
 
@@ -31,10 +31,10 @@ class ExecutionSerializer(serializers.ModelSerializer):
                  - (entry.get("content_b64") or "").count("=")} for entry in execution.input_files or []]
 
     def get_stdout(self, execution: Execution) -> str:
-        return files.output(execution, "stdout")
+        return artifact_store.output(execution, "stdout")
 
     def get_stderr(self, execution: Execution) -> str:
-        return files.output(execution, "stderr")
+        return artifact_store.output(execution, "stderr")
 
     def get_result(self, execution: Execution) -> dict:
         return execution.returned()
@@ -51,11 +51,11 @@ class ExecutionSerializer(serializers.ModelSerializer):
         return None if execution.queue_wait is None else execution.queue_wait.total_seconds()
 
     def get_artifacts(self, execution: Execution) -> list[dict]:
-        return files.described(execution, files.inline_limit(), self.context.get("request"))
+        return artifact_store.described(execution, artifact_store.inline_limit(), self.context.get("request"))
 
 
 class ExecutionSummarySerializer(ExecutionSerializer):
-    """A listing's item: the first 4 KiB of stdout and stderr (files.OUTPUT_INLINE_CHARS), and artifacts by
+    """A listing's item: the first 4 KiB of stdout and stderr (artifact_store.OUTPUT_INLINE_CHARS), and artifacts by
     name, size and download URL, never their contents."""
 
     def get_stdout(self, execution: Execution) -> str:
@@ -65,7 +65,7 @@ class ExecutionSummarySerializer(ExecutionSerializer):
         return execution.stderr
 
     def get_artifacts(self, execution: Execution) -> list[dict]:
-        return files.described(execution, None, self.context.get("request"))
+        return artifact_store.described(execution, None, self.context.get("request"))
 
 
 class SessionSerializer(serializers.ModelSerializer):

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import QuerySet
 
-from sandboxctl.executions import files
+from sandboxctl.executions import artifact_store
 from sandboxctl.executions.models import CALLBACK_OWED, TERMINAL, Execution, Session
 
 BATCH = 500  # rows per pass: a reconcile pass stays short however much has expired
@@ -21,7 +21,7 @@ def purge(executions: QuerySet) -> int:
         callback_status__in=CALLBACK_OWED)
     batch = list(ended.only("pk", "caller_id", "artifacts", "stdout_file", "stderr_file")[:BATCH])
     for execution in batch:
-        files.delete_files(execution)
+        artifact_store.delete_files(execution)
     return Execution.objects.filter(pk__in=[execution.pk for execution in batch]).delete()[0]
 
 

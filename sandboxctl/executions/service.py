@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from providers import manager
-from providers.base import Limits
+from providers.base import Limits, RequestedLimits
 from sandboxctl.egress import policy as egress_policy
 from sandboxctl.executions import admission, notify
 from sandboxctl.executions.dispatch import dispatch
@@ -24,14 +24,18 @@ class Submission:
     language: str
     code: str
     arguments: dict
-    timeout: float | None = None
-    memory_mb: int | None = None
+    limits: RequestedLimits = RequestedLimits()
     callback_url: str = ""
     files: tuple = ()  # input files ({path, content_b64}), written into the working folder first
     network: tuple = ()  # the egress allowlist asked for (`network.allow`); nothing asked: no network
 
     def fingerprint(self) -> str:
-        fields = {name: value for name, value in self.__dict__.items() if name not in ("files", "network") or value}
+        fields = asdict(self)
+        # Limits not asked for, and no files or network, leave no trace: adding one does not change old fingerprints.
+        fields.update({name: value for name, value in fields.pop("limits").items() if value is not None})
+        for name in ("files", "network"):
+            if not fields[name]:
+                del fields[name]
         body = json.dumps(fields, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(body.encode()).hexdigest()
 
@@ -66,8 +70,7 @@ def submit(
         raise UnsupportedLanguage(f"{provider.label} does not run {submission.language}")
     if submission.files and not provider.takes_files:
         raise FilesUnsupported(f"the active provider, {provider.label} ({provider.name}), takes no input files")
-    limits = egress_policy.with_allowlist(provider, provider.limits_for(submission.timeout, submission.memory_mb),
-                                          user, submission.network)
+    limits = egress_policy.with_allowlist(provider, provider.clamp(submission.limits), user, submission.network)
     with transaction.atomic():
         admission.lock_account(user.pk)
         admission.check_quota(user.pk)
@@ -93,7 +96,7 @@ def _create(submission: Submission, provider, limits: Limits, user, token, idemp
         code=submission.code,
         code_sha256=hashlib.sha256(submission.code.encode()).hexdigest(),
         arguments=submission.arguments,
-        requested_limits={"timeout": submission.timeout, "memory_mb": submission.memory_mb,
+        requested_limits={**asdict(submission.limits),
                           **({"network": {"allow": list(submission.network)}} if submission.network else {})},
         limits=asdict(limits),
         caller=user,
@@ -151,5 +154,5 @@ async def await_end(execution_id, timeout: float) -> bool:
 def wait_budget(execution: Execution) -> float:
     """How long a `wait=true` request waits: past its provider's own deadline (executor/deadlines.py), so a
     run that ends is always answered, unless an operator caps it lower (SANDBOX_WAIT_CAP)."""
-    budget = manager.provider(execution.provider).budget(Limits(**execution.limits))
+    budget = manager.provider(execution.provider).budget(Limits(**execution.limits), cell=bool(execution.session_id))
     return min(budget.wait, settings.SANDBOX_WAIT_CAP)

@@ -25,7 +25,7 @@ def sandbox_config() -> SandboxConfig:
         backend=settings.SANDBOX_BACKEND,
         runtime=settings.SANDBOX_RUNTIME,
         allow_insecure_runtime=settings.SANDBOX_ALLOW_INSECURE_RUNTIME,
-        memory_mb=settings.SANDBOX_MEMORY_MAX_MB,
+        container_memory_mb=settings.SANDBOX_MEMORY_MAX_MB,
         cpus=settings.SANDBOX_CPUS,
         python_preload=settings.SANDBOX_PYTHON_PRELOAD if settings.SANDBOX_BACKEND == "runsc" else "",
         labels={"sandboxctl.worker-host": settings.SANDBOX_WORKER_HOST},

@@ -218,7 +218,8 @@ def end_overdue_runs(now) -> int:
     margin and SANDBOX_OVERDUE_GRACE) is ended, whatever its worker's heartbeat says."""
     ended = 0
     for execution in Execution.objects.filter(status=Status.RUNNING):
-        budget = manager.provider(execution.provider).budget(Limits(**execution.limits))
+        budget = manager.provider(execution.provider).budget(Limits(**execution.limits),
+                                                              cell=bool(execution.session_id))
         limit = timedelta(seconds=budget.overdue(settings.SANDBOX_OVERDUE_GRACE))
         if execution.started_at and execution.started_at < now - limit:
             ended += execution.end_with_error(

@@ -41,7 +41,7 @@ def test_own_environment_shows_nothing_of_the_worker(api):
     env = api.run("import os\ndef main():\n    return dict(os.environ)")["result"]["value"]
     assert set(env) <= {
         "PATH", "HOME", "LANG", "MPLBACKEND", "MPLCONFIGDIR", "OPENBLAS_NUM_THREADS", "PYTHONDONTWRITEBYTECODE",
-        "SANDBOX_MEMORY_MB", "SANDBOX_PRELOAD", "HOSTNAME", "MATPLOTLIBRC", "NODE_PATH",
+        "SANDBOX_CONTAINER_MEMORY_MB", "SANDBOX_PRELOAD", "HOSTNAME", "MATPLOTLIBRC", "NODE_PATH",
     }
     assert not any(secret in json.dumps(env) for secret in ("postgres", "redis", "SECRET", "CELERY"))
 

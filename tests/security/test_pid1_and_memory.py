@@ -45,7 +45,7 @@ def test_the_supervisor_keeps_no_secret_in_its_environment_or_arguments(api):
     value = body["result"]["value"]
     # What PID 1 shows is the fixed sandbox environment and the runner's path: the run's key never travels there.
     assert set(value["environ"]) <= {"PATH", "HOME", "LANG", "MPLBACKEND", "MPLCONFIGDIR", "OPENBLAS_NUM_THREADS",
-                                     "PYTHONDONTWRITEBYTECODE", "SANDBOX_MEMORY_MB", "SANDBOX_PRELOAD",
+                                     "PYTHONDONTWRITEBYTECODE", "SANDBOX_CONTAINER_MEMORY_MB", "SANDBOX_PRELOAD",
                                      "MATPLOTLIBRC", "NODE_PATH"}, value
     assert value["argv"] == ["python3", "-I", "/opt/sandboxctl/supervisor.py", "python"]
 

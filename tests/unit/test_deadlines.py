@@ -2,11 +2,13 @@
 the synchronous wait outlives the provider's own deadline, the reconciler's overdue point outlives the wait, and
 the broker's redelivery comes after all of them."""
 
+from dataclasses import asdict
+
 import pytest
 from django.conf import settings
 
 from executor.deadlines import visibility_timeout
-from providers.base import Limits
+from providers.base import Limits, RequestedLimits
 from providers.registry import PROVIDERS
 from sandboxctl.executions.models import Execution
 from sandboxctl.executions.service import wait_budget
@@ -18,7 +20,7 @@ TIMEOUTS = [0.001, 0.5, 1.0, 10.0, 30.0, 60.0]
 @pytest.mark.parametrize("timeout", TIMEOUTS)
 def test_the_synchronous_wait_outlives_the_providers_deadline(name, timeout, db):
     provider = PROVIDERS[name]()
-    limits = provider.limits_for(timeout, None)
+    limits = provider.clamp(RequestedLimits(timeout=timeout))
     budget = provider.budget(limits)
     assert budget.provider_deadline >= limits.timeout + provider.run_overhead
     execution = Execution(provider=name, limits={"timeout": limits.timeout, "memory_mb": limits.memory_mb,
@@ -43,3 +45,15 @@ def test_the_self_managed_run_may_wait_for_a_sandbox_as_long_as_its_own_limit():
 
 def test_the_broker_never_redelivers_before_the_longest_run_is_overdue():
     assert visibility_timeout(600.0, 10.0, 60.0) > 2 * 600
+
+
+@pytest.mark.parametrize("name", sorted(PROVIDERS))
+def test_a_cells_wait_outlives_its_interrupt_and_kill(name, db):
+    from executor.deadlines import INTERRUPT_GRACE, SANDBOX_KILL_GRACE
+
+    provider = PROVIDERS[name]()
+    limits = provider.clamp(RequestedLimits(timeout=5))
+    cell = Execution(provider=name, session_id="00000000-0000-0000-0000-000000000001", limits=asdict(limits))
+    budget = provider.budget(limits, cell=True)
+    assert budget.sandbox_deadline == limits.timeout + INTERRUPT_GRACE + SANDBOX_KILL_GRACE
+    assert wait_budget(cell) > budget.provider_deadline >= limits.timeout + INTERRUPT_GRACE

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('executions', '0007_sessions'),
+        ('executions', '0008_session_request_blob_bytes'),
     ]
 
     operations = [

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 RUNNER = "/opt/sandboxctl/supervisor.py"
 SILENCE_CHECK = 0.3  # after this long without bytes, ask the backend whether the sandbox is still alive
 MAX_FRAME = 64 * 1024 * 1024
+# Live output (sandboxctl/executions/live_output.py): called with ("stdout" | "stderr", bytes) as frames arrive.
+# It must not block: the caller only queues the bytes.
+OnOutput = Callable[[str, bytes], None]
 SANDBOX_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": "/tmp",
@@ -250,9 +253,11 @@ class Sandbox:
         self._send(encode_frame(OPEN, json.dumps(opening, ensure_ascii=False).encode()))
 
     def run(self, code: str, arguments: dict, limits: Limits, should_stop: Callable[[], bool] | None = None,
-            files: list[dict] | None = None, file_limits: FileLimits | None = None) -> RunReport:
+            files: list[dict] | None = None, file_limits: FileLimits | None = None,
+            on_output: OnOutput | None = None) -> RunReport:
         """A one-shot run: open the sandbox keeping nothing and run its one cell (sent at once behind the
-        opening, so the run costs no round trip more). `files` are written into the working folder first."""
+        opening, so the run costs no round trip more). `files` are written into the working folder first.
+        `on_output(stream, chunk)` (live output) gets the output kept under the cap as it arrives."""
         self._send_opening(limits, files or [], file_limits, keep=False)
         self._send_cell(code, arguments, limits)
         started = time.monotonic()
@@ -268,17 +273,17 @@ class Sandbox:
             reason = str(done.get("reason") or "the input files were refused")[:2000]
             return RunReport(result={"ok": False, "error": {"type": "InputFileError", "message": reason}},
                              duration=time.monotonic() - started)
-        return self._observe_cell(limits, should_stop, started, grace=0.0)
+        return self._observe_cell(limits, should_stop, started, grace=0.0, on_output=on_output)
 
-    def run_cell(self, code: str, arguments: dict, limits: Limits, should_stop: Callable[[], bool] | None = None
-                 ) -> RunReport:
+    def run_cell(self, code: str, arguments: dict, limits: Limits, should_stop: Callable[[], bool] | None = None,
+                 on_output: OnOutput | None = None) -> RunReport:
         """One cell of an open sandbox that keeps its state; the report says in `sandbox_over` when the
         sandbox cannot take another request after it. A cell past its limit is interrupted and gets
         INTERRUPT_GRACE to stop before the sandbox is ended."""
         self._check_open()
         self.reset_memory_peak()
         self._send_cell(code, arguments, limits)
-        return self._observe_cell(limits, should_stop, time.monotonic(), grace=INTERRUPT_GRACE)
+        return self._observe_cell(limits, should_stop, time.monotonic(), grace=INTERRUPT_GRACE, on_output=on_output)
 
     def ask(self, request: dict, wait: float = FILE_WAIT) -> dict:
         """One file request ({op, path, ...}) answered by the sandbox's file keeper."""
@@ -321,10 +326,11 @@ class Sandbox:
             raise SandboxEnded(self.over)
         return done
 
-    def _observe_cell(self, limits: Limits, should_stop, started: float, grace: float) -> RunReport:
+    def _observe_cell(self, limits: Limits, should_stop, started: float, grace: float,
+                      on_output: OnOutput | None = None) -> RunReport:
         report = RunReport()
         done = self._exchange(report, started + limits.timeout + grace + SANDBOX_KILL_GRACE, should_stop,
-                              output_limit=limits.output_limit)
+                              output_limit=limits.output_limit, on_output=on_output)
         if done is not None:
             self._apply_done(report, done, started, limits)
         # The worker's own clock, never a number the sandbox sends.
@@ -337,7 +343,8 @@ class Sandbox:
             self.over = report.sandbox_over  # a one-shot sandbox's supervisor ends by itself after its cell
         return report
 
-    def _exchange(self, report: RunReport, deadline: float, should_stop, output_limit: int | None) -> dict | None:
+    def _exchange(self, report: RunReport, deadline: float, should_stop, output_limit: int | None,
+                  on_output: OnOutput | None = None) -> dict | None:
         """Read frames until the DONE of the request just sent: returns that DONE's body, or None when the
         sandbox ended without one (the report says how: timed out, cancelled, died, broke the protocol).
         `output_limit` None: the request is no cell, and output is a protocol violation."""
@@ -351,7 +358,7 @@ class Sandbox:
                 if buffered:
                     buffered, data = False, b""
                     for kind, body in self._frames.feed(data):
-                        done = self._take(kind, body, report, stdout, stderr, output_limit)
+                        done = self._take(kind, body, report, stdout, stderr, output_limit, on_output)
                         if done is not None:
                             return done
                     continue
@@ -382,7 +389,7 @@ class Sandbox:
                     return None
                 last_bytes = time.monotonic()
                 for kind, body in self._frames.feed(data):
-                    done = self._take(kind, body, report, stdout, stderr, output_limit)
+                    done = self._take(kind, body, report, stdout, stderr, output_limit, on_output)
                     if done is not None:
                         return done
         except ProtocolError as exc:
@@ -395,18 +402,21 @@ class Sandbox:
 
     @staticmethod
     def _take(kind: bytes, body: bytes, report: RunReport, stdout: bytearray, stderr: bytearray,
-              output_limit: int | None) -> dict | None:
+              output_limit: int | None, on_output: OnOutput | None = None) -> dict | None:
         """One frame of the request's answer: output kept (capped), or its DONE returned."""
         if kind == DONE:
             return read_report(body)
         if output_limit is None or kind not in (STDOUT, STDERR):
             raise ProtocolError(f"unexpected frame {kind!r}")
         buffer = stdout if kind == STDOUT else stderr
+        kept = len(buffer)
         if not _append_capped(buffer, body, output_limit):
             if kind == STDOUT:
                 report.stdout_truncated = True
             else:
                 report.stderr_truncated = True
+        if on_output is not None and len(buffer) > kept:  # live output: only what the cap keeps
+            on_output("stdout" if kind == STDOUT else "stderr", bytes(buffer[kept:]))
         return None
 
     def _apply_done(self, report: RunReport, done: dict, started: float, limits: Limits) -> None:

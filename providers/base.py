@@ -14,6 +14,7 @@ from django.conf import settings
 
 from executor.config import LANGUAGES, SAAS_QUEUE, FileLimits, Limits  # noqa: F401 - the one types, re-exported
 from executor.deadlines import SAAS_OVERHEAD, Budget, budget, cell_budget
+from executor.sandbox import OnOutput  # re-exported: the live-output callable
 from executor.verify import NotJSON, check_outcome, strict_json
 from providers.schema import ConfigField, validate, with_defaults
 
@@ -145,9 +146,10 @@ class ProviderSession:
 
     sandbox_id: str = ""
 
-    def run(self, code: str, arguments: dict, limits: Limits, should_stop: Callable[[], bool] | None = None
-            ) -> ExecutionResult:
-        """One cell, classified as a one-shot run is; `session_ended` says when the session cannot go on."""
+    def run(self, code: str, arguments: dict, limits: Limits, should_stop: Callable[[], bool] | None = None,
+            on_output: OnOutput | None = None) -> ExecutionResult:
+        """One cell, classified as a one-shot run is; `session_ended` says when the session cannot go on.
+        `on_output`: live output, as SandboxProvider.run."""
         raise NotImplementedError
 
     # Files, through the sandbox's file keeper (executor/runner/workfiles.py), however its requests travel.
@@ -277,14 +279,16 @@ class SandboxProvider:
     def run(
         self, code: str, language: str, limits: Limits, arguments: dict,
         should_stop: Callable[[], bool] | None = None, run_id: str = "", ledger: SandboxLedger | None = None,
-        account: str = "", files: list[dict] | None = None,
+        account: str = "", files: list[dict] | None = None, on_output: OnOutput | None = None,
     ) -> ExecutionResult:
         """One complete run in a fresh sandbox that is never reused. `should_stop`, when given, is polled
         while the run is quiet: True cancels it (providers that cannot interrupt a remote call may ignore
         it; the run then ends at its deadline). `run_id` names the run to the service (idempotent creates,
         tags); `ledger` records a remote sandbox until it is deleted; `account` is an opaque label of whose
         run it is (the self-managed pool shares the host's CPU equally between accounts, not runs); `files`
-        ({path, content_b64}) go into the working folder first (only providers that `takes_files`)."""
+        ({path, content_b64}) go into the working folder first (only providers that `takes_files`);
+        `on_output(stream, chunk)`, when given, gets stdout/stderr bytes as they are written (live output; a
+        provider that cannot stream ignores it, and the output arrives with the result)."""
         raise NotImplementedError
 
     @property

@@ -221,7 +221,7 @@ class SaaSProvider(SandboxProvider):
     # The shared run.
     def run(self, code: str, language: str, limits: Limits, arguments: dict, should_stop=None,
             run_id: str = "", ledger: SandboxLedger | None = None, account: str = "",
-            files: list[dict] | None = None) -> ExecutionResult:
+            files: list[dict] | None = None, on_output=None) -> ExecutionResult:  # no live output: it comes at the end
         if files:
             raise SessionsUnsupported(f"{self.label} ({self.name}) takes no input files")
         deadline = time.monotonic() + self.budget(limits).provider_deadline

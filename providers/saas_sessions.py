@@ -170,7 +170,7 @@ class SaaSSession(ProviderSession):
             raise SessionGone(answer["session_over"])
         return answer
 
-    def run(self, code: str, arguments: dict, limits: Limits, should_stop=None) -> ExecutionResult:
+    def run(self, code: str, arguments: dict, limits: Limits, should_stop=None, on_output=None) -> ExecutionResult:
         if limits.egress != self.egress:  # the session's allowlist changed since the last cell (PATCH)
             self.set_network(limits.egress)
         # The service's own limit per execution bounds a cell (AgentRun: 30 s): the cell gets what is left once

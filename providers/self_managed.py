@@ -100,7 +100,7 @@ class SelfManagedProvider(SandboxProvider):
         return max(settings.SANDBOX_POOL_ACQUIRE_TIMEOUT, limits.timeout)
 
     def run(self, code: str, language: str, limits: Limits, arguments: dict, should_stop=None, run_id: str = "",
-            ledger=None, account: str = "", files: list[dict] | None = None) -> ExecutionResult:
+            ledger=None, account: str = "", files: list[dict] | None = None, on_output=None) -> ExecutionResult:
         """One run in a fresh sandbox of this worker's pool (the kind chosen from the code), removed afterwards.
         A busy host only slows a refill down (the sandbox made for a waiting run starts at full CPU weight), so
         the run waits for its sandbox as long as its own time limit, never less than the pool's minimum wait."""
@@ -109,7 +109,8 @@ class SelfManagedProvider(SandboxProvider):
         try:
             sandbox.assign_account(account)
             with egress.channel_for(sandbox, limits, run_id or sandbox.id) as channel:  # None: no allowlist
-                report = sandbox.run(code, arguments, limits, should_stop=should_stop, files=files)
+                report = sandbox.run(code, arguments, limits, should_stop=should_stop, files=files,
+                                     on_output=on_output)
         except SandboxError as exc:
             raise ProviderError(f"the sandbox failed: {exc}") from exc
         finally:
@@ -186,10 +187,10 @@ class SelfManagedSession(ProviderSession):
         self._released = False
         self._release_lock = threading.Lock()
 
-    def run(self, code: str, arguments: dict, limits: Limits, should_stop=None) -> ExecutionResult:
+    def run(self, code: str, arguments: dict, limits: Limits, should_stop=None, on_output=None) -> ExecutionResult:
         # Each cell with an allowlist gets a channel of its own: nothing gets out between cells.
         with self.ending_when_over(), egress.channel_for(self.sandbox, limits, self.sandbox_id) as channel:
-            report = self.sandbox.run_cell(code, arguments, limits, should_stop=should_stop)
+            report = self.sandbox.run_cell(code, arguments, limits, should_stop=should_stop, on_output=on_output)
         result = classify(report, limits, self.language)
         result.sandbox_id = self.sandbox_id
         result.session_ended = report.sandbox_over or ""

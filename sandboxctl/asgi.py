@@ -4,7 +4,8 @@ Two Django handlers share one process. The requests that may wait for a run (POS
 RAGFlow's POST /run) go through a chain of middleware that runs on the event loop: Django's own middleware
 runs each hook on a thread of the request's, so a thousand requests arriving together would start a
 thousand threads. They take tokens (and RAGFlow's trusted networks), not sessions. Everything else —
-the admin, the console, the other API views — goes through the full chain in settings.MIDDLEWARE.
+the admin, the console, the other API views — goes through the full chain in settings.MIDDLEWARE. /mcp is
+the MCP server (sandboxctl/agents/mcp_server.py), whose tool calls come back in here as REST requests.
 """
 
 import os
@@ -47,6 +48,9 @@ class WaitingRequestsHandler(ASGIHandler):
 django_application = get_asgi_application()
 waiting_application = WaitingRequestsHandler()
 
+from sandboxctl.agents.mcp_server import PATH as MCP_PATH  # noqa: E402 - needs Django set up
+from sandboxctl.agents.mcp_server import McpEndpoint  # noqa: E402
+
 
 async def application(scope, receive, send):
     if scope["type"] != "http":
@@ -60,7 +64,13 @@ async def application(scope, receive, send):
         return None
     if (scope["method"], scope["path"]) in WAITING_REQUESTS:
         return await waiting_application(scope, receive, send)
+    if scope["path"] == MCP_PATH:
+        return await mcp_application(scope, receive, send)
     return await django_application(scope, receive, send)
+
+
+# The MCP server (agents/mcp_server.py): its tools call this application's REST API in-process.
+mcp_application = McpEndpoint(application)
 
 
 # Listen for ended runs from the start, so the first waiting request is woken by a notice, not the watcher.

@@ -10,10 +10,23 @@
         session.upload("sales.csv", open("sales.csv", "rb").read())
         session.run("import pandas as pd\ndf = pd.read_csv('sales.csv')")
         session.run("def main():\n    return float(df.amount.sum())").value
+
+    from sandboxctl.client import stream
+    for event, data in stream(run_id, base_url=…, token=…):   # a run's output while it runs
+        print(event, data)          # status {...}, stdout {"text": …}, …, then execution {the final run}
+
+    from sandboxctl.client import Tools
+    tools = Tools(base_url=…, token=…)
+    tools.definitions("openai")     # or "anthropic": function definitions for a model
+    tools.call("run_code", {"language": "python", "code": "print(6 * 7)"}).text
 """
 
 import base64
+import itertools
+import json
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode
 
@@ -161,6 +174,147 @@ class Session:
         return payload
 
 
+RESUME_TRIES = 5
+
+
+def stream(execution_id: str, base_url: str | None = None, token: str | None = None,
+           last_event_id: str | None = None) -> Iterator[tuple[str, dict]]:
+    """A run's events while it runs (GET /api/v1/executions/{id}/events): ("status", {status}), ("stdout" |
+    "stderr", {text}) as the output is written, and last ("execution", {the final run}). A dropped connection is
+    resumed where it stopped (Last-Event-ID)."""
+    base_url, token = _where(base_url, token)
+    tries = 0
+    while True:
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        try:
+            response = requests.get(f"{base_url}/api/v1/executions/{execution_id}/events", stream=True,
+                                    headers={"Authorization": f"Bearer {token}", **headers}, timeout=(30, 60))
+            if response.status_code != 200:
+                payload = _json(response)
+                raise SandboxctlError(f"sandboxctl refused the request: {payload}", response.status_code, payload)
+            for event_id, event, data in _events(response):
+                last_event_id = event_id or last_event_id
+                yield event, data
+                if event == "execution":
+                    return
+        except requests.RequestException as exc:
+            tries += 1
+            if tries > RESUME_TRIES:
+                raise SandboxctlError(f"lost the event stream from {base_url}: {exc}") from exc
+            time.sleep(min(2.0, 0.2 * tries))
+        # The stream ended without the final event (the server's cap, a restart): resume after the last id.
+
+
+def _events(response: requests.Response) -> Iterator[tuple[str | None, str, dict]]:
+    event_id, event, data = None, "message", []
+    for line in response.iter_lines(decode_unicode=True, chunk_size=None):
+        if line == "":
+            if data:
+                yield event_id, event, json.loads("\n".join(data))
+            event_id, event, data = None, "message", []
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "id":
+                event_id = value
+            elif name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+
+
+@dataclass
+class ToolResult:
+    """A tool's answer: MCP content blocks (text, image, resource, resource_link), `structured` data, and whether
+    it failed (with the failure's code and message in `structured["error"]`)."""
+
+    content: list[dict]
+    structured: dict | None = None
+    is_error: bool = False
+
+    @property
+    def text(self) -> str:
+        """The answer as one text, for a model that takes tool results as text (OpenAI's tool messages)."""
+        return "\n".join(_as_text(block) for block in self.content)
+
+    def tool_result(self, tool_use_id: str) -> dict:
+        """The answer as an Anthropic `tool_result` block for the `tool_use` with this id."""
+        return {"type": "tool_result", "tool_use_id": tool_use_id, "content": self.anthropic(),
+                "is_error": self.is_error}
+
+    def anthropic(self) -> list[dict]:
+        """The answer as Anthropic tool_result content: text blocks, and images as image blocks."""
+        blocks = []
+        for block in self.content:
+            if block.get("type") == "image":
+                blocks.append({"type": "image", "source": {"type": "base64", "media_type": block["mimeType"],
+                                                           "data": block["data"]}})
+            else:
+                blocks.append({"type": "text", "text": _as_text(block)})
+        return blocks
+
+
+def _as_text(block: dict) -> str:
+    kind = block.get("type")
+    if kind == "text":
+        return block["text"]
+    if kind == "image":
+        return f"[an image, {block.get('mimeType')}, {len(block.get('data', '')) * 3 // 4} bytes]"
+    if kind == "resource":
+        resource = block.get("resource", {})
+        if "text" in resource:
+            return f"file {resource.get('uri')}:\n{resource['text']}"
+        return f"[a file, {resource.get('mimeType')}: {resource.get('uri')}]"
+    if kind == "resource_link":
+        return f"[a file, {block.get('mimeType')}, {block.get('size')} bytes: {block.get('uri')}]"
+    return json.dumps(block)
+
+
+class Tools:
+    """sandboxctl's agent tools for a model that calls functions: `definitions("openai" | "anthropic")` to give
+    the model, `call(name, arguments)` to run what it asked for (through the server's /mcp, as an MCP client would).
+    """
+
+    PROTOCOL_VERSION = "2025-11-25"
+
+    def __init__(self, base_url: str | None = None, token: str | None = None, timeout: float = 900) -> None:
+        self.base_url, self.token = _where(base_url, token)
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+
+    def definitions(self, style: str = "openai") -> list[dict]:
+        response = _request("GET", self.base_url, "/api/v1/tools", self.token, 60)
+        return Session._checked(response)[style]
+
+    def call(self, name: str, arguments: dict | None = None) -> ToolResult:
+        message = {"jsonrpc": "2.0", "id": next(self._ids), "method": "tools/call",
+                   "params": {"name": name, "arguments": arguments or {}}}
+        headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": self.PROTOCOL_VERSION}
+        response = _request("POST", self.base_url, "/mcp", self.token, self.timeout, json=message, headers=headers,
+                            stream=True)
+        if response.status_code != 200:
+            payload = _json(response)
+            raise SandboxctlError(f"sandboxctl refused the request: {payload}", response.status_code, payload)
+        for answer in _mcp_messages(response):
+            if answer.get("id") != message["id"]:
+                continue  # a progress notification
+            if "error" in answer:
+                raise SandboxctlError(f"the tool call failed: {answer['error']}", 200, answer)
+            result = answer["result"]
+            return ToolResult(result.get("content", []), result.get("structuredContent"), result.get("isError", False))
+        raise SandboxctlError("sandboxctl's /mcp answered no result")
+
+
+def _mcp_messages(response: requests.Response) -> Iterator[dict]:
+    if response.headers.get("content-type", "").startswith("application/json"):
+        yield response.json()
+        return
+    for _, _, data in _events(response):
+        yield data
+
+
 def _where(base_url: str | None, token: str | None) -> tuple[str, str]:
     base_url = (base_url or os.environ.get("SANDBOXCTL_URL", "http://localhost:8000")).rstrip("/")
     return base_url, token or os.environ.get("SANDBOXCTL_TOKEN", "")
@@ -171,9 +325,11 @@ def _encoded(files: dict[str, bytes] | None) -> list[dict]:
             for path, content in (files or {}).items()]
 
 
-def _request(method: str, base_url: str, path: str, token: str, timeout: float, **kwargs) -> requests.Response:
+def _request(method: str, base_url: str, path: str, token: str, timeout: float, headers: dict | None = None,
+             **kwargs) -> requests.Response:
     try:
-        return requests.request(method, f"{base_url}{path}", headers={"Authorization": f"Bearer {token}"},
+        return requests.request(method, f"{base_url}{path}", headers={"Authorization": f"Bearer {token}",
+                                                                       **(headers or {})},
                                 timeout=timeout, **kwargs)
     except requests.RequestException as exc:
         raise SandboxctlError(f"cannot reach sandboxctl at {base_url}: {exc}") from exc

@@ -4,7 +4,8 @@ from django.urls import path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from sandboxctl.api import metrics, session_views, views
+from sandboxctl.agents.views import tools
+from sandboxctl.api import events, metrics, session_views, views
 from sandboxctl.console import login_throttle, provider_api
 from sandboxctl.console.admin_page import sandbox_settings
 from sandboxctl.console.dashboard import dashboard
@@ -15,6 +16,8 @@ urlpatterns = [
     path("api/v1/executions/<uuid:pk>/cancel", views.ExecutionCancelView.as_view(), name="execution-cancel"),
     path("api/v1/executions/<uuid:pk>/artifacts/<int:index>", views.ExecutionArtifactView.as_view(),
          name="execution-artifact"),
+    path("api/v1/executions/<uuid:pk>/events", events.ExecutionEventsView.as_view(), name="execution-events"),
+    path("api/v1/tools", tools, name="tool-list"),
     path("api/v1/sessions", session_views.session_list, name="session-list"),
     path("api/v1/sessions/<uuid:pk>", session_views.SessionDetailView.as_view(), name="session-detail"),
     path("api/v1/sessions/<uuid:pk>/executions", session_views.session_cells, name="session-cells"),

@@ -126,8 +126,9 @@ def relay(interpreter: Interpreter, streams: dict[int, Stream], timeout: float, 
             outcome = answer_to(answer, nonce)
             if outcome is not None:
                 return outcome, interrupted, None
-            if len(answer) > RESULT_CAP + MESSAGE.size:
-                return None, interrupted, "the interpreter's answer was larger than the protocol allows"
+            if unreadable(answer):
+                # Something else wrote on the result pipe (the code can): no later answer can be found in it.
+                return UNREADABLE, interrupted, "the interpreter's answers became unreadable"
             if interpreter.ended():
                 # Its last words may still be in the pipe: read them before concluding it died unanswered.
                 for data in read_available(interpreter.results):
@@ -135,7 +136,7 @@ def relay(interpreter: Interpreter, streams: dict[int, Stream], timeout: float, 
                 outcome = answer_to(answer, nonce)
                 if outcome is not None:
                     return outcome, interrupted, None
-                return None, interrupted, interpreter.exit_reason()
+                return (UNREADABLE if unreadable(answer) else None), interrupted, interpreter.exit_reason()
             now = time.monotonic()
             if now >= deadline:
                 if interrupted or grace <= 0:
@@ -172,6 +173,14 @@ def read_available(fd: int):
             yield data
     finally:
         os.set_blocking(fd, blocking)
+
+
+UNREADABLE = {"ok": False, "error": {"type": "ProtocolError", "message": "unreadable return value"}}
+
+
+def unreadable(buffer: bytearray) -> bool:
+    """Whether what is on the result pipe cannot be a next answer (a length no answer may have)."""
+    return len(buffer) >= MESSAGE.size and MESSAGE.unpack_from(buffer)[0] > RESULT_CAP + 1024
 
 
 def answer_to(buffer: bytearray, nonce: str) -> dict | None:

@@ -65,12 +65,16 @@ def _in_pool_thread(function: Callable, *args, **kwargs):
         close_old_connections()
 
 
+async def in_pool(function: Callable, *args, **kwargs):
+    """Run blocking work (the database) from a coroutine on the bounded pool, never on the event loop."""
+    return await sync_to_async(_in_pool_thread, thread_sensitive=False, executor=EXECUTOR)(function, *args, **kwargs)
+
+
 async def run_sync(request, function: Callable, *args, **kwargs):
     """Under ASGI, on the bounded pool. Under WSGI (Django's test client and server), in the request's own
     thread, as a sync view would run: its connection, its transaction, Django's signals closing it."""
     if isinstance(request, ASGIRequest):
-        return await sync_to_async(_in_pool_thread, thread_sensitive=False, executor=EXECUTOR)(
-            function, *args, **kwargs)
+        return await in_pool(function, *args, **kwargs)
     return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
 
 

@@ -75,6 +75,7 @@ class ExecutionAdmin(admin.ModelAdmin):
 
     class Media:
         css = {"all": ("executions/history.css",)}
+        js = ("executions/live.js",)  # a running run's output, live (GET /api/v1/executions/{id}/events)
 
     def get_readonly_fields(self, request, obj=None):
         return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
@@ -164,11 +165,15 @@ class ExecutionAdmin(admin.ModelAdmin):
 
     @admin.display(description="stdout")
     def stdout_view(self, execution: Execution):
+        if not execution.is_terminal:
+            return live_output(execution, "stdout")
         return folded(artifact_store.output(execution, "stdout"), reverse("admin:executions_output",
                                                                  args=[execution.pk, "stdout"]))
 
     @admin.display(description="stderr")
     def stderr_view(self, execution: Execution):
+        if not execution.is_terminal:
+            return live_output(execution, "stderr")
         return folded(artifact_store.output(execution, "stderr"), reverse("admin:executions_output",
                                                                  args=[execution.pk, "stderr"]))
 
@@ -189,7 +194,6 @@ class ExecutionAdmin(admin.ModelAdmin):
         return format_html('<ul class="run-artifacts">{}</ul>', format_html_join(
             "", '<li>{}<a href="{}" download>{}</a> ({}, {} bytes)</li>', items))
 
-
     @admin.display(description="connections")
     def egress_table(self, execution: Execution):
         """The run's connections through the egress proxy (none without an allowlist)."""
@@ -205,6 +209,12 @@ class ExecutionAdmin(admin.ModelAdmin):
             "<th>outcome</th><th>reason</th><th>bytes out</th><th>bytes in</th></tr></thead><tbody>{}</tbody>"
             "</table>", ", ".join(allowlist) or "nowhere",
             format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows))
+
+
+def live_output(execution: Execution, stream: str) -> str:
+    """An empty pane that executions/live.js fills with the run's output as it is written."""
+    return format_html('<pre class="run-output" data-live-stream="{}" data-live-events="{}"></pre>', stream,
+                       reverse("execution-events", args=[execution.pk]))
 
 
 def attachment(content: bytes, name: str, content_type: str) -> HttpResponse:

@@ -41,7 +41,7 @@ from providers.base import (
     Status,
 )
 from providers.heartbeats import live_workers
-from sandboxctl.executions import transfers
+from sandboxctl.executions import live_output, transfers
 from sandboxctl.executions.dispatch import CELL_TASK
 from sandboxctl.executions.models import (
     LIVE_SESSION,
@@ -291,9 +291,10 @@ def run_cell(live: LiveSession, execution_id: str) -> None:
     if execution is None:
         return
     outcome = None
+    output = live_output.publisher(execution_id)  # live output (executions/live_output.py), as for one-shot runs
     try:
         outcome = live.session.run(execution.code, execution.arguments, Limits(**execution.limits),
-                                   should_stop=execution.was_cancelled)
+                                   should_stop=execution.was_cancelled, on_output=output.output)
     except SessionGone as exc:
         reason = f"the session ended: {live.over or exc.reason}"
         ending = spool.Ending(execution_id, execution.worker, error=(Status.SANDBOX_ERROR, "session_ended", reason))
@@ -303,6 +304,7 @@ def run_cell(live: LiveSession, execution_id: str) -> None:
                               error=(Status.SANDBOX_ERROR, "internal_error", "the worker failed unexpectedly"))
     else:
         ending = spool.Ending(execution_id, execution.worker, outcome=outcome)
+    output.close()  # its last chunks are written before its end is recorded
     spool.record(ending, lambda write: with_database_retry(write, f"end {execution_id}", FINISH_RETRY_FOR))
     touch(execution.session_id)
     if outcome is None or outcome.session_ended:

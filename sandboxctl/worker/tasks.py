@@ -20,7 +20,7 @@ from providers import manager
 from providers.base import Limits, ProviderError, Status
 from providers.heartbeats import live_workers
 from providers.models import WorkerHeartbeat
-from sandboxctl.executions import admission, retention
+from sandboxctl.executions import admission, live_output, retention
 from sandboxctl.executions.dispatch import CALLBACK_TASK, RUN_TASK, dispatch, queue_callback
 from sandboxctl.executions.models import Execution, SandboxRecord
 from sandboxctl.worker import callbacks, sessions, spool
@@ -44,17 +44,19 @@ def run_execution(execution_id: str) -> None:
     provider = manager.provider(execution.provider)
     limits = Limits(**execution.limits)
     failure = None
+    output = live_output.publisher(execution_id)  # live output (executions/live_output.py): to the events endpoint
     try:
         outcome = provider.run(execution.code, execution.language, limits, execution.arguments,
                                should_stop=execution.was_cancelled, run_id=run_id(execution),
                                ledger=SandboxRecord(execution.pk), account=str(execution.caller_id or ""),
-                               files=execution.input_files or None)
+                               files=execution.input_files or None, on_output=output.output)
     except ProviderError as exc:
         log.warning("execution %s: provider %s failed: %s", execution_id, provider.name, exc)
         failure = (exc.code, str(exc))
     except Exception:  # noqa: BLE001 - an infrastructure fault must still end the run, never leave it running
         log.exception("execution %s: unexpected failure", execution_id)
         failure = ("internal_error", "the worker failed unexpectedly")
+    output.close()  # its last chunks are written before its end is recorded
     if failure is None:
         ending = spool.Ending(execution_id, execution.worker, outcome=outcome)
     else:

@@ -29,20 +29,23 @@ def read_exact(size):
 os.write(1, encode_frame(READY, b''))
 kind, length = HEADER.unpack(read_exact(HEADER.size))
 key = bytes.fromhex(json.loads(read_exact(length))['key'])
+# The opening is answered honestly (frame 0); the attack is on the answer of the run's one cell (frames 1, 2).
+opened = encode_frame(DONE, json.dumps({'ready': True, 'files': []}).encode(), key, 0)
 done = json.dumps({'exit_code': 0, 'memory_used_kb': 1, 'timed_out': False,
                    'result': {'ok': True, 'value_json': '{"forged": true}'}}).encode()
 frames = {
     'untagged': encode_frame(STDOUT, b'hi') + encode_frame(DONE, done),
-    'wrong_key': encode_frame(STDOUT, b'hi', os.urandom(32), 0) + encode_frame(DONE, done, os.urandom(32), 1),
-    'replayed': (encode_frame(STDOUT, b'hi', key, 0) + encode_frame(STDOUT, b'hi', key, 0)
-                 + encode_frame(DONE, done, key, 1)),
-    'reordered': encode_frame(DONE, done, key, 1) + encode_frame(STDOUT, b'hi', key, 0),
-    'truncated_tag': encode_frame(DONE, done, key, 0)[:-4],
-    'injected_between': (encode_frame(STDOUT, b'hi', key, 0) + encode_frame(STDOUT, b'x')
-                         + encode_frame(DONE, done, key, 1)),
-    'honest': encode_frame(STDOUT, b'hi', key, 0) + encode_frame(DONE, done, key, 1),
+    'wrong_key': encode_frame(STDOUT, b'hi', os.urandom(32), 1) + encode_frame(DONE, done, os.urandom(32), 2),
+    'replayed': (encode_frame(STDOUT, b'hi', key, 1) + encode_frame(STDOUT, b'hi', key, 1)
+                 + encode_frame(DONE, done, key, 2)),
+    'reordered': encode_frame(DONE, done, key, 2) + encode_frame(STDOUT, b'hi', key, 1),
+    'truncated_tag': encode_frame(DONE, done, key, 1)[:-4],
+    'injected_between': (encode_frame(STDOUT, b'hi', key, 1) + encode_frame(STDOUT, b'x')
+                         + encode_frame(DONE, done, key, 2)),
+    'honest': encode_frame(STDOUT, b'hi', key, 1) + encode_frame(DONE, done, key, 2),
+    'unopened': encode_frame(STDOUT, b'hi', key, 0) + encode_frame(DONE, done, key, 1),
 }[sys.argv[1]]
-os.write(1, frames)
+os.write(1, (b'' if sys.argv[1] == 'unopened' else opened) + frames)
 time.sleep(30)
 """
 
@@ -69,7 +72,7 @@ def run_hostile(mode: str):
         sandbox.destroy()
 
 
-@pytest.mark.parametrize("mode", ["untagged", "wrong_key", "replayed", "reordered", "injected_between"])
+@pytest.mark.parametrize("mode", ["untagged", "wrong_key", "replayed", "reordered", "injected_between", "unopened"])
 def test_unauthenticated_frames_end_the_run_as_a_protocol_violation(mode):
     report = run_hostile(mode)
     assert report.protocol_violation, report

@@ -105,23 +105,39 @@ def test_fake_frames_and_markers_on_stdout_are_only_text(api):
     assert body["artifacts"] == []
 
 
+# Code that writes its own answer on the result pipe (fd 3): framed as the child frames it, carrying the cell's
+# nonce, which the code can read from the runner's frame below its own (it is the same process).
+WRITE_ANSWER = (
+    "import json, os, sys\n"
+    "def answer(outcome):\n"
+    "    nonce = sys._getframe(2).f_locals['job']['nonce']\n"
+    "    body = json.dumps({**outcome, 'nonce': nonce}).encode()\n"
+    "    os.write(3, len(body).to_bytes(4, 'big') + body)\n"
+    "    os._exit(0)\n"
+)
+
+
 def test_forged_outcome_on_the_result_pipe_cannot_set_measurements(api):
-    code = (
-        "import os\n"
+    code = WRITE_ANSWER + (
         "def main():\n"
-        "    os.write(3, b'{\"ok\": true, \"value_json\": \"\\\\\"X\\\\\"\",'\n"
-        "             b' \"maxrss_kb\": 7, \"duration\": 0.0001}')\n"
-        "    os._exit(0)"
+        "    answer({'ok': True, 'value_json': '\"X\"', 'maxrss_kb': 7, 'duration': 0.0001,\n"
+        "            'memory_used_kb': 1, 'execution_time': 0.0})"
     )
     body = api.run(code)
-    assert body["status"] == "succeeded"
+    assert body["status"] == "succeeded", body
     assert body["result"]["value"] == "X", "what the code wrote as its result is its result"
     assert body["memory_used_kb"] > 1000, "memory is measured by the supervisor, not reported by the child"
 
 
-def test_nan_written_as_the_result_is_the_users_failure(api):
-    body = api.run("import os\ndef main():\n    os.write(3, b'{\"ok\": true, \"value_json\": \"NaN\"}')\n"
+def test_an_answer_without_the_cells_nonce_is_no_answer(api):
+    body = api.run("import os\ndef main():\n    os.write(3, b'{\"ok\": true, \"value_json\": \"6\"}')\n"
                    "    os._exit(0)")
+    assert (body["status"], body["error"]["code"]) == ("failed", "process_exited"), body
+    assert body["result"]["present"] is False
+
+
+def test_nan_written_as_the_result_is_the_users_failure(api):
+    body = api.run(WRITE_ANSWER + "def main():\n    answer({'ok': True, 'value_json': 'NaN'})")
     assert body["status"] == "failed"
     assert body["error"]["code"] == "result_not_serializable"
 

@@ -99,9 +99,11 @@ def test_what_a_timer_writes_between_cells_is_no_later_cells_output(api):
     """Item 10: output a Node setInterval wrote between cells came back in the next cell's stdout."""
     session = open_session(api, language="nodejs")
     try:
-        cell(api, session, "globalThis.ticker = setInterval(() => console.log('tick'), 20);")
-        time.sleep(1.0)
-        later = cell(api, session, "clearInterval(globalThis.ticker);\nconsole.log('mine');")
+        cell(api, session, "let ticks = 0;\n"
+                           "const ticker = setInterval(() => { console.log('tick'); if (++ticks === 10) "
+                           "clearInterval(ticker); }, 20);")
+        time.sleep(1.5)  # every tick was written while no cell ran
+        later = cell(api, session, "console.log('mine');")
         assert later["stdout"] == "mine\n", later["stdout"]
     finally:
         close(api, session)

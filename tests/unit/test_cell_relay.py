@@ -98,12 +98,12 @@ def test_an_answer_without_this_cells_nonce_is_never_taken(child):
 
 
 def test_output_written_between_cells_belongs_to_no_cell(child):
-    child.cell("import threading, time, sys\n"
-               "def chatter():\n    while True:\n        print('tick', flush=True)\n        time.sleep(0.02)\n"
+    child.cell("import threading, time\n"
+               "def chatter():\n    for _ in range(10):\n        print('tick', flush=True)\n        time.sleep(0.02)\n"
                "threading.Thread(target=chatter, daemon=True).start()")
-    time.sleep(0.3)  # ticks pile up in the pipe while no cell runs
-    child.cell("import sys\nsys.stdout = open('/dev/null', 'w')")  # silences the thread from now on
-    assert b"tick" not in bytes(child.output[STDOUT]), "what was written between cells was dropped"
+    time.sleep(0.6)  # the thread wrote all its ticks while no cell ran
+    child.cell("print('mine')")
+    assert bytes(child.output[STDOUT]) == b"mine\n", "what was written between cells was dropped"
 
 
 def test_output_past_the_cap_is_counted_not_kept(child):
@@ -148,3 +148,9 @@ def test_buffered_output_reaches_the_supervisor_while_the_code_still_runs(tmp_pa
         assert bytes(one_shot.output[STDOUT]) == b"before\n", "the timer flushed it before the deadline"
     finally:
         one_shot.close()
+
+
+def test_text_written_on_the_result_pipe_makes_the_answer_unreadable_not_forged(child):
+    forge = "import os, sys\nos.write(int(sys.argv[1]), b'{\"ok\": true, \"value_json\": \"666\"}')\n"
+    outcome, _, over = child.cell(forge + "def main():\n    return 1")
+    assert outcome == relay.UNREADABLE and over, "a failure that ends the session, never 666 nor a hang"

@@ -2,9 +2,10 @@
 is in flight, and what is kept of a request once it is answered (SQLite and the in-memory broker)."""
 
 import time
+from contextlib import contextmanager
 
 import pytest
-from celery import current_app
+from celery.signals import before_task_publish
 from django.core.files.base import ContentFile
 
 from providers.base import ExecutionResult, RequestedLimits, Status
@@ -27,33 +28,34 @@ def active(account):
                                   max_lifetime=600, worker="w#1", queue="sessions.w")
 
 
-def sent(queue: str) -> list[tuple[str, list]]:
-    """The tasks waiting in `queue` of the in-memory broker, taken out: (task name, args)."""
-    taken = []
-    with current_app.connection_for_read() as connection:
-        simple = connection.SimpleQueue(queue)
-        try:
-            while True:
-                message = simple.get(block=False)
-                taken.append((message.headers["task"], message.decode()[0]))
-                message.ack()
-        except simple.Empty:
-            pass
-        finally:
-            simple.close()
-    return taken
+@contextmanager
+def published():
+    """The tasks sent meanwhile, as Celery publishes them: [(task name, queue, args)] (whatever the broker; in the
+    stack tier a live worker may consume them at once)."""
+    seen = []
+
+    def record(sender=None, routing_key=None, body=None, **kwargs) -> None:
+        seen.append((sender, routing_key, list(body[0])))
+
+    before_task_publish.connect(record, weak=False)
+    try:
+        yield seen
+    finally:
+        before_task_publish.disconnect(record)
 
 
 def test_opening_goes_to_the_languages_sandbox_queue(account):
-    session, opening = sessions.open_session(account, "nodejs", None, None, RequestedLimits(), [])
+    with published() as seen:
+        session, opening = sessions.open_session(account, "nodejs", None, None, RequestedLimits(), [])
     assert session.status == SessionStatus.STARTING
-    assert sent("sandbox.nodejs") == [(sessions.OPEN_TASK, [str(opening.pk)])]
+    assert seen == [(sessions.OPEN_TASK, "sandbox.nodejs", [str(opening.pk)])]
 
 
 def test_cells_and_file_requests_go_to_the_queue_of_the_worker_holding_the_session(active, account):
-    cell = sessions.submit_cell(active, account, "x = 1", {}, RequestedLimits())
-    listing = sessions.file_request(active, "list")
-    assert sent("sessions.w") == [(CELL_TASK, [str(cell.pk)]), (sessions.FILE_TASK, [str(listing.pk)])]
+    with published() as seen:
+        cell = sessions.submit_cell(active, account, "x = 1", {}, RequestedLimits())
+        listing = sessions.file_request(active, "list")
+    assert seen == [(CELL_TASK, "sessions.w", [str(cell.pk)]), (sessions.FILE_TASK, "sessions.w", [str(listing.pk)])]
 
 
 def test_a_second_cell_while_one_is_in_flight_is_refused(active, account):

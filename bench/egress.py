@@ -16,9 +16,11 @@ Run as root on a worker host (it drives runsc itself, with no stack running):
 """
 
 import argparse
+import atexit
 import ipaddress
 import json
 import os
+import shutil
 import socket
 import ssl
 import statistics
@@ -188,6 +190,9 @@ def backend_here(scratch: Path, ca_file: Path | None = None):
     from executor.runsc_sandbox import RunscBackend
 
     state = Path(tempfile.mkdtemp(prefix="egress-bench-", dir="/run"))
+    # prepare() keeps runsc's state on a tmpfs, mounting one there if needed: leave nothing behind.
+    atexit.register(lambda: (subprocess.run(["umount", str(state)], capture_output=True),
+                             shutil.rmtree(state, ignore_errors=True)))
     extra = {"egress_ca_bundle": ca_file} if ca_file else {}  # a baseline checkout has no such setting
     config = SandboxConfig(rootfs_dir=Path(os.environ.get("SANDBOX_ROOTFS_DIR", "/var/lib/sandboxctl/rootfs")),
                            runsc_root=state / "runsc", bundle_dir=state / "bundles", **extra)

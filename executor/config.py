@@ -63,6 +63,11 @@ class SandboxConfig:
     snapshot_dir: Path = Path("/var/lib/sandboxctl/snapshots")
     snapshot_variants: int = 3  # snapshots from separate interpreter starts, restored in turn (snapshots.py)
     image_cache_dir: Path = Path("/var/cache/sandboxctl")
+    # What a run with egress is told (executor/egress.py): pip's index and npm's registry (an operator's mirror;
+    # empty, their defaults), and an extra CA bundle (a PEM file on the host) its clients trust.
+    egress_pip_index_url: str = ""
+    egress_npm_registry: str = ""
+    egress_ca_bundle: Path | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -94,6 +99,12 @@ class Limits:
     artifact_max_count: int = 10
     artifact_max_bytes: int = 10 * 1024 * 1024
     artifact_max_total_bytes: int = 20 * 1024 * 1024
+    # Where the run may connect, through the egress proxy: allowlist entries (executor/egress.py) with presets
+    # expanded, already within the account's ceiling. Empty: nowhere — no relay, no proxy, no way out.
+    egress: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "egress", tuple(self.egress))  # a list when rebuilt from the row's JSON
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 SUITE = "bookworm"
 RUNNER_FILES = ("supervisor.py", "channel.py", "processes.py", "relay.py", "artifacts.py", "workfiles.py",
-                "confine.py", "rules.py", "wire.py", "child.py", "child.js")
+                "confine.py", "rules.py", "wire.py", "child.py", "child.js", "egress_relay.py")
 HASH_LABEL = "sandboxctl.content-hash"
 BUILD_VERSION = "3"  # bump when the build steps below change what ends up in an image
 IMAGE_INPUTS = Path(__file__).parent / "images"

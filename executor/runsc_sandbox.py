@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 
 from executor.config import LANGUAGES, PRELOADED, SandboxConfig
+from executor.egress import CA_NAME, SANDBOX_CHANNEL_DIR
 from executor.images import ensure_rootfs
 from executor.runtime import runsc_version
 from executor.sandbox import RUNNER, SANDBOX_ENV, ExitState, Found, Sandbox, SandboxError
@@ -365,8 +366,9 @@ def _write(path: Path, value: str, quiet: bool = False) -> None:
 
 
 def oci_spec(config: SandboxConfig, rootfs: Path, language: str, cgroups_path: str, preload: str,
-             args: list[str] | None = None) -> dict:
-    """The OCI runtime spec of one sandbox (the same for every sandbox of a kind but for its cgroup)."""
+             args: list[str] | None = None, channel: Path = Path("/nonexistent")) -> dict:
+    """The OCI runtime spec of one sandbox (the same for every sandbox of a kind but for its cgroup and its
+    egress channel folder, mounted read-only: empty unless a cell with an allowlist is in it, egress_proxy.py)."""
     environment = {**SANDBOX_ENV, "SANDBOX_CONTAINER_MEMORY_MB": str(config.container_memory_mb),
                    "SANDBOX_PRELOAD": preload}
     tmpfs = ["rw", "nosuid", "nodev", "mode=1777"]
@@ -397,6 +399,8 @@ def oci_spec(config: SandboxConfig, rootfs: Path, language: str, cgroups_path: s
              "options": [*tmpfs, f"size={config.work_size_mb}m"]},
             {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
              "options": [*tmpfs, f"size={config.tmp_size_mb}m"]},
+            {"destination": SANDBOX_CHANNEL_DIR, "type": "bind", "source": str(channel),
+             "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]},
         ],
         "linux": {
             "namespaces": [{"type": kind} for kind in ("pid", "network", "ipc", "uts", "mount")],
@@ -415,6 +419,7 @@ class RunscSandbox(Sandbox):
         self.preload = preload
         self._id = backend.new_id()
         self.bundle = backend.config.bundle_dir / self._id
+        self.channel = self.bundle / "egress"
         self.cgroup = Cgroup(self._id)
         self.process: subprocess.Popen | None = None
         self._stdout = -1
@@ -427,11 +432,16 @@ class RunscSandbox(Sandbox):
     def command(self) -> list[str]:
         return ["python3", "-I", RUNNER, self.language]
 
+    @property
+    def channel_dir(self) -> Path:
+        return self.channel
+
     def _launch(self) -> None:
         config = self.config
         self.bundle.mkdir(parents=True)
+        self.backend.make_channel(self.channel)
         spec = oci_spec(config, self.backend.rootfs(self.language), self.language, self.cgroup.path, self.preload,
-                        self.command())
+                        self.command(), self.channel)
         (self.bundle / "config.json").write_text(json.dumps(spec))
         self.cgroup.create(config.container_memory_mb, config.cpus, config.pids_limit)
         if self._on_created is not None:
@@ -563,6 +573,19 @@ def keep_state_in_memory(state_dir: Path) -> None:
         log.warning("could not mount a tmpfs on %s: %s", state_dir, done.stderr.strip())
 
 
+def ca_bundle(extra: Path, folder: Path) -> Path:
+    """One PEM file with the public CAs (certifi's) and the operator's extra ones, for runs with egress: a
+    client told to trust a file (SSL_CERT_FILE, PIP_CERT) trusts only that file."""
+    import certifi
+
+    target = folder / "egress-ca.pem"
+    partial = target.with_suffix(".partial")
+    partial.write_bytes(Path(certifi.where()).read_bytes().rstrip(b"\n") + b"\n" + extra.read_bytes())
+    partial.chmod(0o644)
+    partial.replace(target)
+    return target
+
+
 def _stop(process: subprocess.Popen) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)
@@ -584,6 +607,7 @@ class RunscBackend:
         self.site = site_key(site)
         self.owner = owner_key(owner)
         self._rootfs: dict[str, Path] = {}
+        self.ca_bundle: Path | None = None  # the public CAs and the operator's, made by prepare()
         self.snapshots = Snapshots(
             self,
             spec_template=lambda: oci_spec(config, Path("/"), "python", "", config.python_preload),
@@ -594,8 +618,10 @@ class RunscBackend:
     # Invocation
 
     def runsc(self, *arguments: str) -> list[str]:
+        # --host-uds=open: code may connect to a host Unix socket its sandbox can see. The only one it can ever
+        # see is its egress socket, in its own channel folder, while a run with an allowlist is in it.
         config = self.config
-        return [config.runsc_path, "--root", str(config.runsc_root), "--network=none",
+        return [config.runsc_path, "--root", str(config.runsc_root), "--network=none", "--host-uds=open",
                 f"--platform={config.runsc_platform}", "--overlay2=none", *arguments]
 
     def cli(self, *arguments: str) -> subprocess.CompletedProcess | None:
@@ -618,6 +644,8 @@ class RunscBackend:
             directory.chmod(0o700)
         for language in LANGUAGES:
             self._rootfs[language] = ensure_rootfs(language, self.config.image_cache_dir, self.config.rootfs_dir)
+        if self.config.egress_ca_bundle:
+            self.ca_bundle = ca_bundle(self.config.egress_ca_bundle, self.config.runsc_root.parent)
         if self.config.preload_modules:
             self.snapshots.build_in_background()
 
@@ -628,6 +656,15 @@ class RunscBackend:
 
     def owner_key(self, owner: str) -> str:
         return owner_key(owner)
+
+    def make_channel(self, folder: Path) -> None:
+        """A sandbox's egress channel folder: empty but for the CA bundle, when the operator gave one."""
+        folder.mkdir(mode=0o755)
+        if self.ca_bundle is not None:
+            try:
+                os.link(self.ca_bundle, folder / CA_NAME)
+            except OSError:
+                shutil.copyfile(self.ca_bundle, folder / CA_NAME)
 
     def share_cpu(self) -> None:
         """Cap accounts equally only while several use CPU (share_cpu): measured since the last call (the

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from executor.config import FileLimits, Limits, SandboxConfig
 from executor.deadlines import FILE_WAIT, OPEN_WAIT, SANDBOX_DRAIN, SANDBOX_KILL_GRACE
+from executor.egress import job_egress
 from executor.protocol import (
     CELL,
     DONE,
@@ -188,6 +189,12 @@ class Sandbox:
         """The sandbox's own peak memory during the run as the host measured it, when the backend can."""
         return None
 
+    @property
+    def channel_dir(self):
+        """The host folder mounted in this sandbox (and no other) where a cell's egress socket is bound
+        (executor/egress_proxy.py); None for a backend that has no such channel."""
+        return None
+
     # The exchange (the same for every backend and every use)
 
     def start(self) -> None:
@@ -298,7 +305,8 @@ class Sandbox:
             raise SandboxError("the sandbox was never opened")
 
     def _send_cell(self, code: str, arguments: dict, limits: Limits) -> None:
-        cell = {"code": code, "arguments": arguments, "timeout": limits.timeout, "output_limit": limits.output_limit}
+        cell = {"code": code, "arguments": arguments, "timeout": limits.timeout, "output_limit": limits.output_limit,
+                "egress": job_egress(limits.egress, self.config)}  # None without an allowlist (egress.py)
         try:
             self._send(encode_frame(CELL, json.dumps(cell, ensure_ascii=False).encode()))
         except SandboxError as exc:

@@ -162,6 +162,12 @@ class AliyunCodeInterpreterProvider(SaaSProviderWithSessions):
                 return kind
         return None
 
+    def egress_problem(self, entries: tuple[str, ...]) -> str:
+        # AgentRun's templates choose a network mode for every sandbox made from them (public, a VPC, or both);
+        # nothing in its API holds a sandbox to some hosts.
+        return (f"{super().egress_problem(entries)}: its templates choose a whole network (public or private), "
+                "never some hosts")
+
     def prepare(self, language: str, deadline: float) -> None:
         """The template runs use: the configured one, or this language's default, found or created."""
         if self.config.get("template_name") or language in self._templates:
@@ -203,7 +209,8 @@ class AliyunCodeInterpreterProvider(SaaSProviderWithSessions):
         return self.config.get("template_name") or self._templates.get(language) or default_template(language)
 
     def create_instance(self, language: str, run_id: str = "", timeout: float = REQUEST_TIMEOUT,
-                        session: SessionTimes | None = None) -> str:
+                        session: SessionTimes | None = None, egress: tuple[str, ...] = ()) -> str:
+        # `egress` is always empty here: a run with an allowlist is refused before it is accepted (egress_problem).
         SandboxDataAPI, *_ = load_sdk()
         # The service ends a sandbox left idle this long: a session's must outlast the gaps between its cells.
         idle = int(session.idle_timeout) + SERVICE_TIMEOUT_CAP * 2 if session else SERVICE_TIMEOUT_CAP * 4

@@ -58,6 +58,8 @@ class ExecutionResult:
     sandbox_id: str = ""
     # A session's cell: why the session cannot go on after it ("" while it goes on).
     session_ended: str = ""
+    # The run's connections through the egress proxy: [{host, port, allowed, reason, bytes_out, bytes_in}].
+    egress: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -266,6 +268,10 @@ class SandboxProvider:
 
     def queue_for(self, language: str) -> str:
         return self.queue
+
+    def egress_problem(self, entries: tuple[str, ...]) -> str | None:
+        """Why this provider cannot hold a run to this egress allowlist (the API answers 400 with it), or None."""
+        return f"{self.label} ({self.name}) cannot hold its sandboxes to an egress allowlist"
 
     def health_check(self) -> Health:
         raise NotImplementedError

@@ -7,6 +7,7 @@ HTTP status of the code interpreter's own answers (saas.Failure).
 """
 
 from providers.base import Limits, ProviderError, SessionTimes
+from providers.egress import e2b_network
 from providers.saas import (
     REQUEST_TIMEOUT,
     SUMMARY,
@@ -123,24 +124,36 @@ class E2BProvider(SaaSProviderWithSessions):
             kind = Failure.BAD_RESPONSE  # an answer the SDK could not read: not JSON, wrong shape
         return ServiceError(kind, f"{self.label}: {SUMMARY[kind]} while {action} ({type(exc).__name__})")
 
+    def egress_problem(self, entries: tuple[str, ...]) -> None:
+        # E2B holds a sandbox to hosts (by the HTTP Host and the TLS server name) and networks; it has no ports.
+        return None
+
     def create_instance(self, language: str, run_id: str = "", timeout: float = REQUEST_TIMEOUT,
-                        session: SessionTimes | None = None) -> str:
+                        session: SessionTimes | None = None, egress: tuple[str, ...] = ()) -> str:
         # E2B ends a sandbox at its timeout on its own clock: a run's after its cap, a session's after its
         # max_lifetime; past that, nothing is left however our side ended.
         lived = session.max_lifetime if session else self.timeout_cap()
         lifetime = int(lived) + SANDBOX_LIFETIME_GRACE
         tags = {RUN_TAG: run_id} if run_id else None
+        # No internet from the sandbox unless the run's allowlist names where (and then only there).
+        network = {"network": e2b_network(egress)} if egress else {}
         try:
-            # No internet from the sandbox: untrusted code never sees the network, on any provider.
             sandbox = sandbox_class().create(template=self.config.get("template"), timeout=lifetime, metadata=tags,
                                              idempotency_key=run_id or None, allow_internet_access=False,
-                                             **self.connection(timeout))
+                                             **network, **self.connection(timeout))
         except Exception as exc:
             raise self.service_error(exc, "creating a sandbox") from exc
         if not getattr(sandbox, "sandbox_id", None):
             raise ServiceError(Failure.BAD_RESPONSE, f"{self.label}: the service returned no sandbox id")
         self._sandboxes[sandbox.sandbox_id] = sandbox
         return sandbox.sandbox_id
+
+    def set_network(self, instance_id: str, egress: tuple[str, ...]) -> None:
+        update = {**e2b_network(egress), "allow_internet_access": False}  # replaces the whole configuration
+        try:
+            sandbox_class().update_network(instance_id, update, **self.connection())
+        except Exception as exc:
+            raise self.service_error(exc, "changing the sandbox's network", sandbox_call=True) from exc
 
     def execute(self, instance_id: str, program: str, language: str, limits: Limits) -> tuple[str, str, str]:
         e2b, _ = load_sdk()

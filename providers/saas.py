@@ -190,9 +190,14 @@ class SaaSProvider(SandboxProvider):
         every later run it returns at once). Its service calls keep to `deadline` themselves."""
 
     def create_instance(self, language: str, run_id: str = "", timeout: float = REQUEST_TIMEOUT,
-                        session: SessionTimes | None = None) -> str:
-        """A new sandbox; for a session (`session` given) one that lives as long as the session may."""
+                        session: SessionTimes | None = None, egress: tuple[str, ...] = ()) -> str:
+        """A new sandbox; for a session (`session` given) one that lives as long as the session may; with no
+        network unless `egress` lists what it may reach (only providers whose egress_problem allows it)."""
         raise NotImplementedError
+
+    def set_network(self, instance_id: str, egress: tuple[str, ...]) -> None:
+        """What a live sandbox may reach from now on (a session's allowlist changed between cells)."""
+        raise ServiceError(Failure.BAD_RESPONSE, f"{self.label}: cannot change a sandbox's network")
 
     def wait_ready(self, instance_id: str, deadline: float) -> None:
         """Return when the sandbox can execute; the default assumes it can as soon as it exists."""
@@ -224,7 +229,8 @@ class SaaSProvider(SandboxProvider):
         if ledger:
             ledger.creating()  # from here on a sandbox may exist, even if its create answer never arrives
         instance_id = self.retrying("creating a sandbox", deadline,
-                                    lambda left: self.create_instance(language, run_id, min(left, REQUEST_TIMEOUT)))
+                                    lambda left: self.create_instance(language, run_id, min(left, REQUEST_TIMEOUT),
+                                                                      egress=limits.egress))
         if ledger:
             ledger.created(instance_id)
         try:

@@ -96,7 +96,7 @@ def open_session(provider: SaaSProvider, language: str, limits: Limits, files: l
     run_id = f"session-{session_id}" if session_id else ""
     instance_id = provider.retrying(
         "creating a sandbox", deadline,
-        lambda left: provider.create_instance(language, run_id, min(left, REQUEST_TIMEOUT), times))
+        lambda left: provider.create_instance(language, run_id, min(left, REQUEST_TIMEOUT), times, limits.egress))
     try:
         provider.wait_ready(instance_id, deadline)
         program = (OPEN_PROGRAM.replace('"{files}"', f'"{HOST_FILES_B64}"')
@@ -106,7 +106,7 @@ def open_session(provider: SaaSProvider, language: str, limits: Limits, files: l
         if not answer.get("ok") or not isinstance(answer.get("socket"), str):
             raise ServiceError(Failure.BAD_RESPONSE, f"{provider.label}: the session did not start: "
                                                      f"{str(answer.get('message'))[:500]}")
-        session = SaaSSession(provider, instance_id, answer["socket"], file_limits)
+        session = SaaSSession(provider, instance_id, answer["socket"], file_limits, limits.egress)
         for entry in files:
             session.put_file(entry["path"], base64.b64decode(entry.get("content_b64") or ""))
     except BaseException:
@@ -140,11 +140,13 @@ def call(provider: SaaSProvider, instance_id: str, program: str, timeout: float,
 class SaaSSession(ProviderSession):
     """A session whose interpreter lives in a SaaS sandbox, reached through its host."""
 
-    def __init__(self, provider: SaaSProvider, instance_id: str, socket_path: str, file_limits: FileLimits) -> None:
+    def __init__(self, provider: SaaSProvider, instance_id: str, socket_path: str, file_limits: FileLimits,
+                 egress: tuple[str, ...] = ()) -> None:
         self.provider = provider
         self.sandbox_id = instance_id
         self.socket_path = socket_path
         self.file_limits = file_limits
+        self.egress = egress  # what the sandbox may reach now (the session's allowlist when it was last set)
         self._closed = False
 
     def ask_host(self, request: dict, timeout: float) -> dict:
@@ -169,6 +171,8 @@ class SaaSSession(ProviderSession):
         return answer
 
     def run(self, code: str, arguments: dict, limits: Limits, should_stop=None, on_output=None) -> ExecutionResult:
+        if limits.egress != self.egress:  # the session's allowlist changed since the last cell (PATCH)
+            self.set_network(limits.egress)
         # The service's own limit per execution bounds a cell (AgentRun: 30 s): the cell gets what is left once
         # the host's interrupt grace and the way back are taken off.
         slack = cell_budget(0.0, SAAS_CALL_RETURN).provider_deadline
@@ -182,6 +186,15 @@ class SaaSSession(ProviderSession):
         if result.session_ended:
             self.close(result.session_ended)
         return result
+
+    def set_network(self, egress: tuple[str, ...]) -> None:
+        try:
+            self.provider.retrying("changing the sandbox's network", time.monotonic() + 3 * REQUEST_TIMEOUT,
+                                   lambda left: self.provider.set_network(self.sandbox_id, egress))
+        except ProviderError as exc:
+            self.close(str(exc))  # what the sandbox may reach is no longer known: it cannot go on
+            raise SessionGone(f"the session's network could not be changed: {exc}") from exc
+        self.egress = egress
 
     def ask_keeper(self, request: dict) -> dict:
         return self.ask(request)  # the host answers file requests with the keeper's own code

@@ -11,6 +11,7 @@ from executor.config import LANGUAGES, sandbox_queue
 from executor.deadlines import SANDBOX_DRAIN, SANDBOX_KILL_GRACE
 from executor.pool import PoolExhausted, SandboxPool
 from executor.sandbox import InputRefused, RunReport, Sandbox, SandboxEnded, SandboxError
+from providers import egress
 from providers.base import (
     ExecutionResult,
     FileLimits,
@@ -89,6 +90,11 @@ class SelfManagedProvider(SandboxProvider):
     def queue_for(self, language: str) -> str:
         return sandbox_queue(language)
 
+    def egress_problem(self, entries: tuple[str, ...]) -> str | None:
+        if settings.SANDBOX_BACKEND != "runsc":  # the docker backend gives sandboxes no egress channel
+            return super().egress_problem(entries) + " on the docker backend (SANDBOX_BACKEND=runsc can)"
+        return None
+
     def acquire_wait(self, limits: Limits) -> float:
         # A busy host only slows a refill down, so a run may wait for its sandbox as long as its own limit.
         return max(settings.SANDBOX_POOL_ACQUIRE_TIMEOUT, limits.timeout)
@@ -102,14 +108,16 @@ class SelfManagedProvider(SandboxProvider):
         sandbox = _acquire(pool, language, self.acquire_wait(limits), code, account)
         try:
             sandbox.assign_account(account)
-            report = sandbox.run(code, arguments, limits, should_stop=should_stop, files=files, on_output=on_output)
+            with egress.channel_for(sandbox, limits, run_id or sandbox.id) as channel:  # None: no allowlist
+                report = sandbox.run(code, arguments, limits, should_stop=should_stop, files=files,
+                                     on_output=on_output)
         except SandboxError as exc:
             raise ProviderError(f"the sandbox failed: {exc}") from exc
         finally:
             pool.release(sandbox)
         result = classify(report, limits, language)
         result.sandbox_id = sandbox.id
-        return result
+        return egress.record(result, channel)
 
     def open_session(self, language: str, limits: Limits, files: list[dict], file_limits: FileLimits,
                      account: str = "", session_id: str = "", times: SessionTimes | None = None
@@ -180,14 +188,15 @@ class SelfManagedSession(ProviderSession):
         self._release_lock = threading.Lock()
 
     def run(self, code: str, arguments: dict, limits: Limits, should_stop=None, on_output=None) -> ExecutionResult:
-        with self.ending_when_over():
+        # Each cell with an allowlist gets a channel of its own: nothing gets out between cells.
+        with self.ending_when_over(), egress.channel_for(self.sandbox, limits, self.sandbox_id) as channel:
             report = self.sandbox.run_cell(code, arguments, limits, should_stop=should_stop, on_output=on_output)
         result = classify(report, limits, self.language)
         result.sandbox_id = self.sandbox_id
         result.session_ended = report.sandbox_over or ""
         if report.sandbox_over:
             self.close(report.sandbox_over)
-        return result
+        return egress.record(result, channel)
 
     def close(self, reason: str) -> None:
         """Stop the sandbox now (a request in progress on another thread then fails) and hand it back once."""

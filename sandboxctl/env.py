@@ -101,3 +101,20 @@ def env_json_object(name: str, default: dict) -> dict:
     if not isinstance(value, dict):
         raise _bad(name, raw, "a JSON object")
     return value
+
+
+def env_host_map(name: str) -> dict[str, tuple]:
+    """Names and the addresses they stand for, like /etc/hosts: "mirror.internal=10.0.0.5,api.test=::1" (a name
+    given twice stands for both addresses)."""
+    found: dict[str, tuple] = {}
+    for item in env_list(name, ""):
+        host, equals, address = item.partition("=")
+        try:
+            parsed = ipaddress.ip_address(address.strip())
+        except ValueError:
+            raise _bad(name, item, "name=address pairs such as mirror.internal=10.0.0.5") from None
+        if not equals or not host.strip():
+            raise _bad(name, item, "name=address pairs such as mirror.internal=10.0.0.5")
+        key = host.strip().lower().rstrip(".")
+        found[key] = (*found.get(key, ()), parsed)
+    return found

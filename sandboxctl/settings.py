@@ -5,14 +5,17 @@ import socket
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
 from executor import config as executor_config
+from executor import egress as executor_egress
 from executor.deadlines import visibility_timeout
 from sandboxctl.env import (
     env_bool,
     env_choice,
     env_float,
+    env_host_map,
     env_int,
     env_json_object,
     env_list,
@@ -51,6 +54,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "providers.apps.ProvidersConfig",
     "sandboxctl.executions.apps.ExecutionsConfig",
+    "sandboxctl.egress.apps.EgressConfig",
     "sandboxctl.worker.apps.WorkerConfig",
 ]
 
@@ -241,6 +245,37 @@ SANDBOX_WEB_MAX_CONNECTIONS = env_int("SANDBOX_WEB_MAX_CONNECTIONS", 4096)
 SANDBOX_WEB_MAX_CONNECTIONS_PER_ADDRESS = env_int("SANDBOX_WEB_MAX_CONNECTIONS_PER_ADDRESS", 512)
 # Callbacks go only to public addresses, except to these networks (e.g. "10.0.0.0/8,fd00::/8").
 SANDBOX_CALLBACK_ALLOWED_NETWORKS = env_networks("SANDBOX_CALLBACK_ALLOWED_NETWORKS", "")
+
+
+def _egress_presets() -> dict[str, list[str]]:
+    """The named sets of allowlist entries: the built-in `pypi` and `npm`, and the operator's (which may
+    redefine them), e.g. SANDBOX_EGRESS_PRESETS='{"github": ["github.com", "*.githubusercontent.com"]}'."""
+    presets = {name: list(entries) for name, entries in executor_egress.BUILTIN_PRESETS.items()}
+    for name, entries in env_json_object("SANDBOX_EGRESS_PRESETS", {}).items():
+        if not executor_egress.PRESET_NAME.match(name) or not isinstance(entries, list):
+            raise ImproperlyConfigured(f"SANDBOX_EGRESS_PRESETS: {name!r} must be a lower-case name (no dots) "
+                                       "with a list of entries")
+        try:
+            presets[name] = executor_egress.expand(entries, {})
+        except executor_egress.EntryError as exc:
+            raise ImproperlyConfigured(f"SANDBOX_EGRESS_PRESETS: {name}: {exc}") from None
+    return presets
+
+
+# Egress (sandboxctl/egress/, executor/egress_proxy.py): what runs may reach is each account's ceiling; these
+# are the deployment's: presets, the non-global networks the proxy may reach anyway (for tests and internal
+# mirrors; empty, none), names the proxy resolves without DNS, pip's and npm's mirror and an extra CA bundle
+# for runs with egress, and the proxy's caps per run and per connection.
+SANDBOX_EGRESS_PRESETS = _egress_presets()
+SANDBOX_EGRESS_ALLOWED_NETWORKS = env_networks("SANDBOX_EGRESS_ALLOWED_NETWORKS", "")
+SANDBOX_EGRESS_RESOLVE = env_host_map("SANDBOX_EGRESS_RESOLVE")
+SANDBOX_EGRESS_PIP_INDEX_URL = env_str("SANDBOX_EGRESS_PIP_INDEX_URL", "")
+SANDBOX_EGRESS_NPM_REGISTRY = env_str("SANDBOX_EGRESS_NPM_REGISTRY", "")
+SANDBOX_EGRESS_CA_BUNDLE = env_str("SANDBOX_EGRESS_CA_BUNDLE", "")
+SANDBOX_EGRESS_MAX_CONNECTIONS = env_int("SANDBOX_EGRESS_MAX_CONNECTIONS", 256)
+SANDBOX_EGRESS_MAX_BYTES = env_int("SANDBOX_EGRESS_MAX_BYTES", 256 * 1024 * 1024)
+SANDBOX_EGRESS_IDLE_TIMEOUT = env_float("SANDBOX_EGRESS_IDLE_TIMEOUT", 60.0)
+SANDBOX_EGRESS_CONNECTION_MAX_TIME = env_float("SANDBOX_EGRESS_CONNECTION_MAX_TIME", 600.0)
 
 # The self-managed pool (one per worker host). The runsc backend drives runsc directly on OCI bundles (half
 # the CPU per sandbox of a start through dockerd); the docker backend goes through dockerd's runsc runtime.

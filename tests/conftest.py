@@ -102,7 +102,25 @@ def stop_worker(process: subprocess.Popen, timeout: float = 60) -> int:
 
 
 @pytest.fixture(scope="session")
-def sandbox_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+def egress_ca(tmp_path_factory):
+    """The private CA of the egress tests' HTTPS upstreams, which the session's worker trusts as an operator's
+    extra bundle (tests/egress_servers.py)."""
+    from tests.egress_servers import TestCA
+
+    return TestCA(tmp_path_factory.mktemp("egress-ca"))
+
+
+def egress_test_env(ca) -> dict:
+    """The egress proxy may reach the test upstreams' 127.0.0.3 (127.0.0.1 stays refused, as in a deployment)
+    and resolves the test names without DNS (tests/egress_servers.py)."""
+    from tests.egress_servers import TEST_NETWORK, resolve_setting
+
+    return {"SANDBOX_EGRESS_ALLOWED_NETWORKS": TEST_NETWORK, "SANDBOX_EGRESS_RESOLVE": resolve_setting(),
+            "SANDBOX_EGRESS_CA_BUNDLE": str(ca.ca_file)}
+
+
+@pytest.fixture(scope="session")
+def sandbox_worker(django_db_setup, django_db_blocker, tmp_path_factory, egress_ca):
     """One worker for the whole session, consuming every queue, with a warm pool per language."""
     if not os.environ.get("CELERY_BROKER_URL", "").startswith("redis"):
         pytest.fail("the suite needs CELERY_BROKER_URL=redis://… (make test sets it)")
@@ -110,7 +128,7 @@ def sandbox_worker(django_db_setup, django_db_blocker, tmp_path_factory):
 
     redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).flushdb()
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = worker_env(connection.settings_dict["NAME"])
+    env = worker_env(connection.settings_dict["NAME"], **egress_test_env(egress_ca))
     process = start_worker(WORKER_NAME, env, log_path, ",".join((*SANDBOX_QUEUES, *IO_QUEUES)))
     try:
         with django_db_blocker.unblock():

@@ -98,6 +98,10 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
+networks = st.fixed_dictionaries({}, optional={
+    "allow": st.lists(st.sampled_from(["pypi", "example.com", "*.x.org:443", "10.0.0.0/8", "localhost", "[::1", "*",
+                                       "a" * 300 + ".com", "x.com:99999"]) | json_values, max_size=4) | json_values,
+}) | json_values
 fields = st.fixed_dictionaries({}, optional={
     "language": st.sampled_from(["python", "nodejs", "javascript", "ruby", ""]) | json_values,
     "code": st.sampled_from(["x = 1", "def main():\n    return 1", ""]) | json_values,
@@ -108,6 +112,7 @@ fields = st.fixed_dictionaries({}, optional={
     "wait": st.just(False) | json_values,
     "callback_url": st.sampled_from(["http://127.0.0.1/", "https://example.com/x", "ftp://x", "http://[::1"])
     | json_values,
+    "network": networks,
 })
 
 
@@ -151,6 +156,7 @@ session_fields = st.fixed_dictionaries({}, optional={
     "files": st.lists(st.fixed_dictionaries({}, optional={
         "path": st.sampled_from(["a.txt", "../x", "/etc/passwd", "a//b", ""]) | json_values,
         "content_b64": st.sampled_from(["eA==", "!!", ""]) | json_values}), max_size=3) | json_values,
+    "network": networks,
 })
 
 
@@ -185,6 +191,15 @@ def fuzzed_session(live_server, django_db_blocker, sandbox_worker):
         assert opened.status_code == 201, opened.text
         yield client, opened.json()["id"]
         client.request("DELETE", f"/api/v1/sessions/{opened.json()['id']}")
+
+
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=st.fixed_dictionaries({}, optional={"network": networks}) | json_values)
+def test_fuzzed_session_updates_never_answer_500(fuzzed_session, body):
+    client, session_id = fuzzed_session
+    response = client.request("PATCH", f"/api/v1/sessions/{session_id}", data=json.dumps(body),
+                              headers={"Content-Type": "application/json"})
+    assert response.status_code in (200, 400, 403), (response.status_code, response.text[:500])
 
 
 @hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))

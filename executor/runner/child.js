@@ -90,9 +90,31 @@ function freshModule() {
   return sandboxModule;
 }
 
+// A run with an allowlist: http, https and fetch go through the sandbox's relay (the proxy decides each
+// connection), and TLS trusts the operator's extra CA bundle too. Read once: Node takes both when it starts,
+// but this interpreter started before the job existed.
+let egressRestore = null;
+function openEgress(egress) {
+  if (egressRestore) egressRestore();
+  egressRestore = null;
+  if (!egress) return;
+  const tls = require("tls");
+  if (egress.ca_file) {
+    const pem = fs.readFileSync(egress.ca_file, "utf8").match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) || [];
+    tls.setDefaultCACertificates([...tls.getCACertificates("default"), ...pem]);
+  }
+  Object.assign(process.env, egress.env);
+  const restoreAgents = require("http").setGlobalProxyFromEnv(egress.env);
+  egressRestore = () => {
+    if (typeof restoreAgents === "function") restoreAgents();
+    for (const name of Object.keys(egress.env)) if (process.env[name] === egress.env[name]) delete process.env[name];
+  };
+}
+
 // Run the code, then main(arguments) when this code defined one. `options` are vm's (a session interrupts
 // a cell past its timeout with SIGINT: breakOnSigint).
 async function run(job, filename = "main.js", options = {}, mainBefore = undefined) {
+  if (job.egress || egressRestore) openEgress(job.egress);
   const sandboxModule = freshModule();
   try {
     vm.runInThisContext(job.code, { filename, ...options });

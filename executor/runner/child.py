@@ -51,6 +51,30 @@ def preload() -> None:
 
 USER_FILE = "main.py"
 sources: dict[str, str] = {}  # the code of each file name tracebacks show (one per cell in a session)
+egress_env: dict[str, str] = {}  # what open_egress put in the environment (a session's later cell may have none)
+
+
+def open_egress(egress: dict | None) -> None:
+    """A run with an allowlist: every client's proxy settings point at the sandbox's relay (the proxy decides
+    each connection), and what pip installs for the user (HOME is /tmp) is importable at once. A session's
+    cell without one loses the settings an earlier cell had."""
+    for name, value in egress_env.items():
+        if os.environ.get(name) == value:
+            del os.environ[name]
+    egress_env.clear()
+    opener = sys.modules.get("urllib.request")
+    if opener is not None:
+        opener.install_opener(None)  # an earlier cell's urlopen read the proxy settings of its time
+    if not egress:
+        return
+    egress_env.update(egress["env"])
+    os.environ.update(egress_env)
+    import site
+
+    user_site = site.getusersitepackages()
+    os.makedirs(user_site, exist_ok=True)
+    if user_site not in sys.path:
+        sys.path.append(user_site)
 
 
 def print_traceback(exc: BaseException) -> None:
@@ -124,6 +148,8 @@ def run(job: dict, namespace: dict | None = None, filename: str = USER_FILE) -> 
     """Run the code and its main(); in a session `namespace` is the one every cell shares."""
     code, arguments = job["code"], job["arguments"]
     sources[filename] = code
+    if job.get("egress") or egress_env:
+        open_egress(job.get("egress"))
     try:
         tree = ast.parse(code, filename=filename)
     except SyntaxError as exc:

@@ -100,7 +100,8 @@ def run_cell(interpreter: Interpreter, cell: dict, timeout: float, grace: float,
     interpreter.discard_waiting_bytes()
     nonce = secrets.token_hex(16)
     try:
-        interpreter.send({"code": cell["code"], "arguments": cell["arguments"], "nonce": nonce})
+        interpreter.send({"code": cell["code"], "arguments": cell["arguments"], "nonce": nonce,
+                          "egress": cell.get("egress")})  # a cell with an allowlist: where its proxy is
     except OSError:
         return None, False, "the interpreter is gone"
     try:

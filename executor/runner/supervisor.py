@@ -38,6 +38,7 @@ sys.path.insert(0, RUNNER_DIR)  # -I leaves the script's folder off the path; th
 
 from artifacts import collect_artifacts  # noqa: E402
 from channel import Channel, close_input, read_frame, wait_for_opening  # noqa: E402
+import egress_relay  # noqa: E402
 from confine import keep_only_capabilities  # noqa: E402
 from processes import (  # noqa: E402
     Keeper,
@@ -129,6 +130,11 @@ class Served:
                    interpreter.stderr: Stream(self.channel.send, STDERR, cap)}
         # A session's cell past its timeout is interrupted and may keep the session; a one-shot run just ends.
         grace = INTERRUPT_GRACE if self.keep else 0.0
+        # A cell with an allowlist gets its egress relay before its code runs (egress_relay.py); it ends with the
+        # cell's other processes.
+        problem = egress_relay.start_for(request.get("egress"))
+        if problem:
+            streams[interpreter.stderr].feed(problem.encode())
         outcome, timed_out, over = run_cell(interpreter, request, float(request["timeout"]), grace, streams)
         if over or not self.keep:
             memory = self.end_every_user_process()

@@ -9,6 +9,7 @@ from django.http import HttpResponse, JsonResponse
 
 from providers.heartbeats import live_workers
 from sandboxctl.api import server
+from sandboxctl.egress.policy import metrics_lines as egress_lines
 from sandboxctl.executions import notify
 from sandboxctl.executions.models import Execution
 
@@ -55,6 +56,7 @@ def metrics(request):
     counts = Execution.objects.values("status", "provider").annotate(total=Count("id")).order_by("status", "provider")
     for row in counts:
         lines.append(f'sandboxctl_executions{{status="{row["status"]}",provider="{row["provider"]}"}} {row["total"]}')
+    lines += egress_lines()
     lines += web_process_lines()
     return HttpResponse("\n".join(lines) + "\n", content_type="text/plain; version=0.0.4")
 

@@ -7,6 +7,7 @@ from executor.runner.rules import path_problem
 from executor.verify import JSON_MAX_DEPTH, SURROGATES, json_depth
 from providers.base import LANGUAGES, RequestedLimits, Status
 from providers.registry import PROVIDERS
+from sandboxctl.egress import policy as egress_policy
 from sandboxctl.executions.outbound import literal_host_problem
 
 LANGUAGE_ALIASES = {"python": "python", "nodejs": "nodejs", "javascript": "nodejs", "node": "nodejs"}
@@ -106,6 +107,29 @@ def check_input_files(files: list[dict]) -> list[dict]:
     return [dict(entry) for entry in files]
 
 
+class NetworkField(serializers.JSONField):
+    """`network: {"allow": [entry, ...]}`: hosts, wildcards, networks (each with an optional :PORT) and presets
+    the run may reach, within its account's ceiling (sandboxctl/egress/policy.py). Answers the entries as
+    written; an unreadable one is a 400 naming `network`."""
+
+    default_error_messages = {"shape": 'must be an object {{"allow": [entries]}} with a list of strings'}
+
+    def to_internal_value(self, data) -> tuple[str, ...]:
+        value = super().to_internal_value(data)
+        if value is None:
+            return ()
+        if not isinstance(value, dict) or set(value) - {"allow"} or not isinstance(value.get("allow", []), list):
+            self.fail("shape")
+        entries = value.get("allow", [])
+        if not all(isinstance(entry, str) for entry in entries):
+            self.fail("shape")
+        try:
+            egress_policy.check(entries)
+        except egress_policy.EntryError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return tuple(entries)
+
+
 class LimitsSerializer(serializers.Serializer):
     """The per-run limits a caller may ask for (providers.base.RequestedLimits). Above the server's maximum each is
     clamped to it by the provider; the upper bounds here only keep numbers sane."""
@@ -129,6 +153,7 @@ class ExecutionRequestSerializer(LimitsSerializer):
     wait = serializers.BooleanField(required=False, default=True)
     callback_url = serializers.URLField(required=False, allow_blank=True, default="", max_length=2000)
     files = InputFileSerializer(many=True, required=False, default=list)
+    network = NetworkField(required=False, default=tuple)
 
     def validate_language(self, value: str) -> str:
         return check_language(value)
@@ -174,12 +199,19 @@ class SessionRequestSerializer(LimitsSerializer):
     idle_timeout = serializers.FloatField(required=False, allow_null=True, min_value=1, max_value=1e9)
     max_lifetime = serializers.FloatField(required=False, allow_null=True, min_value=1, max_value=1e9)
     files = InputFileSerializer(many=True, required=False, default=list)
+    network = NetworkField(required=False, default=tuple)
 
     def validate_language(self, value: str) -> str:
         return check_language(value)
 
     def validate_files(self, value: list[dict]) -> list[dict]:
         return check_input_files(value)
+
+
+class SessionUpdateSerializer(serializers.Serializer):
+    """PATCH /api/v1/sessions/{id}: the session's allowlist from its next cell on."""
+
+    network = NetworkField()
 
 
 class ListingSerializer(serializers.Serializer):

@@ -25,9 +25,11 @@ from sandboxctl.api.serializers import (
     ListingSerializer,
     PayloadTooLarge,
     SessionRequestSerializer,
+    SessionUpdateSerializer,
 )
-from sandboxctl.api.views import QueueFull, waited_answer
+from sandboxctl.api.views import QueueFull, egress_refused, waited_answer
 from sandboxctl.api.waiting import Answer, Pending, awaiting, pending
+from sandboxctl.egress import policy as egress_policy
 from sandboxctl.executions import sessions, transfers
 from sandboxctl.executions.admission import TooManyQueued
 from sandboxctl.executions.models import Execution, Session, SessionRequest
@@ -81,7 +83,9 @@ class SessionListView(generics.ListAPIView):
         try:
             session, opening = sessions.open_session(request.user, data["language"], data.get("idle_timeout"),
                                                      data.get("max_lifetime"), serializer.requested_limits(),
-                                                     data["files"])
+                                                     data["files"], data["network"])
+        except (egress_policy.BeyondCeiling, egress_policy.EgressUnsupported) as exc:
+            raise egress_refused(exc) from exc
         except sessions.SessionsUnavailable as exc:
             return Response({"detail": str(exc), "code": "sessions_unsupported"}, status=400)
         except sessions.TooManySessions as exc:
@@ -110,6 +114,20 @@ session_list = awaiting(SessionListView.as_view())
 class SessionDetailView(APIView):
     @extend_schema(responses={200: SessionSerializer})
     def get(self, request, pk):
+        return Response(SessionSerializer(session_of(request, pk)).data)
+
+    @extend_schema(request=SessionUpdateSerializer, responses={200: SessionSerializer, 403: None, 409: None})
+    def patch(self, request, pk):
+        """Change the session's egress allowlist (`network`) from its next cell on, within the ceiling."""
+        session = session_of(request, pk)
+        serializer = SessionUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            session = sessions.set_network(session, request.user, serializer.validated_data["network"])
+        except (egress_policy.BeyondCeiling, egress_policy.EgressUnsupported) as exc:
+            raise egress_refused(exc) from exc
+        except sessions.SessionNotActive as exc:
+            return Response({"detail": str(exc), "code": "session_ended", "status": exc.session.status}, status=409)
         return Response(SessionSerializer(session_of(request, pk)).data)
 
     @extend_schema(responses={204: None})

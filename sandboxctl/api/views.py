@@ -17,6 +17,7 @@ from sandboxctl.api.metrics import authorised
 from sandboxctl.api.readiness import check
 from sandboxctl.api.serializers import ExecutionFilter, ExecutionRequestSerializer, RagflowRunSerializer
 from sandboxctl.api.waiting import Answer, Pending, awaiting, pending
+from sandboxctl.egress import policy as egress_policy
 from sandboxctl.executions import artifact_store
 from sandboxctl.executions.admission import TooManyQueued
 from sandboxctl.executions.models import Execution
@@ -56,6 +57,21 @@ def submit_request(request, submission: Submission) -> tuple[Execution, bool]:
         raise ValidationError({"files": [str(exc)]}) from exc
     except TooManyQueued as exc:
         raise QueueFull(str(exc)) from exc
+    except (egress_policy.BeyondCeiling, egress_policy.EgressUnsupported) as exc:
+        raise egress_refused(exc) from exc
+
+
+def egress_refused(exc: Exception) -> APIException:
+    """A request beyond its account's egress ceiling is a 403 naming the entries refused; one its provider
+    cannot hold its sandboxes to, a 400 naming the provider."""
+    if isinstance(exc, egress_policy.BeyondCeiling):
+        return BeyondCeiling({"detail": str(exc), "code": "egress_beyond_ceiling", "refused": exc.refused})
+    return ValidationError({"network": [str(exc)]})
+
+
+class BeyondCeiling(APIException):
+    status_code = status.HTTP_403_FORBIDDEN
+    default_code = "egress_beyond_ceiling"
 
 
 class Conflict(APIException):
@@ -99,6 +115,7 @@ class ExecutionListView(generics.ListAPIView):
             limits=serializer.requested_limits(),
             callback_url=data["callback_url"],
             files=tuple(data["files"]),
+            network=data["network"],
         )
         try:
             execution, _ = submit_request(request, submission)
@@ -169,7 +186,9 @@ class RagflowRunView(APIView):
         serializer = RagflowRunSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        submission = Submission(language=data["language"], code=data["code_b64"], arguments=data["arguments"])
+        # RAGFlow cannot ask for a network: its runs may reach what its account's ceiling allows.
+        submission = Submission(language=data["language"], code=data["code_b64"], arguments=data["arguments"],
+                                network=egress_policy.whole_ceiling(request.user))
         execution, _ = submit_request(request, submission)
         # As long as RAGFlow's own client waits, holding no thread meanwhile (waiting.py).
         return pending(Pending(execution.pk, settings.SANDBOX_RAGFLOW_WAIT, lambda: ragflow_answer(execution)))

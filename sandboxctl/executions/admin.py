@@ -13,9 +13,10 @@ from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import content_disposition_header
 
+from sandboxctl.egress.admin import AccountEgressInline
 from sandboxctl.executions import artifact_store, display, retention
 from sandboxctl.executions.display import EMPTY, seconds
 from sandboxctl.executions.models import ApiToken, Execution, Session
@@ -82,6 +83,7 @@ class ExecutionAdmin(admin.ModelAdmin):
                            "sandbox_id", "remote_sandbox")}),
         ("Input", {"fields": ("code_sha256", "limits", "requested_limits")}),
         ("Outcome", {"fields": ("exit_code", "error_code", "error_message", "memory_used_kb", "refused_artifacts")}),
+        ("Egress", {"fields": ("egress_table",)}),
         ("Timing", {"fields": ("created_at", "started_at", "finished_at", "duration", "waited", "attempts")}),
         ("Delivery", {"fields": ("idempotency_key", "callback_url", "callback_status", "callback_attempts",
                                  "callback_error")}),
@@ -193,6 +195,23 @@ class ExecutionAdmin(admin.ModelAdmin):
     @admin.display(description="queue wait")
     def waited(self, execution: Execution):
         return seconds(execution.queue_wait)
+
+    @admin.display(description="connections")
+    def egress_table(self, execution: Execution):
+        """The run's connections through the egress proxy (none without an allowlist)."""
+        allowlist = (execution.limits or {}).get("egress") or []
+        if not execution.egress:
+            return format_html("{} <span class=\"run-note\">(may reach: {})</span>", "none",
+                               ", ".join(allowlist) or "nowhere")
+        rows = [(record.get("host"), record.get("port"), "allowed" if record.get("allowed") else "refused",
+                 record.get("reason") or "", record.get("bytes_out"), record.get("bytes_in"))
+                for record in execution.egress]
+        return format_html(
+            '<p class="run-note">may reach: {}</p><table class="run-egress"><thead><tr><th>host</th><th>port</th>'
+            "<th>outcome</th><th>reason</th><th>bytes out</th><th>bytes in</th></tr></thead><tbody>{}</tbody>"
+            "</table>", ", ".join(allowlist) or "nowhere",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows))
+
 
 
 def attachment(content: bytes, name: str, content_type: str) -> HttpResponse:
@@ -328,3 +347,4 @@ admin.site.unregister(get_user_model())
 @admin.register(get_user_model())
 class AccountAdmin(UserAdmin):
     actions = [purge_account_data]
+    inlines = [*UserAdmin.inlines, AccountEgressInline]

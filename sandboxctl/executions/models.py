@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from executor.verify import storable
 from providers.base import ExecutionResult, Status
+from sandboxctl.egress import policy as egress_policy
 from sandboxctl.executions import artifact_store, notify
 from sandboxctl.executions.signals import execution_ended
 
@@ -109,6 +110,8 @@ class Execution(models.Model):
     session = models.ForeignKey("Session", null=True, blank=True, on_delete=models.SET_NULL, related_name="cells")
     # A one-shot run's input files as sent ({path, content_b64}), written into its working folder first.
     input_files = models.JSONField(default=list, blank=True)
+    # Its connections through the egress proxy: [{host, port, allowed, reason, bytes_out, bytes_in}].
+    egress = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -174,12 +177,15 @@ class Execution(models.Model):
             "execution_time": outcome.execution_time,
             "memory_used_kb": outcome.memory_used_kb,
             "sandbox_id": outcome.sandbox_id,
+            "egress": storable(outcome.egress),
             "finished_at": timezone.now(),
         }
         done = self._end(fields, [Status.RUNNING], worker, session_ends=outcome.session_ended)
         if done:
             for name, value in fields.items():  # what was stored is what we hold: no re-read needed
                 setattr(self, name, value)
+            if outcome.egress:
+                egress_policy.count_run(self.caller_id, outcome.egress)
         else:
             # The row never named these files.
             artifact_store.delete_files(Execution(pk=self.pk, artifacts=artifacts, stdout_file=stdout_file,

@@ -22,7 +22,7 @@ class ExecutionSerializer(serializers.ModelSerializer):
         fields = [
             "id", "status", "language", "provider", "stdout", "stderr", "exit_code", "result",
             "execution_time", "memory_used_kb", "artifacts", "rejected_artifacts", "truncated", "error",
-            "limits", "created_at", "started_at", "finished_at", "queue_wait", "session", "input_files",
+            "limits", "created_at", "started_at", "finished_at", "queue_wait", "session", "input_files", "egress",
         ]
 
     def get_input_files(self, execution: Execution) -> list[dict]:
@@ -74,17 +74,23 @@ class SessionSerializer(serializers.ModelSerializer):
     expires_at = serializers.SerializerMethodField()
     memory_mb = serializers.SerializerMethodField()
     cells = serializers.SerializerMethodField()
+    network = serializers.SerializerMethodField()
 
     class Meta:
         model = Session
         fields = ["id", "status", "language", "provider", "end_reason", "idle_timeout", "max_lifetime",
-                  "memory_mb", "cells", "created_at", "started_at", "last_active_at", "expires_at", "ended_at"]
+                  "memory_mb", "network", "cells", "created_at", "started_at", "last_active_at", "expires_at",
+                  "ended_at"]
 
     def get_expires_at(self, session: Session) -> str | None:
         return serializers.DateTimeField().to_representation(session.expires_at) if session.is_live else None
 
     def get_memory_mb(self, session: Session) -> int | None:
         return session.limits.get("memory_mb")
+
+    def get_network(self, session: Session) -> dict:
+        """What its next cell may reach: the allowlist, presets expanded (empty: nowhere)."""
+        return {"allow": list(session.limits.get("egress") or [])}
 
     def get_cells(self, session: Session) -> int:
         counted = getattr(session, "cell_count", None)  # annotated by listings, so a page is one query

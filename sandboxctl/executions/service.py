@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 
 from providers import manager
 from providers.base import Limits, RequestedLimits
+from sandboxctl.egress import policy as egress_policy
 from sandboxctl.executions import admission, notify
 from sandboxctl.executions.dispatch import dispatch
 from sandboxctl.executions.models import Execution
@@ -26,13 +27,15 @@ class Submission:
     limits: RequestedLimits = RequestedLimits()
     callback_url: str = ""
     files: tuple = ()  # input files ({path, content_b64}), written into the working folder first
+    network: tuple = ()  # the egress allowlist asked for (`network.allow`); nothing asked: no network
 
     def fingerprint(self) -> str:
         fields = asdict(self)
-        # Limits not asked for, and no files, leave no trace: adding a limit does not change old fingerprints.
+        # Limits not asked for, and no files or network, leave no trace: adding one does not change old fingerprints.
         fields.update({name: value for name, value in fields.pop("limits").items() if value is not None})
-        if not fields["files"]:
-            del fields["files"]
+        for name in ("files", "network"):
+            if not fields[name]:
+                del fields[name]
         body = json.dumps(fields, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(body.encode()).hexdigest()
 
@@ -67,12 +70,13 @@ def submit(
         raise UnsupportedLanguage(f"{provider.label} does not run {submission.language}")
     if submission.files and not provider.takes_files:
         raise FilesUnsupported(f"the active provider, {provider.label} ({provider.name}), takes no input files")
+    limits = egress_policy.with_allowlist(provider, provider.clamp(submission.limits), user, submission.network)
     with transaction.atomic():
         admission.lock_account(user.pk)
         admission.check_quota(user.pk)
         try:
             with transaction.atomic():  # a savepoint: a lost key race must not spoil the outer transaction
-                execution = _create(submission, provider, user, token, idempotency_key, fingerprint)
+                execution = _create(submission, provider, limits, user, token, idempotency_key, fingerprint)
         except IntegrityError:
             # Two requests with the same key raced; the other one created the row.
             existing = Execution.objects.get(caller=user, idempotency_key=idempotency_key)
@@ -84,15 +88,17 @@ def submit(
     return execution, True
 
 
-def _create(submission: Submission, provider, user, token, idempotency_key, fingerprint: str) -> Execution:
+def _create(submission: Submission, provider, limits: Limits, user, token, idempotency_key, fingerprint: str
+            ) -> Execution:
     return Execution.objects.create(
         provider=provider.name,
         language=submission.language,
         code=submission.code,
         code_sha256=hashlib.sha256(submission.code.encode()).hexdigest(),
         arguments=submission.arguments,
-        requested_limits=asdict(submission.limits),
-        limits=asdict(provider.clamp(submission.limits)),
+        requested_limits={**asdict(submission.limits),
+                          **({"network": {"allow": list(submission.network)}} if submission.network else {})},
+        limits=asdict(limits),
         caller=user,
         token=token,
         idempotency_key=idempotency_key or None,

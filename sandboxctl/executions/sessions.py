@@ -17,7 +17,7 @@ cell ends it (a timeout it would not stop at, the interpreter gone: in the same 
 
 import hashlib
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from celery import current_app
 from django.conf import settings
@@ -29,6 +29,7 @@ from executor import deadlines as sandbox_deadlines
 from executor.config import FileLimits
 from providers import manager
 from providers.base import Limits, RequestedLimits, Status
+from sandboxctl.egress import policy as egress_policy
 from sandboxctl.executions import admission, transfers
 from sandboxctl.executions.dispatch import CELL_TASK
 from sandboxctl.executions.models import (
@@ -78,14 +79,14 @@ def input_file_limits() -> FileLimits:
 
 
 def open_session(user, language: str, idle_timeout: float | None, max_lifetime: float | None,
-                 requested: RequestedLimits, files: list[dict]) -> tuple[Session, SessionRequest]:
+                 requested: RequestedLimits, files: list[dict], network: tuple = ()) -> tuple[Session, SessionRequest]:
     provider = manager.active_provider()
     if not provider.has_sessions:
         raise SessionsUnavailable(f"the active provider, {provider.label} ({provider.name}), has no sessions")
     if language not in provider.session_languages:
         raise SessionsUnavailable(f"the active provider, {provider.label} ({provider.name}), has no {language} "
                                   f"sessions; it has {', '.join(provider.session_languages)}")
-    limits = provider.clamp(requested)
+    limits = egress_policy.with_allowlist(provider, provider.clamp(requested), user, network)
     with transaction.atomic():
         admission.lock_account(user.pk)
         live = Session.objects.filter(caller=user, status__in=LIVE_SESSION).count()
@@ -115,11 +116,11 @@ def submit_cell(session: Session, user, code: str, arguments: dict, requested: R
     quota still applies. SessionNotActive (409 session_ended) once the session has ended, even by the cell
     just before this one: that cell's end and the session's are one commit."""
     provider = manager.provider(session.provider)
-    limits = cell_limits(provider, session, requested)
     with transaction.atomic():
         locked = Session.objects.select_for_update().get(pk=session.pk)
         if locked.status != SessionStatus.ACTIVE:
             raise SessionNotActive(locked)
+        limits = cell_limits(provider, locked, requested)  # the session as it is now (its allowlist may change)
         if locked.cells.filter(status__in=[Status.QUEUED, Status.RUNNING]).exists():
             raise SessionBusy("a cell of this session is queued or running; cells run one at a time")
         admission.check_storage(user.pk)
@@ -137,13 +138,26 @@ def submit_cell(session: Session, user, code: str, arguments: dict, requested: R
 
 def cell_limits(provider, session: Session, requested: RequestedLimits) -> Limits:
     """A cell's limits: its own time limit (else the session's), the session's memory, its own output cap within
-    the session's."""
+    the session's, and the session's egress allowlist as it is now (set_network changes it between cells)."""
     opened = session.limits
     output_cap = opened.get("output_limit")
-    return provider.clamp(RequestedLimits(
+    return replace(provider.clamp(RequestedLimits(
         timeout=requested.timeout or opened.get("timeout"), memory_mb=opened.get("memory_mb"),
         output_limit=min(requested.output_limit or output_cap, output_cap) if output_cap else requested.output_limit,
-    ))
+    )), egress=tuple(opened.get("egress") or ()))
+
+
+def set_network(session: Session, user, requested: tuple) -> Session:
+    """PATCH: the session's allowlist from its next cell on, within its account's ceiling (egress/policy.py)."""
+    limits = egress_policy.with_allowlist(manager.provider(session.provider), Limits(**session.limits), user,
+                                          requested)
+    with transaction.atomic():
+        locked = Session.objects.select_for_update().get(pk=session.pk)
+        if locked.status not in LIVE_SESSION:
+            raise SessionNotActive(locked)
+        locked.limits = {**locked.limits, "egress": list(limits.egress)}
+        locked.save(update_fields=["limits"])
+    return locked
 
 
 def file_request(session: Session, kind: str, path: str = "", blob: str = "", blob_bytes: int = 0,

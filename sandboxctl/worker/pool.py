@@ -10,8 +10,9 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from executor.config import PRELOADED, KindSize, PoolConfig, SandboxConfig
+from executor.egress_proxy import EgressProxy, ProxySettings
 from executor.pool import SandboxPool
-from providers import self_managed
+from providers import egress, self_managed
 from providers.heartbeats import live_workers
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,22 @@ def sandbox_config() -> SandboxConfig:
         snapshot_dir=settings.SANDBOX_SNAPSHOT_DIR,
         snapshot_variants=settings.SANDBOX_SNAPSHOT_VARIANTS,
         image_cache_dir=settings.SANDBOX_IMAGE_CACHE_DIR,
+        egress_pip_index_url=settings.SANDBOX_EGRESS_PIP_INDEX_URL,
+        egress_npm_registry=settings.SANDBOX_EGRESS_NPM_REGISTRY,
+        egress_ca_bundle=Path(settings.SANDBOX_EGRESS_CA_BUNDLE) if settings.SANDBOX_EGRESS_CA_BUNDLE else None,
     )
+
+
+def egress_proxy() -> EgressProxy:
+    """This worker's egress proxy (executor/egress_proxy.py): idle until a run with an allowlist opens a channel."""
+    return EgressProxy(ProxySettings(
+        allowed_networks=tuple(settings.SANDBOX_EGRESS_ALLOWED_NETWORKS),
+        hosts=settings.SANDBOX_EGRESS_RESOLVE,
+        max_connections=settings.SANDBOX_EGRESS_MAX_CONNECTIONS,
+        max_bytes=settings.SANDBOX_EGRESS_MAX_BYTES,
+        idle_timeout=settings.SANDBOX_EGRESS_IDLE_TIMEOUT,
+        connection_max_time=settings.SANDBOX_EGRESS_CONNECTION_MAX_TIME,
+    ))
 
 
 def make_backend(config: SandboxConfig, owner: str):
@@ -83,6 +99,10 @@ def start_pool(name: str, languages: tuple[str, ...]) -> SandboxPool:
             )
             pool = SandboxPool(make_backend(sandbox, name), config, live_owners=live_owners)
             pool.start()
+            if sandbox.backend == "runsc":  # the docker backend's sandboxes have no egress channel
+                proxy = egress_proxy()
+                proxy.start()
+                egress.attach_proxy(proxy)
             self_managed.attach_pool(pool)
         return self_managed.current_pool()
 
@@ -93,3 +113,7 @@ def stop_pool() -> None:
         if pool is not None:
             self_managed.attach_pool(None)
             pool.shutdown()
+        proxy = egress.current_proxy()
+        if proxy is not None:
+            egress.attach_proxy(None)
+            proxy.stop()

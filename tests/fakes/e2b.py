@@ -1,10 +1,11 @@
 """A local stand-in for E2B's API and code-interpreter endpoint, speaking their wire protocol.
 
 API (X-API-Key): POST /v2/sandboxes (Idempotency-Key: the same key answers the same sandbox), GET
-/v2/sandboxes?metadata=…, DELETE /sandboxes/{id}. Sandbox: POST /execute runs the driver program in a real
-Python or Node.js process and streams its output as NDJSON (stdout, stderr, error, end_of_execution).
-Faults per operation (create, list, delete, execute) come from FakeServer.fail; `execute_mode` adds what
-only an interpreter does: "stall" (never finishes) and "interrupt" (the kernel is interrupted).
+/v2/sandboxes?metadata=…, DELETE /sandboxes/{id}, PUT /sandboxes/{id}/network (kept in `networks`).
+Sandbox: POST /execute runs the driver program in a real Python or Node.js process and streams its output as
+NDJSON (stdout, stderr, error, end_of_execution). Faults per operation (create, list, delete, execute) come
+from FakeServer.fail; `execute_mode` adds what only an interpreter does: "stall" (never finishes) and
+"interrupt" (the kernel is interrupted).
 """
 
 import json
@@ -24,6 +25,7 @@ class FakeE2B(FakeServer):
         self.by_key: dict[str, str] = {}
         self.killed: list[str] = []
         self.created: list[dict] = []
+        self.networks: dict[str, list[dict]] = {}  # each sandbox's network updates, in order
         self.execute_mode = "run"
         super().__init__()
 
@@ -41,6 +43,12 @@ class FakeE2B(FakeServer):
             if not self.answered_by_fault(request, "list"):
                 self.list(request, urllib.parse.parse_qs(query))
             return None
+        network = re.match(r"^/sandboxes/([^/]+)/network$", path)
+        if request.command == "PUT" and network:
+            if network.group(1) not in self.sandboxes:
+                return self.reply(request, 404, {"code": 404, "message": "sandbox not found"})
+            self.networks.setdefault(network.group(1), []).append(json.loads(body))
+            return self.reply(request, 204)
         found = re.match(r"^/sandboxes/([^/]+)$", path)
         if request.command == "DELETE" and found:
             if self.answered_by_fault(request, "delete"):

@@ -95,7 +95,7 @@ def test_the_cycle_finder_finds_a_cycle():
 STANDALONE_LAYERS = {
     "executor/runner": [
         ["supervisor"],
-        ["processes", "artifacts", "channel"],
+        ["processes", "artifacts", "channel", "egress_relay"],
         ["relay", "workfiles", "confine"],  # what a SaaS session host runs too
         ["rules", "wire"],
         ["child"],

@@ -69,14 +69,17 @@ def execute_code(
     token: str | None = None,
     memory_mb: int | None = None,
     files: dict[str, bytes] | None = None,
+    network: list[str] | None = None,
 ) -> RunResult:
     """Run `code` (calling its `main(**arguments)`) and wait for the result. `files` ({path: bytes}) are put
-    into the run's working folder first."""
+    into the run's working folder first; `network` lists the hosts it may reach (within the account's ceiling)."""
     base_url, token = _where(base_url, token)
     body = {"language": language, "code": code, "arguments": arguments or {}, "timeout": timeout, "wait": True,
             "files": _encoded(files)}
     if memory_mb is not None:
         body["memory_mb"] = memory_mb
+    if network is not None:
+        body["network"] = {"allow": list(network)}
     response = _request("POST", base_url, "/api/v1/executions", token, timeout + 120, json=body)
     return _run_result(response)
 
@@ -101,10 +104,11 @@ class Session:
 
     def __init__(self, language: str = "python", base_url: str | None = None, token: str | None = None,
                  idle_timeout: float | None = None, max_lifetime: float | None = None, memory_mb: int | None = None,
-                 files: dict[str, bytes] | None = None) -> None:
+                 files: dict[str, bytes] | None = None, network: list[str] | None = None) -> None:
         self.base_url, self.token = _where(base_url, token)
         self.request = {"language": language, "idle_timeout": idle_timeout, "max_lifetime": max_lifetime,
-                        "memory_mb": memory_mb, "files": _encoded(files)}
+                        "memory_mb": memory_mb, "files": _encoded(files),
+                        "network": {"allow": list(network)} if network is not None else None}
         self.id: str | None = None
         self.info: dict = {}
 
@@ -125,6 +129,11 @@ class Session:
         called and its value is `RunResult.value`."""
         body = {"code": code, "arguments": arguments or {}, "timeout": timeout}
         return _run_result(self._call("POST", f"{self._path()}/executions", timeout + 120, json=body))
+
+    def allow(self, network: list[str]) -> dict:
+        """Change the hosts this session's next cells may reach (within the account's ceiling; [] for none)."""
+        self.info = self._checked(self._call("PATCH", self._path(), 60, json={"network": {"allow": list(network)}}))
+        return self.info
 
     def upload(self, path: str, data: bytes) -> dict:
         return self._checked(self._call("PUT", self._file(path), 300, data=data), expected=(201,))

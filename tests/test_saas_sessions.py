@@ -115,7 +115,7 @@ def test_files_go_in_and_out_and_cells_see_them(opened):
                        "    return open('data/in.csv').read()", {}, LIMITS)
     assert made.result_value == "a,b\n1,2\n", made.stderr
     assert session.get_file("out.bin") == bytes(range(256))
-    assert [(f["path"], f["size"]) for f in session.list_files()] == [
+    assert [(f["path"], f["size"]) for f in session.list_files()["files"]] == [
         ("data/in.csv", 8), ("notes.txt", 6), ("out.bin", 256)]
     session.delete_file("notes.txt")
     with pytest.raises(FileRefused) as refused:
@@ -132,7 +132,7 @@ def test_paths_that_leave_the_folder_or_follow_a_link_are_refused(opened):
         assert refused.value.code == code, path
         with pytest.raises(FileRefused):
             session.put_file(path, b"planted")
-    assert not any(entry["path"].startswith("link") for entry in session.list_files())
+    assert not any(entry["path"].startswith("link") for entry in session.list_files()["files"])
 
 
 def test_file_caps_are_kept(opened):

@@ -142,14 +142,14 @@ def session_path(arguments: dict, tail: str = "") -> str:
 
 
 async def run_code(arguments: dict, rest: Rest, progress: Progress | None) -> Outcome:
-    body = {**given(arguments, "language", "code", "arguments", "timeout", "memory_mb"),
+    body = {**given(arguments, "language", "code", "arguments", "timeout", "memory_mb", "network"),
             "files": input_files(arguments.get("files")), "wait": False}
     execution = checked(await rest.request("POST", "/api/v1/executions", body), 200, 202)
     return await finished(execution, rest, progress)
 
 
 async def open_session(arguments: dict, rest: Rest, progress: Progress | None) -> Outcome:
-    body = {**given(arguments, "language", "idle_timeout", "max_lifetime", "memory_mb"),
+    body = {**given(arguments, "language", "idle_timeout", "max_lifetime", "memory_mb", "network"),
             "files": input_files(arguments.get("files"))}
     session = checked(await rest.request("POST", "/api/v1/sessions", body), 201, 202)
     state = "is open" if session["status"] == "active" else f"is {session['status']} (still starting: try again soon)"

@@ -24,6 +24,11 @@ FILES = {
 }
 ARGUMENTS = {"type": "object", "description": "keyword arguments for main(**arguments), if the code defines main"}
 TIMEOUT = {"type": "number", "exclusiveMinimum": 0, "description": "seconds (the server's maximum applies)"}
+NETWORK = {"type": "object", "description": "hosts the code may reach, within the account's ceiling (none without "
+                                            "this): {allow: [\"pypi\", \"files.example.com\", \"*.github.com\", "
+                                            "\"203.0.113.0/24:443\"]}",
+           "properties": {"allow": {"type": "array", "items": {"type": "string"}}}, "required": ["allow"],
+           "additionalProperties": False}
 
 
 @dataclass(frozen=True)
@@ -43,14 +48,14 @@ def properties(required: tuple[str, ...] = (), **fields: dict) -> dict:
 TOOLS = (
     Tool(
         "run_code",
-        "Run code once in a fresh, isolated sandbox (no network) and get its stdout, stderr, result and files. "
+        "Run code once in a fresh, isolated sandbox (no network unless `network` allows hosts) and get its stdout, "
+        "stderr, result and files. "
         "Print what you want to see. If the code defines main(), it is called with `arguments` and its return value "
         "(JSON) is the result. Charts saved as files (e.g. plt.savefig('chart.png')) come back as images. "
         "Nothing is kept after the run: use a session to keep state.",
         properties(("language", "code"), language=LANGUAGE, code={"type": "string", "description": "the program"},
-                   arguments=ARGUMENTS, files=FILES, timeout=TIMEOUT,
+                   arguments=ARGUMENTS, files=FILES, timeout=TIMEOUT, network=NETWORK,
                    memory_mb={"type": "integer", "minimum": 32, "description": "memory limit in MB"}),
-        # The network allowlist (egress work) joins here as `network`, passed on by calls.run_code.
     ),
     Tool(
         "open_session",
@@ -60,6 +65,7 @@ TOOLS = (
                    idle_timeout={"type": "number", "exclusiveMinimum": 0,
                                  "description": "seconds without a request before it ends"},
                    max_lifetime={"type": "number", "exclusiveMinimum": 0, "description": "seconds it may live"},
+                   network=NETWORK,
                    memory_mb={"type": "integer", "minimum": 32, "description": "memory limit in MB"}),
     ),
     Tool(

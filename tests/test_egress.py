@@ -269,3 +269,18 @@ def test_a_node_session_takes_and_drops_its_allowlist_between_cells(api, user, h
         assert len(https_upstream.requests) == 1
     finally:
         close(api, session)
+
+
+def test_the_python_client_asks_for_a_network_for_a_run_and_a_session(api, user, https_upstream):
+    from sandboxctl.client import Session, execute_code
+
+    policy.set_ceiling(user, ["upstream.test:*"])
+    token = api.session.headers["Authorization"].split()[1]
+    allowed = [f"upstream.test:{https_upstream.port}"]
+    run = execute_code(fetch_json(https_upstream.url(path="/client")), base_url=api.base_url, token=token,
+                       network=allowed)
+    assert run.metadata["status"] == "succeeded", run.metadata
+    with Session("python", base_url=api.base_url, token=token) as session:
+        assert session.run(fetch_json(https_upstream.url(path="/cell"))).metadata["status"] == "failed"
+        session.allow(allowed)
+        assert session.run(fetch_json(https_upstream.url(path="/cell"))).value["path"] == "/cell"

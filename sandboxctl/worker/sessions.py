@@ -314,6 +314,7 @@ def run_cell(live: LiveSession, execution_id: str) -> None:
 def answer_file_request(live: LiveSession, request_id: str) -> None:
     request = SessionRequest.objects.select_related("session").filter(pk=request_id).first()
     if request is None or request.is_done:
+        forget_abandoned(request)
         return
     try:
         answer, blob = file_operation(live.session, request)
@@ -325,10 +326,17 @@ def answer_file_request(live: LiveSession, request_id: str) -> None:
     else:
         if not request.complete(answer, blob, answer.get("size", 0) if blob else 0):
             transfers.discard(blob)  # the caller stopped waiting: nobody will fetch it
+            forget_abandoned(request)
     finally:
         if request.kind == "put":
             transfers.discard(request.blob)
     touch(live.id)
+
+
+def forget_abandoned(request: SessionRequest | None) -> None:
+    """A request its caller gave up on is answered to nobody: nothing of it is kept."""
+    if request is not None:
+        SessionRequest.objects.filter(pk=request.pk, error_code="abandoned").delete()
 
 
 def file_operation(session: ProviderSession, request: SessionRequest) -> tuple[dict, str]:

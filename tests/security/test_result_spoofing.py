@@ -129,11 +129,11 @@ def test_forged_outcome_on_the_result_pipe_cannot_set_measurements(api):
     assert body["memory_used_kb"] > 1000, "memory is measured by the supervisor, not reported by the child"
 
 
-def test_an_answer_without_the_cells_nonce_is_no_answer(api):
+def test_an_answer_without_the_cells_framing_and_nonce_is_no_answer(api):
     body = api.run("import os\ndef main():\n    os.write(3, b'{\"ok\": true, \"value_json\": \"6\"}')\n"
                    "    os._exit(0)")
-    assert (body["status"], body["error"]["code"]) == ("failed", "process_exited"), body
-    assert body["result"]["present"] is False
+    assert (body["status"], body["error"]["code"]) == ("failed", "protocol_error"), body
+    assert body["result"]["present"] is False, "text without the cell's nonce is unreadable, never a result"
 
 
 def test_nan_written_as_the_result_is_the_users_failure(api):

@@ -100,7 +100,8 @@ def opened_answer(session: Session, opening: SessionRequest, location: str) -> A
     body = SessionSerializer(session).data
     headers = {"Location": location}
     if not opening.is_done:
-        return Answer(body, 202, headers)
+        return Answer(body, 202, headers)  # the reconciler's sweep forgets the opening once it is answered
+    sessions.delivered(opening)
     if opening.status == "failed":
         body = {**body, "error": {"code": opening.error_code, "message": opening.error_message}}
         code = OPEN_FAILURE_STATUS.get(opening.error_code, 502)

@@ -160,7 +160,11 @@ def test_sandboxes_are_locked_down(pool):
     assert process["user"] == {"uid": 0, "gid": 0}
     assert set(process["capabilities"]["bounding"]) == {"CAP_SETUID", "CAP_SETGID", "CAP_KILL"}
     assert {"type": "RLIMIT_NPROC", "hard": 64, "soft": 64} in process["rlimits"]
-    assert not [mount for mount in spec["mounts"] if mount["type"] == "bind"], "no bind mounts"
+    # One bind mount only: the sandbox's own egress channel folder, read-only (tests/security/test_egress_attacks).
+    binds = [mount for mount in spec["mounts"] if mount["type"] == "bind"]
+    assert [(mount["destination"], mount["source"]) for mount in binds] == [
+        ("/run/sandboxctl", str(pool.backend.config.bundle_dir / sandbox_id / "egress"))]
+    assert {"ro", "nosuid", "nodev", "noexec"} <= set(binds[0]["options"])
     assert all(not entry.startswith(("DATABASE", "CELERY", "SECRET", "SANDBOXCTL")) for entry in process["env"])
     assert "--network=none" in pool.backend.runsc("run")
     memory = Path(CGROUP_ROOT, "memory", "sandboxctl", sandbox_id)

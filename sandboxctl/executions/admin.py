@@ -201,13 +201,13 @@ class ExecutionAdmin(admin.ModelAdmin):
         """The run's connections through the egress proxy (none without an allowlist)."""
         allowlist = (execution.limits or {}).get("egress") or []
         if not execution.egress:
-            return format_html("{} <span class=\"run-note\">(may reach: {})</span>", "none",
+            return format_html("{} <span class=\"run-reach\">(may reach: {})</span>", "none",
                                ", ".join(allowlist) or "nowhere")
         rows = [(record.get("host"), record.get("port"), "allowed" if record.get("allowed") else "refused",
                  record.get("reason") or "", record.get("bytes_out"), record.get("bytes_in"))
                 for record in execution.egress]
         return format_html(
-            '<p class="run-note">may reach: {}</p><table class="run-egress"><thead><tr><th>host</th><th>port</th>'
+            '<p class="run-reach">may reach: {}</p><table class="run-egress"><thead><tr><th>host</th><th>port</th>'
             "<th>outcome</th><th>reason</th><th>bytes out</th><th>bytes in</th></tr></thead><tbody>{}</tbody>"
             "</table>", ", ".join(allowlist) or "nowhere",
             format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows))

@@ -344,6 +344,7 @@ SANDBOXCTL_METRICS_TOKEN = env_str("SANDBOXCTL_METRICS_TOKEN", "")
 # Admin sign-in: failed attempts allowed per user name and per source address within the window.
 SANDBOXCTL_LOGIN_FAILURES_PER_USER = env_int("SANDBOXCTL_LOGIN_FAILURES_PER_USER", 5)
 SANDBOXCTL_LOGIN_FAILURES_PER_SOURCE = env_int("SANDBOXCTL_LOGIN_FAILURES_PER_SOURCE", 20)
+SANDBOXCTL_LOGIN_FAILURES_PER_USER_ANYWHERE = env_int("SANDBOXCTL_LOGIN_FAILURES_PER_USER_ANYWHERE", 100)
 SANDBOXCTL_LOGIN_WINDOW = env_int("SANDBOXCTL_LOGIN_WINDOW", 300)
 
 # Each queue has its own direct exchange and routing key, so a task reaches exactly one queue.

@@ -85,7 +85,8 @@ def clear_login_counts():
 
     def clear() -> None:
         for name in ("operator", "agent", *(f"someone-{number}" for number in range(6))):
-            cache.delete_many(failure_keys(name, "127.0.0.1"))
+            for source in ("127.0.0.1", *ELSEWHERE):
+                cache.delete_many(failure_keys(name, source))
 
     clear()
     yield
@@ -106,6 +107,32 @@ def test_admin_sign_in_is_throttled_per_source(live_server, staff_user, settings
     for number in range(6):
         assert sign_in(live_server, f"someone-{number}", "guess") == 200
     assert sign_in(live_server, "operator", "operator-password-1") == 429
+
+
+ELSEWHERE = [f"198.51.100.{number}" for number in range(1, 8)]  # sources other than the operator's
+
+
+def sign_in_from(client, source: str, password: str) -> int:
+    return client.post("/admin/login/", {"username": "operator", "password": password}, REMOTE_ADDR=source).status_code
+
+
+def test_failures_from_elsewhere_do_not_lock_the_operator_out(client, staff_user, settings, clear_login_counts):
+    settings.SANDBOXCTL_LOGIN_FAILURES_PER_USER = 5
+    for _ in range(5):
+        assert sign_in_from(client, ELSEWHERE[0], "wrong-guess") == 200
+    for _ in range(3):
+        assert sign_in_from(client, ELSEWHERE[0], "operator-password-1") == 429, "the guesser stays refused"
+    assert sign_in_from(client, ELSEWHERE[1], "operator-password-1") == 302, "the operator still signs in"
+
+
+def test_a_guesser_spread_over_addresses_gets_one_guess_per_address(client, staff_user, settings,
+                                                                    clear_login_counts):
+    settings.SANDBOXCTL_LOGIN_FAILURES_PER_USER_ANYWHERE = 3
+    for source in ELSEWHERE[:3]:
+        assert sign_in_from(client, source, "wrong-guess") == 200
+    for source in ELSEWHERE[:3]:
+        assert sign_in_from(client, source, "operator-password-1") == 429, "no second guess past the user's limit"
+    assert sign_in_from(client, ELSEWHERE[4], "operator-password-1") == 302, "an address that never failed signs in"
 
 
 def test_a_correct_sign_in_below_the_limit_works(live_server, staff_user, clear_login_counts):

@@ -263,6 +263,14 @@ def test_oversized_headers_and_bodies_are_refused_before_django_reads_them(web):
     assert answer.startswith(b"HTTP/1.1 413") and b"SANDBOX_REQUEST_MAX_BYTES" in answer, answer[:200]
 
 
+@pytest.mark.parametrize("request_line", [b"GET /healthz\r\n\r\n", b"GET /healthz HTTP/0.9\r\n\r\n"])
+def test_an_http_0_9_request_line_is_refused(web, request_line):
+    conn = open_from("127.0.0.13", web.main)
+    conn.sendall(request_line)
+    answer = read_all(conn, 10)
+    assert answer.startswith(b"HTTP/1.1 400") and b"http_version" in answer, answer[:200]
+
+
 def test_a_forwarded_for_header_does_not_change_who_the_caller_is(web, transactional_db):
     """RAGFlow's port trusts networks by the TCP peer; a header naming a trusted address must not pass."""
     run = json.dumps({"language": "python", "code_b64": b64("def main():\n    return 7")}).encode()

@@ -112,6 +112,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.start_reading("headers")
 
     def on_headers_complete(self) -> None:
+        if self.parser.get_http_version() not in ("1.0", "1.1"):  # HTTP/0.9 has no headers, status or length
+            self.refuse(400, {"detail": "HTTP/1.0 or HTTP/1.1 only", "code": "http_version"})
+            return
         if len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) > \
                 settings.SANDBOX_WEB_HEADER_MAX_BYTES:  # they came in one piece
             self.refuse_large_headers()

@@ -85,10 +85,10 @@ def path_problem(path: str) -> str | None:
         return "the path is empty"
     if len(path.encode("utf-8", "surrogatepass")) > PATH_MAX:
         return f"the path is longer than {PATH_MAX} bytes"
-    if path.startswith("/") or path.startswith("\\") or (len(path) > 1 and path[1] == ":"):
+    # Only "/" separates folders: a backslash or a colon is an ordinary character in a Linux file name, so a
+    # file the code named "a\\b" or "C:x" can be listed, read and deleted like any other.
+    if path.startswith("/"):
         return "the path must be relative to the working folder, not absolute"
-    if "\\" in path:
-        return "the path must use / between folders"
     components = path.split("/")
     if len(components) > PATH_DEPTH_MAX:
         return f"the path is more than {PATH_DEPTH_MAX} folders deep"

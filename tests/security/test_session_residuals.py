@@ -1,4 +1,4 @@
-"""The third attack campaign's findings on sessions (issue 30, items 1, 2, 4, 5, 6, 10, 11): storage that no quota
+"""The third attack campaign's findings on sessions (issue 30, items 1, 2, 4, 5, 6, 10, 11, 12): storage that no quota
 counted, per-cell truth, what one cell can decide for later ones, and small edges — each held against the real
 stack. (The web-tier test starts the real ASGI server, which sees a client go away; Django's test server does not.)"""
 
@@ -118,6 +118,23 @@ def test_an_input_file_under_artifacts_is_not_an_artifact_the_run_made(api):
     body = api.run("def main():\n    open('artifacts/changed.txt', 'w').write('made')\n    return 1", files=files)
     assert body["status"] == "succeeded", body
     assert [artifact["name"] for artifact in body["artifacts"]] == ["changed.txt"]
+
+
+@pytest.mark.parametrize("name", ["back\\slash.txt", "C:drive.txt", "dir\\..\\up.txt"])
+def test_a_file_the_code_named_with_a_backslash_or_colon_can_be_read_and_deleted(api, name):
+    """Item 12: a name with a backslash was listed but could be neither downloaded nor deleted."""
+    session = open_session(api)
+    try:
+        cell(api, session, f"open({name!r}, 'w').write('odd')")
+        listed = api.get(f"/api/v1/sessions/{session['id']}/files").json()
+        assert name in [entry["path"] for entry in listed["files"]], listed
+        quoted = name.replace("\\", "%5C")
+        fetched = api.get(f"/api/v1/sessions/{session['id']}/files/{quoted}")
+        assert fetched.status_code == 200 and fetched.content == b"odd", fetched.text
+        assert api.request("DELETE", f"/api/v1/sessions/{session['id']}/files/{quoted}").status_code == 204
+        assert cell(api, session, f"import os\nos.path.exists({name!r})")["result"]["value"] is False
+    finally:
+        close(api, session)
 
 
 FORGE = (

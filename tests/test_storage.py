@@ -41,7 +41,7 @@ def test_listing_stays_small_after_large_artifacts(api):
     assert len(listing.content) < 20_000, f"the listing is {len(listing.content)} bytes"
     assert all("content_b64" not in artifact for item in listing.json()["results"] for artifact in item["artifacts"])
     row = Execution.objects.get(pk=body["id"])
-    assert row.stored_bytes == 2 * TEN_MB + 8
+    assert row.stored_bytes == len(LARGE) + len("{}") + 2 * TEN_MB + 8 + len('"written"'), "request and answer count"
     assert all("content_b64" not in artifact for artifact in row.artifacts), "no artifact bytes in the row"
     download = api.get(by_name["a.txt"]["url"].removeprefix(api.base_url))
     assert download.status_code == 200 and download.content == b"x" * TEN_MB
@@ -61,8 +61,8 @@ def test_an_artifact_downloads_for_its_own_account_only(api, live_server, capsys
 
 
 def test_a_full_storage_quota_is_429_naming_it(api, live_server, capsys, settings):
-    settings.SANDBOX_TENANT_STORAGE_QUOTA = 4
-    assert api.run(SMALL)["status"] == "succeeded"  # 5 bytes stored: the quota is used up
+    settings.SANDBOX_TENANT_STORAGE_QUOTA = len(SMALL) + 2
+    assert api.run(SMALL)["status"] == "succeeded"  # its code, arguments, result and file: the quota is used up
     refused = api.post("/api/v1/executions", json={"language": "python", "code": SMALL})
     assert refused.status_code == 429
     assert "SANDBOX_TENANT_STORAGE_QUOTA" in refused.json()["detail"]
@@ -104,7 +104,7 @@ def test_long_output_is_kept_whole_in_the_store_and_listings_show_its_start(api)
     assert body["stdout"] == "y" * 300000 + "\n", "the single answer has all of it"
     row = Execution.objects.get(pk=body["id"])
     assert row.stdout_file and len(row.stdout) == artifact_store.OUTPUT_INLINE_CHARS, "the row keeps only its start"
-    assert row.stored_bytes == 300001
+    assert row.stored_bytes == len(row.code) + len("{}") + 300001 + len("1")
     item = api.get("/api/v1/executions").json()["results"][0]
     assert item["id"] == body["id"] and item["stdout"] == "y" * artifact_store.OUTPUT_INLINE_CHARS
     assert api.get(f"/api/v1/executions/{body['id']}").json()["stdout"] == body["stdout"]

@@ -41,22 +41,26 @@ class StorageQuotaExceeded(TooManyQueued):
     """The account keeps as many bytes of files as its quota allows (answered 429, as a full queue is)."""
 
 
-def check_quota(account_id: int) -> None:
+def check_quota(account_id: int, incoming: int = 0) -> None:
     queued = Execution.objects.filter(caller_id=account_id, status=Status.QUEUED).count()
     if queued >= settings.SANDBOX_TENANT_MAX_QUEUED:
         raise TooManyQueued(
             f"this account has {queued} runs queued, the most it may (SANDBOX_TENANT_MAX_QUEUED); retry when some end"
         )
-    check_storage(account_id)
+    check_storage(account_id, incoming)
 
 
-def check_storage(account_id: int) -> None:
+def check_storage(account_id: int, incoming: int = 0) -> None:
+    """Refuse a request whose `incoming` bytes (its code, arguments and input files) would take the account past
+    its storage quota, or any once it is full: everything runs keep counts (Execution.stored_bytes), and the
+    session file transfers in the file store now."""
     stored = Execution.objects.filter(caller_id=account_id).aggregate(total=Sum("stored_bytes"))["total"] or 0
     stored += transfers_in_flight(account_id)
     quota = settings.SANDBOX_TENANT_STORAGE_QUOTA
-    if stored >= quota:
+    if stored >= quota or stored + incoming > quota:
         raise StorageQuotaExceeded(
-            f"this account keeps {stored} bytes of artifacts, its quota is {quota} (SANDBOX_TENANT_STORAGE_QUOTA); "
+            f"this account keeps {stored} bytes of code, arguments, input files, results, output and artifacts, "
+            f"this request would add {incoming}; its quota is {quota} (SANDBOX_TENANT_STORAGE_QUOTA); "
             f"runs older than {settings.SANDBOX_RETENTION_DAYS:g} days are deleted (SANDBOX_RETENTION_DAYS)"
         )
 

@@ -1,4 +1,5 @@
 import hashlib
+import json
 import secrets
 import uuid
 
@@ -23,6 +24,17 @@ def hash_token(key: str) -> str:
 
 def new_key() -> str:
     return f"sbx_{secrets.token_urlsafe(32)}"
+
+
+
+def json_bytes(value) -> int:
+    """The size of a JSON value as it is stored (0 for none)."""
+    return 0 if value is None else len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+def request_bytes(code: str, arguments, input_files=None) -> int:
+    """What a run's request keeps in its row until retention deletes it: counted toward the storage quota."""
+    return len(code.encode("utf-8", "surrogatepass")) + json_bytes(arguments) + json_bytes(input_files or None)
 
 
 class ApiToken(models.Model):
@@ -87,7 +99,8 @@ class Execution(models.Model):
     sandbox_id = models.CharField(max_length=128, blank=True, default="")
     # False while a remote (SaaS) sandbox of this run may still exist; the reconciler deletes it.
     sandbox_released = models.BooleanField(default=True, db_index=True)
-    # Bytes this run keeps in the file store (artifact_store.py): counted against the account's storage quota.
+    # Bytes this run keeps, counted against the account's storage quota: its code, arguments and input files
+    # from the start (request_bytes), then its result, output and artifacts (in the file store: artifact_store.py).
     stored_bytes = models.BigIntegerField(default=0)
     # Where a long stdout or stderr is kept whole (artifact_store.py); the text fields then hold its beginning.
     stdout_file = models.CharField(max_length=255, blank=True, default="")
@@ -170,7 +183,8 @@ class Execution(models.Model):
             "result_present": outcome.result_present,
             "result": storable(outcome.result_value),
             "artifacts": artifacts,
-            "stored_bytes": stored_bytes + stdout_bytes + stderr_bytes,
+            "stored_bytes": self.stored_bytes + stored_bytes + stdout_bytes + stderr_bytes
+            + json_bytes(outcome.result_value),
             "rejected_artifacts": storable(outcome.rejected_artifacts),
             "error_code": outcome.error_code,
             "error_message": storable(outcome.error_message),

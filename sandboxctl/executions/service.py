@@ -15,7 +15,7 @@ from providers.base import Limits, RequestedLimits
 from sandboxctl.egress import policy as egress_policy
 from sandboxctl.executions import admission, notify
 from sandboxctl.executions.dispatch import dispatch
-from sandboxctl.executions.models import Execution
+from sandboxctl.executions.models import Execution, request_bytes
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def submit(
     limits = egress_policy.with_allowlist(provider, provider.clamp(submission.limits), user, submission.network)
     with transaction.atomic():
         admission.lock_account(user.pk)
-        admission.check_quota(user.pk)
+        admission.check_quota(user.pk, request_bytes(submission.code, submission.arguments, submission.files))
         try:
             with transaction.atomic():  # a savepoint: a lost key race must not spoil the outer transaction
                 execution = _create(submission, provider, limits, user, token, idempotency_key, fingerprint)
@@ -106,6 +106,7 @@ def _create(submission: Submission, provider, limits: Limits, user, token, idemp
         callback_url=submission.callback_url,
         queue=provider.queue_for(submission.language),
         input_files=list(submission.files),
+        stored_bytes=request_bytes(submission.code, submission.arguments, submission.files),
     )
 
 

@@ -39,6 +39,7 @@ from sandboxctl.executions.models import (
     Session,
     SessionRequest,
     SessionStatus,
+    request_bytes,
 )
 
 log = logging.getLogger(__name__)
@@ -123,12 +124,13 @@ def submit_cell(session: Session, user, code: str, arguments: dict, requested: R
         limits = cell_limits(provider, locked, requested)  # the session as it is now (its allowlist may change)
         if locked.cells.filter(status__in=[Status.QUEUED, Status.RUNNING]).exists():
             raise SessionBusy("a cell of this session is queued or running; cells run one at a time")
-        admission.check_storage(user.pk)
+        admission.check_storage(user.pk, request_bytes(code, arguments))
         cell = Execution.objects.create(
             provider=session.provider, language=session.language, code=code,
             code_sha256=hashlib.sha256(code.encode()).hexdigest(), arguments=arguments,
             requested_limits=asdict(requested),
             limits=asdict(limits), caller=user, session=locked, queue=locked.queue, dispatched_at=timezone.now(),
+            stored_bytes=request_bytes(code, arguments),
         )
     # Sent after the commit; a message the broker does not take is sent again by the reconciler
     # (redispatch_lost_messages), as for any run whose message was lost.

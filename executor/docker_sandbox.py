@@ -17,12 +17,21 @@ from docker.types import LogConfig, Ulimit
 
 from executor.config import IMAGE_NAMES, SandboxConfig
 from executor.protocol import DOCKER_STDOUT, DockerStreamDecoder
+from executor.runsc_sandbox import (
+    CGROUP_ROOT,
+    hold_memory,
+    memory_cgroup_of,
+    oom_killed_in,
+    peak_kb,
+    reset_peak,
+)
 from executor.runtime import describe_docker_runtime
 from executor.sandbox import RUNNER, SANDBOX_ENV, ExitState, Found, Sandbox
 
 log = logging.getLogger(__name__)
 
 DIAGNOSTICS_CAP = 16 * 1024
+UNIFIED = (CGROUP_ROOT / "cgroup.controllers").exists()
 
 
 class DockerSandbox(Sandbox):
@@ -38,6 +47,7 @@ class DockerSandbox(Sandbox):
         self._raw = None
         self._streams = DockerStreamDecoder()
         self._diagnostics = bytearray()
+        self._memory_dir = None  # the container's memory cgroup, where this process can write its limit
 
     @property
     def id(self) -> str:
@@ -56,6 +66,35 @@ class DockerSandbox(Sandbox):
         self._sock = getattr(self._raw, "_sock", self._raw)
         self._sock.setblocking(False)
         self.container.start()
+        self._memory_dir = self._find_memory_cgroup()
+
+    def _find_memory_cgroup(self):
+        """Per-run memory limits are held as on the runsc backend, by the container's own memory cgroup:
+        `docker update` cannot (runsc has no `update`). A worker that cannot write the host's cgroups (one in a
+        container) holds only the container's size and RLIMIT_AS, and says so once."""
+        try:
+            pid = self.client.api.inspect_container(self.container.id)["State"].get("Pid") or 0
+        except (DockerException, requests.RequestException):
+            pid = 0
+        directory = memory_cgroup_of(pid) if pid else None
+        if directory is None and not DockerSandbox.warned_no_cgroup:
+            DockerSandbox.warned_no_cgroup = True
+            log.warning("cannot write the memory cgroup of docker sandboxes from here: a run's memory_mb is "
+                        "held by RLIMIT_AS and the container's size (SANDBOX_CONTAINER_MEMORY_MB) only")
+        return directory
+
+    warned_no_cgroup = False
+
+    def limit_memory(self, memory_mb: int) -> None:
+        if self._memory_dir is not None:
+            hold_memory(self._memory_dir, UNIFIED, memory_mb)
+
+    def memory_peak_kb(self) -> int | None:
+        return peak_kb(self._memory_dir, UNIFIED) if self._memory_dir is not None else None
+
+    def reset_memory_peak(self) -> None:
+        if self._memory_dir is not None:
+            reset_peak(self._memory_dir, UNIFIED)
 
     def _create_options(self) -> dict:
         config = self.config
@@ -138,6 +177,8 @@ class DockerSandbox(Sandbox):
         return not readable
 
     def _exit_state(self, exited: bool) -> ExitState:
+        # The cgroup's own count, read before dockerd removes it: dockerd's OOMKilled is not set for runsc.
+        oom_killed = self._memory_dir is not None and oom_killed_in(self._memory_dir, UNIFIED)
         if exited:
             # The stream ended first; dockerd records the exit (and OOMKilled) a moment later.
             try:
@@ -152,7 +193,7 @@ class DockerSandbox(Sandbox):
             return ExitState(running=False, failure=f"cannot inspect sandbox: {exc}")
         if state.get("Running") and not exited:
             return ExitState(running=True)
-        return ExitState(running=False, oom_killed=bool(state.get("OOMKilled")),
+        return ExitState(running=False, oom_killed=oom_killed or bool(state.get("OOMKilled")),
                          failure=f"sandbox exited unexpectedly (exit code {state.get('ExitCode')})")
 
     def kill(self) -> None:

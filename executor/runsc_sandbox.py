@@ -176,54 +176,20 @@ class Cgroup:
         return found
 
     def limit_run(self, memory_mb: int) -> None:
-        """The run's memory_mb is the memory: from its job on, the sandbox may hold that much more than it held
-        idle (the Sentry and the warm interpreter). gVisor keeps tmpfs files (/tmp, /work, /dev/shm) in its
-        memory file, charged to this cgroup, so files count as well. The peak is reset so it is the run's."""
-        directory = self._dirs()[0]
-        usage_name, limit_name = (("memory.current", "memory.max") if self.unified
-                                  else ("memory.usage_in_bytes", "memory.limit_in_bytes"))
-        try:
-            usage = int((directory / usage_name).read_text())
-            current = int((directory / limit_name).read_text().strip().replace("max", str(2**62)))
-        except (OSError, ValueError):
-            return
-        limit = str(usage + memory_mb * 1024 * 1024)
-        if self.unified:
-            _write(directory / "memory.max", limit, quiet=True)
-            return
-        # memsw must never be below the memory limit: raise it first when raising, lower it last when lowering.
-        order = ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"]
-        for name in order if int(limit) > current else reversed(order):
-            _write(directory / name, limit, quiet=True)
-        self.reset_peak()
+        """The run's memory_mb is the memory (see hold_memory); the peak is reset so it is the run's."""
+        hold_memory(self._dirs()[0], self.unified, memory_mb)
 
     def reset_peak(self) -> None:
         """Count the peak from now (cgroup v1; v2's memory.peak cannot be reset on the kernels we run on)."""
-        if not self.unified:
-            _write(self._dirs()[0] / "memory.max_usage_in_bytes", "0", quiet=True)
+        reset_peak(self._dirs()[0], self.unified)
 
     def peak_kb(self) -> int | None:
         """The cgroup's peak since the run's job or the cell began (v2: since the sandbox started)."""
-        name = "memory.peak" if self.unified else "memory.max_usage_in_bytes"
-        try:
-            return int((self._dirs()[0] / name).read_text()) // 1024
-        except (OSError, ValueError):
-            return None
+        return peak_kb(self._dirs()[0], self.unified)
 
     def oom_killed(self) -> bool:
         memory_dirs = [self._dirs()[0]] + ([self.account_dir] if self.unified and self.account_dir else [])
-        return any(self._oom_killed_in(directory) for directory in memory_dirs)
-
-    def _oom_killed_in(self, directory: Path) -> bool:
-        events = directory / ("memory.events" if self.unified else "memory.oom_control")
-        try:
-            for line in events.read_text().splitlines():
-                name, _, value = line.partition(" ")
-                if name == "oom_kill" and int(value) > 0:
-                    return True
-        except (OSError, ValueError):
-            pass
-        return False
+        return any(oom_killed_in(directory, self.unified) for directory in memory_dirs)
 
     def remove(self) -> bool:
         removed = True
@@ -355,6 +321,69 @@ def _move_processes(source: Path, target: Path) -> bool:
                 pass  # it exited meanwhile
     log.warning("cgroup %s: processes kept appearing; left some in place", source)
     return False
+
+
+def hold_memory(directory: Path, unified: bool, memory_mb: int) -> None:
+    """From a job on, the sandbox whose memory cgroup is `directory` may hold memory_mb more than it held idle
+    (the Sentry and the warm interpreter). gVisor keeps tmpfs files (/tmp, /work, /dev/shm) in its memory file,
+    charged to this cgroup, so files count as well. The peak is reset so it is the job's."""
+    usage_name, limit_name = (("memory.current", "memory.max") if unified
+                              else ("memory.usage_in_bytes", "memory.limit_in_bytes"))
+    try:
+        usage = int((directory / usage_name).read_text())
+        current = int((directory / limit_name).read_text().strip().replace("max", str(2**62)))
+    except (OSError, ValueError):
+        return
+    limit = str(usage + memory_mb * 1024 * 1024)
+    if unified:
+        _write(directory / "memory.max", limit, quiet=True)
+        return
+    # memsw must never be below the memory limit: raise it first when raising, lower it last when lowering.
+    order = ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"]
+    for name in order if int(limit) > current else reversed(order):
+        _write(directory / name, limit, quiet=True)
+    reset_peak(directory, unified)
+
+
+def reset_peak(directory: Path, unified: bool) -> None:
+    if not unified:
+        _write(directory / "memory.max_usage_in_bytes", "0", quiet=True)
+
+
+def peak_kb(directory: Path, unified: bool) -> int | None:
+    name = "memory.peak" if unified else "memory.max_usage_in_bytes"
+    try:
+        return int((directory / name).read_text()) // 1024
+    except (OSError, ValueError):
+        return None
+
+
+def oom_killed_in(directory: Path, unified: bool) -> bool:
+    events = directory / ("memory.events" if unified else "memory.oom_control")
+    try:
+        for line in events.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "oom_kill" and int(value) > 0:
+                return True
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def memory_cgroup_of(pid: int) -> Path | None:
+    """The memory cgroup folder of a host process (a docker sandbox's), when this process can write its limit."""
+    unified = (CGROUP_ROOT / "cgroup.controllers").exists()
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if (unified and controllers == "") or (not unified and "memory" in controllers.split(",")):
+            directory = CGROUP_ROOT / ("" if unified else controllers) / path.lstrip("/")
+            limit = directory / ("memory.max" if unified else "memory.limit_in_bytes")
+            return directory if os.access(limit, os.W_OK) else None
+    return None
 
 
 def _write(path: Path, value: str, quiet: bool = False) -> None:

@@ -69,9 +69,15 @@ start_dockerd() {
     return 0
   fi
   need_root_for "start dockerd" "dockerd &"
-  say "starting dockerd"
   mkdir -p /var/log
-  nohup dockerd >/var/log/sandboxctl-dockerd.log 2>&1 &
+  # A host daemon, not part of the stack: through the service manager where there is one, else in a session
+  # of its own, so Ctrl-C on `make run` (or a kill of its process group) never takes dockerd down with it.
+  if [ -d /run/systemd/system ] && systemctl start docker 2>/dev/null; then
+    say "started dockerd (systemctl start docker)"
+  else
+    say "starting dockerd, detached"
+    setsid -f dockerd </dev/null >/var/log/sandboxctl-dockerd.log 2>&1
+  fi
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && return 0
     sleep 0.5

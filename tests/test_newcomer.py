@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from executor.config import SandboxConfig
@@ -79,16 +80,25 @@ def wait_ready(url: str, process: subprocess.Popen, log: Path, timeout: float) -
         time.sleep(1)
 
 
-def test_a_fresh_clone_comes_up_with_make_run_and_stops_clean_on_ctrl_c(tmp_path):
-    clone = tmp_path / "sandboxctl"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("newcomer") / "sandboxctl"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(folder)], check=True, timeout=120)
+    return folder
+
+
+def make_run(clone: Path, env: dict, log: Path) -> subprocess.Popen:
+    with open(log, "ab") as output:
+        # Its own process group, as a terminal gives a foreground job: Ctrl-C goes to the whole group.
+        return subprocess.Popen(["make", "run"], cwd=clone, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def test_a_fresh_clone_comes_up_with_make_run_and_stops_clean_on_ctrl_c(clone, tmp_path):
     port, ragflow_port = free_port(), free_port()
     env = newcomer_environment(port, ragflow_port)
     log = tmp_path / "make-run.log"
-    with open(log, "wb") as output:
-        # Its own process group, as a terminal gives a foreground job: Ctrl-C goes to the whole group.
-        process = subprocess.Popen(["make", "run"], cwd=clone, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+    process = make_run(clone, env, log)
     site = None
     try:
         wait_ready(f"http://127.0.0.1:{port}", process, log, timeout=900)
@@ -114,3 +124,44 @@ def test_a_fresh_clone_comes_up_with_make_run_and_stops_clean_on_ctrl_c(tmp_path
     assert stack_processes(clone) == [], "no process of the stack outlives Ctrl-C"
     sandboxes = RunscBackend(SandboxConfig(), site, "newcomer-observer").find()
     assert sandboxes == [], "no sandbox of the stack outlives Ctrl-C"
+    dockerd = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True).stdout.split()
+    # setup.sh (run by `make test` before this suite, and by `make run`) starts dockerd in a session of its own:
+    # a Ctrl-C or a kill of the shell's job never reaches it.
+    assert all(os.getsid(int(pid)) != os.getsid(0) for pid in dockerd), "dockerd is detached from its starter"
+
+
+def test_a_hard_kill_of_make_run_leaves_nothing_and_the_next_start_comes_up(clone, tmp_path):
+    """Issue 30, item 8: SIGKILL on `make run`'s process group (a closed terminal, the OOM killer) left 19
+    processes of the stack running — its broker, workers, web server and sandboxes — and their ports taken."""
+    port, ragflow_port = free_port(), free_port()
+    env = newcomer_environment(port, ragflow_port)
+    log = tmp_path / "make-run.log"
+    process = make_run(clone, env, log)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process, log, timeout=600)
+        site = site_of(clone, env)
+        sleeper = requests.post(f"http://127.0.0.1:{port}/api/v1/executions", timeout=30, headers={
+            "Authorization": f"Bearer {TOKEN}"}, json={"language": "python", "wait": False,
+                                                      "code": "import time\ndef main():\n    time.sleep(60)"})
+        assert sleeper.status_code == 202, sleeper.text
+        deadline = time.monotonic() + 30
+        while requests.get(f"http://127.0.0.1:{port}/api/v1/executions/{sleeper.json()['id']}", timeout=10,
+                           headers={"Authorization": f"Bearer {TOKEN}"}).json()["status"] != "running":
+            assert time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.5)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+    deadline = time.monotonic() + 120
+    while stack_processes(clone):
+        assert time.monotonic() < deadline, f"left running after a hard kill: {stack_processes(clone)}"
+        time.sleep(1)
+    assert RunscBackend(SandboxConfig(), site, "newcomer-observer").find() == [], "no sandbox outlives it"
+    # The same ports, the same data folder: the next start comes up.
+    again = make_run(clone, env, log)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", again, log, timeout=300)
+    finally:
+        os.killpg(again.pid, signal.SIGINT)
+        again.wait(150)
+    assert stack_processes(clone) == []

@@ -15,23 +15,16 @@ import requests
 from docker.errors import DockerException, NotFound
 from docker.types import LogConfig, Ulimit
 
+from executor import cgroupfs
 from executor.config import IMAGE_NAMES, SandboxConfig
 from executor.protocol import DOCKER_STDOUT, DockerStreamDecoder
-from executor.runsc_sandbox import (
-    CGROUP_ROOT,
-    hold_memory,
-    memory_cgroup_of,
-    oom_killed_in,
-    peak_kb,
-    reset_peak,
-)
 from executor.runtime import describe_docker_runtime
 from executor.sandbox import RUNNER, SANDBOX_ENV, ExitState, Found, Sandbox
 
 log = logging.getLogger(__name__)
 
 DIAGNOSTICS_CAP = 16 * 1024
-UNIFIED = (CGROUP_ROOT / "cgroup.controllers").exists()
+UNIFIED = (cgroupfs.CGROUP_ROOT / "cgroup.controllers").exists()
 
 
 class DockerSandbox(Sandbox):
@@ -76,7 +69,7 @@ class DockerSandbox(Sandbox):
             pid = self.client.api.inspect_container(self.container.id)["State"].get("Pid") or 0
         except (DockerException, requests.RequestException):
             pid = 0
-        directory = memory_cgroup_of(pid) if pid else None
+        directory = cgroupfs.memory_cgroup_of(pid) if pid else None
         if directory is None and not DockerSandbox.warned_no_cgroup:
             DockerSandbox.warned_no_cgroup = True
             log.warning("cannot write the memory cgroup of docker sandboxes from here: a run's memory_mb is "
@@ -87,14 +80,14 @@ class DockerSandbox(Sandbox):
 
     def limit_memory(self, memory_mb: int) -> None:
         if self._memory_dir is not None:
-            hold_memory(self._memory_dir, UNIFIED, memory_mb)
+            cgroupfs.hold_memory(self._memory_dir, UNIFIED, memory_mb)
 
     def memory_peak_kb(self) -> int | None:
-        return peak_kb(self._memory_dir, UNIFIED) if self._memory_dir is not None else None
+        return cgroupfs.peak_kb(self._memory_dir, UNIFIED) if self._memory_dir is not None else None
 
     def reset_memory_peak(self) -> None:
         if self._memory_dir is not None:
-            reset_peak(self._memory_dir, UNIFIED)
+            cgroupfs.reset_peak(self._memory_dir, UNIFIED)
 
     def _create_options(self) -> dict:
         config = self.config
@@ -177,8 +170,10 @@ class DockerSandbox(Sandbox):
         return not readable
 
     def _exit_state(self, exited: bool) -> ExitState:
-        # The cgroup's own count, read before dockerd removes it: dockerd's OOMKilled is not set for runsc.
-        oom_killed = self._memory_dir is not None and oom_killed_in(self._memory_dir, UNIFIED)
+        # The cgroup's own count (dockerd's OOMKilled is not set for runsc). An OOM kill in it ends the sandbox
+        # even when the kernel picked a process whose death leaves the container up but hung.
+        if self._memory_dir is not None and cgroupfs.oom_killed_in(self._memory_dir, UNIFIED):
+            return ExitState(running=False, oom_killed=True)
         if exited:
             # The stream ended first; dockerd records the exit (and OOMKilled) a moment later.
             try:
@@ -193,7 +188,7 @@ class DockerSandbox(Sandbox):
             return ExitState(running=False, failure=f"cannot inspect sandbox: {exc}")
         if state.get("Running") and not exited:
             return ExitState(running=True)
-        return ExitState(running=False, oom_killed=oom_killed or bool(state.get("OOMKilled")),
+        return ExitState(running=False, oom_killed=bool(state.get("OOMKilled")),
                          failure=f"sandbox exited unexpectedly (exit code {state.get('ExitCode')})")
 
     def kill(self) -> None:

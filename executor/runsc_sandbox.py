@@ -31,6 +31,9 @@ import time
 import uuid
 from pathlib import Path
 
+from executor import cgroupfs
+from executor.cgroupfs import CGROUP_ROOT
+from executor.cgroupfs import write as _write
 from executor.config import LANGUAGES, PRELOADED, SandboxConfig
 from executor.egress import CA_NAME, SANDBOX_CHANNEL_DIR
 from executor.images import ensure_rootfs
@@ -42,7 +45,6 @@ log = logging.getLogger(__name__)
 
 DIAGNOSTICS_CAP = 16 * 1024
 CLI_TIMEOUT = 10.0
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "sandboxctl"
 CAPABILITIES = ["CAP_SETUID", "CAP_SETGID", "CAP_KILL"]
 CFS_PERIOD = 100000
@@ -177,19 +179,19 @@ class Cgroup:
 
     def limit_run(self, memory_mb: int) -> None:
         """The run's memory_mb is the memory (see hold_memory); the peak is reset so it is the run's."""
-        hold_memory(self._dirs()[0], self.unified, memory_mb)
+        cgroupfs.hold_memory(self._dirs()[0], self.unified, memory_mb)
 
     def reset_peak(self) -> None:
         """Count the peak from now (cgroup v1; v2's memory.peak cannot be reset on the kernels we run on)."""
-        reset_peak(self._dirs()[0], self.unified)
+        cgroupfs.reset_peak(self._dirs()[0], self.unified)
 
     def peak_kb(self) -> int | None:
         """The cgroup's peak since the run's job or the cell began (v2: since the sandbox started)."""
-        return peak_kb(self._dirs()[0], self.unified)
+        return cgroupfs.peak_kb(self._dirs()[0], self.unified)
 
     def oom_killed(self) -> bool:
         memory_dirs = [self._dirs()[0]] + ([self.account_dir] if self.unified and self.account_dir else [])
-        return any(oom_killed_in(directory, self.unified) for directory in memory_dirs)
+        return any(cgroupfs.oom_killed_in(directory, self.unified) for directory in memory_dirs)
 
     def remove(self) -> bool:
         removed = True
@@ -321,77 +323,6 @@ def _move_processes(source: Path, target: Path) -> bool:
                 pass  # it exited meanwhile
     log.warning("cgroup %s: processes kept appearing; left some in place", source)
     return False
-
-
-def hold_memory(directory: Path, unified: bool, memory_mb: int) -> None:
-    """From a job on, the sandbox whose memory cgroup is `directory` may hold memory_mb more than it held idle
-    (the Sentry and the warm interpreter). gVisor keeps tmpfs files (/tmp, /work, /dev/shm) in its memory file,
-    charged to this cgroup, so files count as well. The peak is reset so it is the job's."""
-    usage_name, limit_name = (("memory.current", "memory.max") if unified
-                              else ("memory.usage_in_bytes", "memory.limit_in_bytes"))
-    try:
-        usage = int((directory / usage_name).read_text())
-        current = int((directory / limit_name).read_text().strip().replace("max", str(2**62)))
-    except (OSError, ValueError):
-        return
-    limit = str(usage + memory_mb * 1024 * 1024)
-    if unified:
-        _write(directory / "memory.max", limit, quiet=True)
-        return
-    # memsw must never be below the memory limit: raise it first when raising, lower it last when lowering.
-    order = ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"]
-    for name in order if int(limit) > current else reversed(order):
-        _write(directory / name, limit, quiet=True)
-    reset_peak(directory, unified)
-
-
-def reset_peak(directory: Path, unified: bool) -> None:
-    if not unified:
-        _write(directory / "memory.max_usage_in_bytes", "0", quiet=True)
-
-
-def peak_kb(directory: Path, unified: bool) -> int | None:
-    name = "memory.peak" if unified else "memory.max_usage_in_bytes"
-    try:
-        return int((directory / name).read_text()) // 1024
-    except (OSError, ValueError):
-        return None
-
-
-def oom_killed_in(directory: Path, unified: bool) -> bool:
-    events = directory / ("memory.events" if unified else "memory.oom_control")
-    try:
-        for line in events.read_text().splitlines():
-            name, _, value = line.partition(" ")
-            if name == "oom_kill" and int(value) > 0:
-                return True
-    except (OSError, ValueError):
-        pass
-    return False
-
-
-def memory_cgroup_of(pid: int) -> Path | None:
-    """The memory cgroup folder of a host process (a docker sandbox's), when this process can write its limit."""
-    unified = (CGROUP_ROOT / "cgroup.controllers").exists()
-    try:
-        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if (unified and controllers == "") or (not unified and "memory" in controllers.split(",")):
-            directory = CGROUP_ROOT / ("" if unified else controllers) / path.lstrip("/")
-            limit = directory / ("memory.max" if unified else "memory.limit_in_bytes")
-            return directory if os.access(limit, os.W_OK) else None
-    return None
-
-
-def _write(path: Path, value: str, quiet: bool = False) -> None:
-    try:
-        path.write_text(value)
-    except OSError:
-        if not quiet:
-            raise
 
 
 def oci_spec(config: SandboxConfig, rootfs: Path, language: str, cgroups_path: str, preload: str,

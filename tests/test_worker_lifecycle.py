@@ -81,7 +81,8 @@ def test_worker_lifecycle(api, user, broker_url, tmp_path, settings, workers):
 
     execution = Execution.objects.create(
         provider="self_managed", language="python",
-        code="import time\ndef main():\n    time.sleep(3)\n    return 'done'", queue="sandbox.python",
+        # Long enough that the kill below lands while it runs, even when this test's polling is slow on a busy host.
+        code="import time\ndef main():\n    time.sleep(8)\n    return 'done'", queue="sandbox.python",
         code_sha256="0" * 64, limits={"timeout": 20, "memory_mb": 128, "output_limit": 1024}, caller=user,
     )
     with Connection(broker_url) as conn:

@@ -132,7 +132,8 @@ def test_a_file_the_code_named_with_a_backslash_or_colon_can_be_read_and_deleted
         fetched = api.get(f"/api/v1/sessions/{session['id']}/files/{quoted}")
         assert fetched.status_code == 200 and fetched.content == b"odd", fetched.text
         assert api.request("DELETE", f"/api/v1/sessions/{session['id']}/files/{quoted}").status_code == 204
-        assert cell(api, session, f"import os\nos.path.exists({name!r})")["result"]["value"] is False
+        gone = cell(api, session, f"import os\ndef main():\n    return os.path.exists({name!r})")
+        assert gone["result"] == {"present": True, "value": False}, gone
     finally:
         close(api, session)
 

@@ -243,6 +243,7 @@ def start_running(opening: dict) -> None:
 
 OUTPUT_BUFFER = 64 * 1024
 OUR_STREAMS: list = []  # the buffered stdout and stderr, flushed even when the code replaced sys.stdout
+OPENED = None  # a threading.Event (buffer_output), set once the opening came: the flusher's timer runs from then
 FLUSH_EVERY = 0.05  # written output reaches the supervisor (and a live viewer) at least this often
 
 
@@ -264,6 +265,8 @@ def buffer_output() -> None:
         streams.append(stream)
     OUR_STREAMS.extend(streams)
     os.register_at_fork(before=flush_output)  # a forked process must not write the parent's buffer again
+    global OPENED
+    OPENED = threading.Event()
     threading.Thread(target=flush_periodically, args=(tuple(streams),), name="output-flusher", daemon=True).start()
 
 
@@ -271,6 +274,11 @@ def flush_periodically(streams: tuple) -> None:
     import time
 
     while True:
+        # Asleep without waking until the opening came: a warm sandbox waits in the pool for seconds, and
+        # every wake-up is several system calls, each dear under gVisor's ptrace platform. From then on it
+        # ticks, between a session's cells too, so what a thread writes while no cell runs reaches the pipe
+        # while no cell runs and is dropped there (relay.discard_waiting_bytes), never sent as a later cell's.
+        OPENED.wait()
         time.sleep(FLUSH_EVERY)
         for stream in streams:
             try:
@@ -322,6 +330,7 @@ def main(result_fd: int) -> None:
     opening = read_message(0)
     if opening is None:
         os._exit(1)
+    OPENED.set()
     requests = os.dup(0)  # not inherited by anything the code starts (Python's descriptors are not)
     start_running(opening)
     serve(result_fd, requests, opening.get("keep", True) is not False)

@@ -92,6 +92,7 @@ class Writer:
         self._client = None
         self._last_write = 0.0
         self._warned_at = 0.0
+        self._urgent = False  # a run's end waits in flush(): write without waiting for the window
 
     def add(self, stream_key: str, kind: str, data: str) -> None:
         with self._changed:
@@ -106,9 +107,13 @@ class Writer:
                 self._thread.start()
 
     def flush(self, stream_key: str, timeout: float = FLUSH_WAIT) -> None:
-        """Return once what was added for `stream_key` is written (or dropped), or after `timeout`."""
+        """Return once what was added for `stream_key` is written (or dropped), or after `timeout`. A run's end
+        waits here, so its entries are written at once, not at the end of the coalescing window."""
         deadline = time.monotonic() + timeout
         with self._changed:
+            if stream_key in self._pending:
+                self._urgent = True
+                self._changed.notify_all()
             while stream_key in self._pending or stream_key in self._writing:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -120,10 +125,11 @@ class Writer:
             with self._changed:
                 while not self._pending:
                     self._changed.wait()
-            pause = self._last_write + FLUSH_INTERVAL - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)  # coalesce what else arrives in the window
-            with self._changed:
+                # Coalesce what else arrives in the window, unless a run's end waits for its entries (flush).
+                window_ends = self._last_write + FLUSH_INTERVAL
+                while not self._urgent and (left := window_ends - time.monotonic()) > 0:
+                    self._changed.wait(left)
+                self._urgent = False
                 batch, self._pending = self._pending, {}
                 self._writing = set(batch)
             try:

@@ -4,6 +4,7 @@ killed mid-run (the run is requeued once), and removes its sandboxes at a clean 
 import os
 import signal
 import time
+import uuid
 
 import pytest
 from django.core.management import call_command
@@ -18,6 +19,7 @@ from sandboxctl.worker.tasks import run_execution
 
 NAME = "lifecycle@localhost"
 SITE = "lifecycletestsite"
+FIRST_DELIVERY = f"lifecycle-{uuid.uuid4().hex[:8]}"  # the redelivery goes to the run's own queue, sandbox.python
 
 
 @pytest.fixture
@@ -70,7 +72,9 @@ def test_worker_lifecycle(api, user, broker_url, tmp_path, settings, workers):
     _, orphan = stray(SITE, f"{NAME}#deadbeef")
     elsewhere, bystander = stray("anotherdeployment", f"{NAME}#deadbeef")
     try:
-        worker = start_worker(NAME, env, tmp_path / "first.log", "sandbox.python")
+        # Its own queue too, for the run below: the suite's worker also takes sandbox.python from this broker,
+        # and the first delivery must reach the worker this test kills.
+        worker = start_worker(NAME, env, tmp_path / "first.log", f"sandbox.python,{FIRST_DELIVERY}")
         workers.append(worker)
         wait_until(lambda: warm(worker), what="warm pool")
         first_instance = latest_beat(NAME).worker
@@ -86,7 +90,7 @@ def test_worker_lifecycle(api, user, broker_url, tmp_path, settings, workers):
         code_sha256="0" * 64, limits={"timeout": 20, "memory_mb": 128, "output_limit": 1024}, caller=user,
     )
     with Connection(broker_url) as conn:
-        run_execution.apply_async(args=[str(execution.pk)], queue="sandbox.python", connection=conn)
+        run_execution.apply_async(args=[str(execution.pk)], queue=FIRST_DELIVERY, connection=conn)
     wait_until(lambda: Execution.objects.get(pk=execution.pk).status == "running", what="run start")
     worker.send_signal(signal.SIGKILL)
     worker.wait()

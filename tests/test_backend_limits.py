@@ -1,15 +1,12 @@
 """The same per-run limit cases against each sandbox backend (issue 30, item 7): `memory_mb` was held on the runsc
 backend only, and on the docker one (the backend docker-compose.yml uses) a 64 MB run could take 477 MB."""
 
-import time
-import uuid
-
 import pytest
 
-from executor.config import KindSize, Limits, PoolConfig, SandboxConfig
+from executor.config import SandboxConfig
 from executor.docker_sandbox import DockerBackend
-from executor.pool import SandboxPool
 from executor.runsc_sandbox import RunscBackend
+from tests.sandbox_pools import run, warm_pool
 
 BACKENDS = {"runsc": RunscBackend, "docker": DockerBackend}
 PYTHON_HOG = ("def main():\n    hog = bytearray(200 * 1024 * 1024)\n"
@@ -23,25 +20,11 @@ PYTHON_FITS = ("def main():\n    room = bytearray(20 * 1024 * 1024)\n"
 
 @pytest.fixture(scope="module", params=list(BACKENDS))
 def pool(request):
-    site, name = f"site-{uuid.uuid4().hex[:8]}", f"limits-{request.param}#{uuid.uuid4().hex[:6]}"
-    backend = BACKENDS[request.param](SandboxConfig(backend=request.param, python_preload=""), site, name)
-    pool = SandboxPool(backend, PoolConfig(name=name, site=site, size={"python": KindSize(1, 2),
-                                                                       "nodejs": KindSize(1, 2)}))
-    pool.start()
-    deadline = time.monotonic() + 90
-    while pool.depth() != {"python": 1, "nodejs": 1}:
-        assert time.monotonic() < deadline, f"the {request.param} pool did not warm up"
-        time.sleep(0.1)
+    backend = BACKENDS[request.param]
+    pool = warm_pool(lambda site, name: backend(SandboxConfig(backend=request.param, python_preload=""), site, name),
+                     f"limits-{request.param}")
     yield pool
     pool.shutdown()
-
-
-def run(pool, language: str, code: str, **limits):
-    sandbox = pool.acquire(language)
-    try:
-        return sandbox.run(code, {}, Limits(**limits))
-    finally:
-        pool.release(sandbox)
 
 
 def held_to_its_memory(report) -> bool:

@@ -3,37 +3,21 @@ session, the same walls, its own lockdown, and nothing left behind."""
 
 import json
 import time
-import uuid
 
 import docker
 import pytest
 
-from executor.config import KindSize, Limits, PoolConfig, SandboxConfig
+from executor.config import SandboxConfig
 from executor.docker_sandbox import POOL_LABEL, SITE_LABEL, DockerBackend
-from executor.pool import SandboxPool
+from tests.sandbox_pools import run, warm_pool
 
 
 @pytest.fixture
 def pool():
-    site, name = f"site-{uuid.uuid4().hex[:8]}", f"docker-test#{uuid.uuid4().hex[:6]}"
-    backend = DockerBackend(SandboxConfig(backend="docker"), site, name)
-    pool = SandboxPool(backend, PoolConfig(name=name, site=site, size={"python": KindSize(1, 2),
-                                                                         "nodejs": KindSize(1, 1)}))
-    pool.start()
-    deadline = time.monotonic() + 60
-    while pool.depth() != {"python": 1, "nodejs": 1}:
-        assert time.monotonic() < deadline, "the docker pool did not warm up"
-        time.sleep(0.1)
+    pool = warm_pool(lambda site, name: DockerBackend(SandboxConfig(backend="docker"), site, name), "docker-test",
+                     nodejs_max=1, timeout=60)
     yield pool
     pool.shutdown()
-
-
-def run(pool, language: str, code: str, **limits):
-    sandbox = pool.acquire(language)
-    try:
-        return sandbox.run(code, {}, Limits(**limits))
-    finally:
-        pool.release(sandbox)
 
 
 def test_runs_python_and_node(pool):

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+UNIFIED = (CGROUP_ROOT / "cgroup.controllers").exists()  # cgroup v2; else v1, a hierarchy per controller
 
 
 def write(path: Path, value: str, quiet: bool = False) -> None:
@@ -65,15 +66,14 @@ def oom_killed_in(directory: Path, unified: bool) -> bool:
 
 def memory_cgroup_of(pid: int) -> Path | None:
     """The memory cgroup folder of a host process (a docker sandbox's), when this process can write its limit."""
-    unified = (CGROUP_ROOT / "cgroup.controllers").exists()
     try:
         lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
     except OSError:
         return None
     for line in lines:
         _, controllers, path = line.split(":", 2)
-        if (unified and controllers == "") or (not unified and "memory" in controllers.split(",")):
-            directory = CGROUP_ROOT / ("" if unified else controllers) / path.lstrip("/")
-            limit = directory / ("memory.max" if unified else "memory.limit_in_bytes")
+        if (UNIFIED and controllers == "") or (not UNIFIED and "memory" in controllers.split(",")):
+            directory = CGROUP_ROOT / ("" if UNIFIED else controllers) / path.lstrip("/")
+            limit = directory / ("memory.max" if UNIFIED else "memory.limit_in_bytes")
             return directory if os.access(limit, os.W_OK) else None
     return None

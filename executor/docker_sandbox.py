@@ -24,11 +24,11 @@ from executor.sandbox import RUNNER, SANDBOX_ENV, ExitState, Found, Sandbox
 log = logging.getLogger(__name__)
 
 DIAGNOSTICS_CAP = 16 * 1024
-UNIFIED = (cgroupfs.CGROUP_ROOT / "cgroup.controllers").exists()
 
 
 class DockerSandbox(Sandbox):
     linger = True
+    warned_no_cgroup = False  # said once per worker: this worker cannot hold a run's memory by its cgroup
 
     def __init__(self, client: docker.DockerClient, language: str, config: SandboxConfig, kind: str | None = None,
                  on_created=None) -> None:
@@ -76,18 +76,16 @@ class DockerSandbox(Sandbox):
                         "held by RLIMIT_AS and the container's size (SANDBOX_CONTAINER_MEMORY_MB) only")
         return directory
 
-    warned_no_cgroup = False
-
     def limit_memory(self, memory_mb: int) -> None:
         if self._memory_dir is not None:
-            cgroupfs.hold_memory(self._memory_dir, UNIFIED, memory_mb)
+            cgroupfs.hold_memory(self._memory_dir, cgroupfs.UNIFIED, memory_mb)
 
     def memory_peak_kb(self) -> int | None:
-        return cgroupfs.peak_kb(self._memory_dir, UNIFIED) if self._memory_dir is not None else None
+        return cgroupfs.peak_kb(self._memory_dir, cgroupfs.UNIFIED) if self._memory_dir is not None else None
 
     def reset_memory_peak(self) -> None:
         if self._memory_dir is not None:
-            cgroupfs.reset_peak(self._memory_dir, UNIFIED)
+            cgroupfs.reset_peak(self._memory_dir, cgroupfs.UNIFIED)
 
     def _create_options(self) -> dict:
         config = self.config
@@ -172,7 +170,7 @@ class DockerSandbox(Sandbox):
     def _exit_state(self, exited: bool) -> ExitState:
         # The cgroup's own count (dockerd's OOMKilled is not set for runsc). An OOM kill in it ends the sandbox
         # even when the kernel picked a process whose death leaves the container up but hung.
-        if self._memory_dir is not None and cgroupfs.oom_killed_in(self._memory_dir, UNIFIED):
+        if self._memory_dir is not None and cgroupfs.oom_killed_in(self._memory_dir, cgroupfs.UNIFIED):
             return ExitState(running=False, oom_killed=True)
         if exited:
             # The stream ended first; dockerd records the exit (and OOMKilled) a moment later.
